@@ -1,0 +1,116 @@
+"""The one error hierarchy. Raise where the fact is known; `cli.main` is the one catch point.
+
+Exit codes (documented in the README):
+  0 success · 1 internal error · 2 bad input · 3 some nodes failed · 4 all nodes failed
+  5 an external tool failed or is missing (nix, ssh, nixops4, qemu) · 130 interrupted
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from collections.abc import Iterable, Sequence
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1
+    BAD_INPUT = 2
+    SOME_FAILED = 3
+    ALL_FAILED = 4
+    EXTERNAL = 5
+    INTERRUPTED = 130
+
+
+class XnodeError(Exception):
+    """Base error: a message for the user and an optional hint on what to do."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = f"error: {self.message}"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return text.replace("\n", " ")
+
+
+class UsageError(XnodeError):
+    """The user's input is wrong: arguments, parameters, files they wrote."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class ParamError(UsageError):
+    """A template parameter is unknown, missing, mistyped or out of range."""
+
+
+class TemplateNotFound(UsageError):
+    pass
+
+
+class TemplateError(UsageError):
+    """A template's own files are broken (metadata or module source)."""
+
+
+class InventoryError(UsageError):
+    pass
+
+
+class CollisionError(UsageError):
+    """Two apps on one node claim the same port, user or route."""
+
+
+class ExternalError(XnodeError):
+    """An external tool is missing or failed."""
+
+    exit_code = ExitCode.EXTERNAL
+
+
+class CommandFailed(ExternalError):
+    """A subprocess exited non-zero; the command is shown ready to copy and paste."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str = "") -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        tail = stderr.strip().splitlines()[-1:] if stderr.strip() else []
+        detail = f": {tail[0]}" if tail else ""
+        super().__init__(
+            f"command failed with exit code {returncode}{detail}",
+            hint=f"rerun it to see everything: {shlex.join(self.argv)}",
+        )
+
+
+class ToolMissing(ExternalError):
+    pass
+
+
+class DeployFailed(XnodeError):
+    """Some or all nodes of a fleet run failed; per-node details were already reported."""
+
+    def __init__(self, failed: int, total: int) -> None:
+        self.failed = failed
+        self.total = total
+        self.exit_code = ExitCode.ALL_FAILED if failed == total else ExitCode.SOME_FAILED
+        super().__init__(f"{failed} of {total} nodes failed")
+
+
+def nearest(word: str, choices: Iterable[str]) -> str | None:
+    """The closest known name to a mistyped one, for 'did you mean' hints."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    options = sorted(choices)
+    guess = nearest(word, options)
+    known = ", ".join(options) if len(options) <= 12 else ", ".join(options[:12]) + ", ..."
+    if guess:
+        return f"did you mean '{guess}'? known: {known}"
+    return f"known: {known}"

@@ -1,0 +1,194 @@
+"""The one subprocess runner. Nothing else in xnodectl imports `subprocess`.
+
+argv lists only, never a shell; `check=True` by default; every call is logged at DEBUG with
+secret values redacted; a failure becomes `CommandFailed`, shown shell-joined for copy and paste.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xnodectl.errors import CommandFailed, ToolMissing
+
+logger = logging.getLogger(__name__)
+
+HINTS: Mapping[str, str] = {
+    "nix": "install Nix >= 2.8 (Debian: apt-get install nix-bin) and enable flakes",
+    "nix-instantiate": "install Nix (Debian: apt-get install nix-bin)",
+    "ssh": "install OpenSSH (Debian: apt-get install openssh-client)",
+    "nixops4": "get nixops4 from its flake: nix shell github:nixops4/nixops4",
+    "qemu-system-x86_64": "install QEMU (Debian: apt-get install qemu-system-x86)",
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def redact(argv: Sequence[str], secrets: Sequence[str] = ()) -> str:
+    text = shlex.join(argv)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
+def _env(extra: Mapping[str, str] | None) -> dict[str, str] | None:
+    if not extra:
+        return None
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def _missing(argv: Sequence[str]) -> ToolMissing:
+    tool = Path(argv[0]).name
+    return ToolMissing(f"'{tool}' was not found on PATH", hint=HINTS.get(tool, f"install {tool}"))
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    input: str | bytes | None = None,  # noqa: A002 - mirrors subprocess.run
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    secrets: Sequence[str] = (),
+) -> Result:
+    """Run a command to completion and capture its output as text."""
+    logger.debug("run: %s", redact(argv, secrets))
+    started = time.monotonic()
+    data = input.encode() if isinstance(input, str) else input
+    try:
+        proc = subprocess.run(
+            list(argv),
+            input=data,
+            capture_output=True,
+            env=_env(env),
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise _missing(argv) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailed(argv, -1, f"timed out after {timeout} s") from exc
+    result = Result(
+        argv=tuple(argv),
+        returncode=proc.returncode,
+        stdout=proc.stdout.decode(errors="surrogateescape"),
+        stderr=proc.stderr.decode(errors="surrogateescape"),
+        seconds=time.monotonic() - started,
+    )
+    logger.debug("exit %d after %.2fs", result.returncode, result.seconds)
+    if check and not result.ok:
+        raise CommandFailed(argv, result.returncode, result.stderr)
+    return result
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    stdout: int | None = subprocess.DEVNULL,
+    stderr: int | None = subprocess.DEVNULL,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running process (a test node's sshd, a QEMU VM) and return its handle."""
+    logger.debug("spawn: %s", shlex.join(argv))
+    try:
+        return subprocess.Popen(
+            list(argv), env=_env(env), cwd=cwd, stdout=stdout, stderr=stderr,
+            start_new_session=new_session,
+        )
+    except FileNotFoundError as exc:
+        raise _missing(argv) from exc
+
+
+async def arun(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    input: bytes | None = None,  # noqa: A002 - mirrors subprocess.run
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    on_stderr_line: Callable[[str], None] | None = None,
+    secrets: Sequence[str] = (),
+) -> Result:
+    """Async twin of `run` for the fleet engine; streams stderr lines to a callback.
+
+    On timeout or cancellation the child is killed, so no process outlives its deploy step.
+    """
+    logger.debug("arun: %s", redact(argv, secrets))
+    started = time.monotonic()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=_env(env),
+        )
+    except FileNotFoundError as exc:
+        raise _missing(argv) from exc
+
+    err_lines: list[str] = []
+
+    async def read_err() -> None:
+        assert proc.stderr is not None
+        async for raw in proc.stderr:
+            line = raw.decode(errors="surrogateescape").rstrip("\n")
+            err_lines.append(line)
+            if on_stderr_line is not None:
+                on_stderr_line(line)
+
+    async def feed_and_read() -> bytes:
+        if input is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(input)
+            await proc.stdin.drain()
+            proc.stdin.close()
+        assert proc.stdout is not None
+        out = await proc.stdout.read()
+        return out
+
+    try:
+        out, _ = await asyncio.wait_for(asyncio.gather(feed_and_read(), read_err()), timeout)
+        await proc.wait()
+    except (TimeoutError, asyncio.CancelledError):
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if isinstance(asyncio.current_task(), asyncio.Task) and asyncio.current_task().cancelling():  # type: ignore[union-attr]  # current_task is set inside a task
+            raise
+        raise CommandFailed(argv, -1, f"timed out after {timeout} s") from None
+    result = Result(
+        argv=tuple(argv),
+        returncode=proc.returncode if proc.returncode is not None else -1,
+        stdout=out.decode(errors="surrogateescape"),
+        stderr="\n".join(err_lines),
+        seconds=time.monotonic() - started,
+    )
+    logger.debug("exit %d after %.2fs", result.returncode, result.seconds)
+    if check and not result.ok:
+        raise CommandFailed(argv, result.returncode, result.stderr)
+    return result

@@ -1,0 +1,116 @@
+"""An operator workspace: flake.nix + inventory.toml + rendered apps/<node>/*.nix, tracked by git."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xnodectl import inventory as inv
+from xnodectl import process
+from xnodectl.errors import UsageError
+from xnodectl.render import RenderedApp, render_nix
+
+DEFAULT_FLAKE = "github:xnodectl/xnodectl"
+GITIGNORE = "# Secret values never enter git or the Nix store.\nsecrets/\nresult*\n"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.root / inv.FILENAME
+
+    def apps_dir(self, node: str) -> Path:
+        return self.root / "apps" / node
+
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    def load(self) -> inv.Inventory:
+        return inv.load(self.inventory_path)
+
+    def save(self, inventory: inv.Inventory) -> None:
+        inv.save(inventory, self.inventory_path)
+
+
+def find(start: Path | None = None) -> Workspace:
+    """The workspace containing `start` (default: $XNODECTL_WORKSPACE or the current directory)."""
+    here = (start or Path(os.environ.get("XNODECTL_WORKSPACE", "."))).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / inv.FILENAME).is_file():
+            return Workspace(candidate)
+    raise UsageError(f"no {inv.FILENAME} in {here} or above",
+                     hint="create a workspace with: xnodectl init DIR, or pass --workspace DIR")
+
+
+def default_flake() -> str:
+    """This checkout's flake when running from a source tree (works offline), else upstream."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "flake.nix").is_file() and (checkout / "templates").is_dir():
+        return f"path:{checkout}"
+    return DEFAULT_FLAKE
+
+
+def render_flake(xnodectl_flake: str) -> str:
+    source = (Path(__file__).parent / "data" / "workspace" / "flake.nix.j2").read_text()
+    return render_nix(source, {"xnodectl_flake": xnodectl_flake})
+
+
+def write_apps(ws: Workspace, node: str, apps: Sequence[RenderedApp]) -> list[Path]:
+    """Write a node's rendered modules, removing ones no longer in the inventory."""
+    directory = ws.apps_dir(node)
+    directory.mkdir(parents=True, exist_ok=True)
+    wanted = {app.filename for app in apps}
+    for old in directory.glob("*.nix"):
+        if old.name not in wanted:
+            old.unlink()
+    written = []
+    for app in apps:
+        path = directory / app.filename
+        if not path.is_file() or path.read_text() != app.source:
+            path.write_text(app.source)
+        written.append(path)
+    git_track(ws)
+    return written
+
+
+def git_track(ws: Workspace) -> None:
+    """Flakes only see files git knows about: keep the workspace's files tracked (intent-to-add)."""
+    if (ws.root / ".git").exists():
+        process.run(["git", "-C", str(ws.root), "add", "--intent-to-add", "--all", "--", "."],
+                    check=False)
+
+
+def init(
+    root: Path, *, xnodectl_flake: str, node: inv.Node | None, node_name: str,
+    apps: Sequence[RenderedApp],
+) -> Workspace:
+    """Create a workspace. Refuses to overwrite an existing inventory."""
+    ws = Workspace(root.resolve())
+    if ws.inventory_path.exists():
+        raise UsageError(f"{ws.inventory_path} already exists",
+                         hint="use a new directory, or edit the existing workspace")
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} exists and is not a directory", hint="choose another path")
+    ws.root.mkdir(parents=True, exist_ok=True)
+    (ws.root / "hosts").mkdir(exist_ok=True)
+    (ws.root / "flake.nix").write_text(render_flake(xnodectl_flake))
+    (ws.root / ".gitignore").write_text(GITIGNORE)
+    secrets = ws.secrets_dir()
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    inventory = inv.Inventory(settings=inv.Settings(xnodectl_flake=xnodectl_flake))
+    if node is not None:
+        node.apps = [inv.AppEntry(template=a.template, name=None if a.instance == a.template
+                                  else a.instance, params=dict(a.params)) for a in apps]
+        inventory.nodes[node_name] = node
+    ws.save(inventory)
+    if not (ws.root / ".git").exists():
+        process.run(["git", "init", "-q", str(ws.root)], check=False)
+    if node is not None:
+        write_apps(ws, node_name, apps)
+    git_track(ws)
+    return ws
