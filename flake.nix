@@ -1,0 +1,65 @@
+{
+  description = "xnodectl: declarative NixOS provisioning for Xnodes (templates, atomic fleet deploys, XnodeOS images, wallet identity)";
+
+  # Pinned in flake.lock; see README "Pinned inputs" for why this release.
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+
+  outputs = { self, nixpkgs, ... }:
+    let
+      lib = nixpkgs.lib;
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forAllSystems = f: lib.genAttrs systems (system: f system nixpkgs.legacyPackages.${system});
+
+      # Every app template's golden renders (defaults / example) are plain NixOS modules,
+      # kept byte-identical to what `xnodectl render` writes by tests/test_templates.py.
+      templateNames = builtins.attrNames
+        (lib.filterAttrs (_: kind: kind == "directory") (builtins.readDir ./templates));
+      goldenModule = name: variant: ./tests/golden + "/${name}/${variant}.nix";
+
+      # vm-tests/<name>.nix -> checks.<system>.<name>; each file is `{ pkgs, self }: runNixOSTest {...}`.
+      vmTests = pkgs:
+        lib.mapAttrs'
+          (file: _: lib.nameValuePair (lib.removeSuffix ".nix" file)
+            (import (./vm-tests + "/${file}") { inherit pkgs self; }))
+          (lib.filterAttrs (file: kind: kind == "regular" && lib.hasSuffix ".nix" file)
+            (builtins.readDir ./vm-tests));
+    in
+    {
+      # Shared XnodeOS modules (base, owner identity, apps, reverse proxy, deploy agent, claim,
+      # wallet gate, signed deploys) and one module per template (its defaults render).
+      nixosModules = {
+        default = ./modules;
+      } // lib.genAttrs templateNames (name: goldenModule name "defaults");
+
+      lib = {
+        # mkXnode { name, system, owner ? null, modules ? [ ] } -> a nixosSystem for one node.
+        mkXnode = import ./xnodeos/mk-xnode.nix { inherit nixpkgs self; };
+        # The same fleet as nixops4 deployments (see xnodeos/nixops4.nix).
+        mkNixops4Deployments = import ./xnodeos/nixops4.nix { inherit nixpkgs self; };
+      };
+
+      nixosConfigurations = import ./xnodeos/configurations.nix { inherit nixpkgs self; };
+
+      packages = forAllSystems (system: pkgs: rec {
+        xnodectl = pkgs.callPackage ./package.nix { src = self; };
+        default = xnodectl;
+      });
+
+      apps = forAllSystems (system: pkgs: {
+        default = { type = "app"; program = "${self.packages.${system}.xnodectl}/bin/xnodectl"; };
+      });
+
+      checks = forAllSystems (system: pkgs:
+        lib.optionalAttrs (system == "x86_64-linux") (vmTests pkgs) // {
+          xnodectl = self.packages.${system}.xnodectl;
+        });
+
+      devShells = forAllSystems (system: pkgs: {
+        default = pkgs.mkShell {
+          packages = [ pkgs.python3 pkgs.nix pkgs.openssh pkgs.git pkgs.ruff pkgs.mypy ];
+        };
+      });
+
+      formatter = forAllSystems (system: pkgs: pkgs.nixfmt-rfc-style);
+    };
+}

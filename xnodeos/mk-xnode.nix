@@ -1,0 +1,1 @@
+{ nixpkgs, self }: args: throw "mkXnode: not yet implemented"

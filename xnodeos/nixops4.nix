@@ -1,0 +1,1 @@
+{ nixpkgs, self }: { nodes, configurations }: { }
