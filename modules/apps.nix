@@ -26,6 +26,7 @@ let
       protocol = mkOption { type = types.enum [ "tcp" "udp" ]; description = "Protocol."; };
       public = mkOption { type = types.bool; default = false; description = "Opened in the firewall."; };
       purpose = mkOption { type = types.str; default = ""; description = "What listens there."; };
+      metrics = mkOption { type = types.bool; default = false; description = "Serves Prometheus metrics (scraped by the monitoring template)."; };
     };
   };
 in

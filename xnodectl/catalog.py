@@ -63,6 +63,8 @@ class PortMeta(_Strict):
     public: bool = False
     # A bool parameter that makes this port public (opened in the firewall) when true.
     public_if: str | None = None
+    # Prometheus metrics are served here: the monitoring template scrapes it automatically.
+    metrics: bool = False
 
 
 class ProbeMeta(_Strict):

@@ -31,6 +31,7 @@ class Port:
     protocol: str  # tcp | udp
     public: bool
     purpose: str
+    metrics: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def _ports(template: Template, values: Mapping[str, Any]) -> tuple[Port, ...]:
         number = int(substitute(str(meta.port), values))
         public = meta.public or (meta.public_if is not None and bool(values.get(meta.public_if)))
         protocols = ("tcp", "udp") if meta.protocol == "both" else (meta.protocol,)
-        out.extend(Port(number, proto, public, meta.purpose) for proto in protocols)
+        out.extend(Port(number, proto, public, meta.purpose, meta.metrics) for proto in protocols)
     return tuple(out)
 
 
@@ -178,7 +179,8 @@ def _wrap(
             {"name": s.param, "path": s.path, "owner": s.owner, "group": s.group} for s in secrets
         ],
         "ports": [
-            {"port": p.port, "protocol": p.protocol, "public": p.public, "purpose": p.purpose}
+            {"port": p.port, "protocol": p.protocol, "public": p.public, "purpose": p.purpose,
+             "metrics": p.metrics}
             for p in ports
         ],
     }
