@@ -2,7 +2,7 @@
   description = "xnodectl: declarative NixOS provisioning for Xnodes (templates, atomic fleet deploys, XnodeOS images, wallet identity)";
 
   # Pinned in flake.lock; see README "Pinned inputs" for why this release.
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs = { self, nixpkgs, ... }:
     let
