@@ -29,6 +29,10 @@ HINTS: Mapping[str, str] = {
 }
 
 
+# The handle `spawn` returns, for callers that must not import subprocess themselves.
+Spawned = subprocess.Popen[bytes]
+
+
 @dataclass(frozen=True)
 class Result:
     argv: tuple[str, ...]
@@ -67,7 +71,7 @@ def run(
     argv: Sequence[str],
     *,
     check: bool = True,
-    input: str | bytes | None = None,  # noqa: A002 - mirrors subprocess.run
+    input: str | bytes | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float | None = None,
@@ -112,12 +116,16 @@ def spawn(
     stdout: int | None = subprocess.DEVNULL,
     stderr: int | None = subprocess.DEVNULL,
     new_session: bool = False,
-) -> subprocess.Popen[bytes]:
+) -> Spawned:
     """Start a long-running process (a test node's sshd, a QEMU VM) and return its handle."""
     logger.debug("spawn: %s", shlex.join(argv))
     try:
         return subprocess.Popen(
-            list(argv), env=_env(env), cwd=cwd, stdout=stdout, stderr=stderr,
+            list(argv),
+            env=_env(env),
+            cwd=cwd,
+            stdout=stdout,
+            stderr=stderr,
             start_new_session=new_session,
         )
     except FileNotFoundError as exc:
@@ -128,7 +136,7 @@ async def arun(
     argv: Sequence[str],
     *,
     check: bool = True,
-    input: bytes | None = None,  # noqa: A002 - mirrors subprocess.run
+    input: bytes | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
