@@ -17,8 +17,16 @@ from xnodectl.render import check_collisions, render
 
 TEMPLATES = catalog.names()
 REQUIRED = {
-    "ethereum-node", "ethereum-validator", "ipfs", "ai-chatbot", "postgres", "static-web",
-    "monitoring", "bitcoin-node", "dev-env", "vaultwarden",
+    "ethereum-node",
+    "ethereum-validator",
+    "ipfs",
+    "ai-chatbot",
+    "postgres",
+    "static-web",
+    "monitoring",
+    "bitcoin-node",
+    "dev-env",
+    "vaultwarden",
 }
 
 
@@ -50,15 +58,17 @@ def test_metadata_is_sane(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", TEMPLATES)
-def test_secret_values_never_reach_rendered_nix(name: str, monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: os.PathLike[str]) -> None:
+def test_secret_values_never_reach_rendered_nix(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]
+) -> None:
     """Secret sources (env and secret files) hold a sentinel; no render may contain it."""
     t = catalog.get(name)
     sentinel = "S3NTINEL-secret-value-7f3a"
     for pname, spec in t.params.items():
         if spec.secret:
-            monkeypatch.setenv(f"XNODE_SECRET_{name.upper().replace('-', '_')}_{pname.upper()}",
-                               sentinel)
+            monkeypatch.setenv(
+                f"XNODE_SECRET_{name.upper().replace('-', '_')}_{pname.upper()}", sentinel
+            )
     for params in (defaults_params(t), example_params(t)):
         app = render(t, params)
         assert sentinel not in app.source

@@ -1,4 +1,4 @@
-"""From `template=NAME key=value ...` words to rendered apps: the service behind render/init/deploy."""
+"""`template=NAME key=value ...` words -> rendered apps: the service behind render/init/deploy."""
 
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ def parse_request(words: Sequence[str], name: str | None = None) -> AppRequest:
     values = split_words(words)
     template = values.pop("template", None)
     if template is None:
-        raise UsageError("no template given",
-                         hint="start with template=NAME; list them with: xnodectl templates list")
+        raise UsageError(
+            "no template given",
+            hint="start with template=NAME; list them with: xnodectl templates list",
+        )
     instance = values.pop("name", None) or name
     return AppRequest(template=template, params=values, name=instance)
 
@@ -51,5 +53,8 @@ def example_params(template: catalog.Template) -> dict[str, Any]:
 
 def defaults_params(template: catalog.Template) -> dict[str, Any]:
     """The defaults render: every default, plus example values for required parameters."""
-    return {name: template.meta.example[name] for name, spec in template.params.items()
-            if spec.required and not spec.secret and name in template.meta.example}
+    return {
+        name: template.meta.example[name]
+        for name, spec in template.params.items()
+        if spec.required and not spec.secret and name in template.meta.example
+    }

@@ -131,21 +131,31 @@ def templates_root() -> Path:
     for candidate in (here.parent / "templates", here / "templates"):
         if candidate.is_dir():
             return candidate
-    raise TemplateError("the template catalogue was not found",
-                        hint="reinstall xnodectl or set XNODECTL_TEMPLATES")
+    raise TemplateError(
+        "the template catalogue was not found", hint="reinstall xnodectl or set XNODECTL_TEMPLATES"
+    )
 
 
 def _spec(name: str, meta: ParamMeta) -> ParamSpec:
     return ParamSpec(
-        name=name, type=meta.type, description=meta.description, default=meta.default,
-        required=meta.required, secret=meta.secret, choices=tuple(meta.choices),
-        minimum=meta.min, maximum=meta.max, pattern=meta.pattern, items=meta.items,
+        name=name,
+        type=meta.type,
+        description=meta.description,
+        default=meta.default,
+        required=meta.required,
+        secret=meta.secret,
+        choices=tuple(meta.choices),
+        minimum=meta.min,
+        maximum=meta.max,
+        pattern=meta.pattern,
+        items=meta.items,
         max_length=meta.max_length,
     )
 
 
 def _check_refs(meta: TemplateMeta, file: Path) -> None:
     """Placeholders and public_if/when must name parameters of the right type."""
+
     def fail(field: str, msg: str) -> TemplateError:
         return TemplateError(f"{file}: {field}: {msg}", hint="fix the template metadata")
 
@@ -153,8 +163,9 @@ def _check_refs(meta: TemplateMeta, file: Path) -> None:
     for i, port in enumerate(meta.ports):
         texts.append((f"ports[{i}].port", str(port.port)))
         for flag in (port.public_if,):
-            if flag is not None and (flag not in meta.parameters
-                                     or meta.parameters[flag].type is not ParamType.BOOL):
+            if flag is not None and (
+                flag not in meta.parameters or meta.parameters[flag].type is not ParamType.BOOL
+            ):
                 raise fail(f"ports[{i}].public_if", f"'{flag}' is not a bool parameter")
     for i, probe in enumerate(meta.health):
         for field in ("unit", "port", "url"):
@@ -175,17 +186,19 @@ def _validate_defaults(meta: TemplateMeta, specs: Mapping[str, ParamSpec], file:
     for name, spec in specs.items():
         if spec.secret:
             continue
+        if spec.default is None and not spec.required:
+            raise TemplateError(f"{file}: parameters.{name}: needs a default or required = true")
         try:
             if spec.default is not None:
                 coerce(spec, spec.default)
-            elif not spec.required:
-                raise TemplateError(f"{file}: parameters.{name}: needs a default or required = true")
             if name in meta.example:
                 coerce(spec, meta.example[name])
         except TemplateError:
             raise
         except Exception as exc:
-            raise TemplateError(f"{file}: parameters.{name}: bad default or example: {exc}") from exc
+            raise TemplateError(
+                f"{file}: parameters.{name}: bad default or example: {exc}"
+            ) from exc
     for name in meta.example:
         if name not in specs or specs[name].secret:
             raise TemplateError(f"{file}: example.{name}: not a non-secret parameter")
@@ -204,8 +217,10 @@ def load_template_dir(directory: Path) -> Template:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise TemplateError(f"{file}: {where}: {first['msg']}",
-                            hint=f"{exc.error_count()} problem(s) in the metadata") from exc
+        raise TemplateError(
+            f"{file}: {where}: {first['msg']}",
+            hint=f"{exc.error_count()} problem(s) in the metadata",
+        ) from exc
     if meta.name != directory.name:
         raise TemplateError(f"{file}: name: '{meta.name}' differs from its directory name")
     if not (directory / MODULE_FILE).is_file():

@@ -101,9 +101,39 @@ class DeployFailed(XnodeError):
         super().__init__(f"{failed} of {total} nodes failed")
 
 
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: typos, including swapped neighbours, cost 1."""
+    rows = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            rows[i][j] = min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                rows[i][j] = min(rows[i][j], rows[i - 2][j - 2] + 1)
+    return rows[-1][-1]
+
+
+class WalletError(UsageError):
+    """The operator wallet is missing, unreadable, or the password is wrong."""
+
+
+class ClaimRefused(UsageError):
+    """The node refused a claim (its reason is the message); nothing was authorized."""
+
+
+class NodeUnreachable(ExternalError):
+    """A node's claim or sign-in service could not be reached or answered nonsense."""
+
+
 def nearest(word: str, choices: Iterable[str]) -> str | None:
     """The closest known name to a mistyped one, for 'did you mean' hints."""
-    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    options = list(choices)
+    if not options:
+        return None
+    best = min(options, key=lambda c: (_edit_distance(word, c), c))
+    if _edit_distance(word, best) <= max(2, len(word) // 3):
+        return best
+    found = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return found[0] if found else None
 
 

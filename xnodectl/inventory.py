@@ -55,9 +55,12 @@ class Inventory(_Strict):
 
     def node(self, name: str) -> Node:
         if name not in self.nodes:
-            raise InventoryError(f"no node named '{name}' in the inventory",
-                                 hint=did_you_mean(name, self.nodes) if self.nodes
-                                 else "add one with: xnodectl node add NAME HOST")
+            raise InventoryError(
+                f"no node named '{name}' in the inventory",
+                hint=did_you_mean(name, self.nodes)
+                if self.nodes
+                else "add one with: xnodectl node add NAME HOST",
+            )
         return self.nodes[name]
 
 
@@ -94,12 +97,16 @@ def parse(text: str, path: Path) -> Inventory:
         loc = tuple(first["loc"])
         line = _line_of(text, loc)
         where = f"{path}:{line}" if line else str(path)
-        raise InventoryError(f"{where}: {'.'.join(map(str, loc))}: {first['msg']}",
-                             hint="see the inventory format in the README") from exc
+        raise InventoryError(
+            f"{where}: {'.'.join(map(str, loc))}: {first['msg']}",
+            hint="see the inventory format in the README",
+        ) from exc
     for name in inventory.nodes:
         if not re.match(NODE_NAME, name):
-            raise InventoryError(f"{path}: node name '{name}' is not allowed",
-                                 hint="use lowercase letters, digits and '-'")
+            raise InventoryError(
+                f"{path}: node name '{name}' is not allowed",
+                hint="use lowercase letters, digits and '-'",
+            )
     return inventory
 
 
@@ -107,8 +114,9 @@ def load(path: Path) -> Inventory:
     try:
         text = path.read_text()
     except FileNotFoundError as exc:
-        raise InventoryError(f"{path} does not exist",
-                             hint="create a workspace with: xnodectl init DIR") from exc
+        raise InventoryError(
+            f"{path} does not exist", hint="create a workspace with: xnodectl init DIR"
+        ) from exc
     return parse(text, path)
 
 

@@ -1,8 +1,9 @@
 """Python value -> Nix literal. The only way a value enters Nix source.
 
-Strings always become double-quoted Nix strings in which `\\`, `"` and every `$` are escaped and
-control characters use escapes, so no value can end the string or start an interpolation. Paths are
-emitted as strings, never as Nix path literals (which would copy files into the world-readable store).
+Strings always become double-quoted Nix strings in which `\\`, `"` and every `$` are
+escaped and control characters use escapes, so no value can end the string or start an
+interpolation. Paths are emitted as strings, never as Nix path literals (which would copy files
+into the world-readable store).
 """
 
 from __future__ import annotations
@@ -19,8 +20,21 @@ _ESCAPES = {"\\": "\\\\", '"': '\\"', "$": "\\$", "\n": "\\n", "\r": "\\r", "\t"
 _SPECIAL = re.compile(r'[\\"$\n\r\t]')
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*$")
 _KEYWORDS = frozenset(
-    {"if", "then", "else", "assert", "with", "let", "in", "rec", "inherit", "or", "true",
-     "false", "null"}
+    {
+        "if",
+        "then",
+        "else",
+        "assert",
+        "with",
+        "let",
+        "in",
+        "rec",
+        "inherit",
+        "or",
+        "true",
+        "false",
+        "null",
+    }
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +19,7 @@ _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 SECRET_ROOT = "/var/lib/xnode/secrets"
 
 
-class ParamType(str, Enum):
+class ParamType(StrEnum):
     STRING = "string"
     INT = "int"
     BOOL = "bool"
@@ -106,12 +106,17 @@ def duration_seconds(text: str) -> int:
     return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+def _bound(value: int | None) -> str:
+    return "..." if value is None else str(value)
+
+
 def _fail(spec: ParamSpec, value: object, expected: str) -> ParamError:
-    return ParamError(f"parameter '{spec.name}' got {value!r}, expected {expected}",
-                      hint=spec.description or None)
+    return ParamError(
+        f"parameter '{spec.name}' got {value!r}, expected {expected}", hint=spec.description or None
+    )
 
 
-def _scalar(spec: ParamSpec, kind: ParamType, value: object) -> Any:  # noqa: C901, PLR0912 - one arm per type
+def _scalar(spec: ParamSpec, kind: ParamType, value: object) -> Any:
     from_cli = isinstance(value, str)
     match kind:
         case ParamType.STRING:
@@ -132,12 +137,20 @@ def _scalar(spec: ParamSpec, kind: ParamType, value: object) -> Any:  # noqa: C9
                 value = int(value)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise _fail(spec, value, "a whole number")
-            low = spec.minimum if spec.minimum is not None else (1 if kind is ParamType.PORT else None)
-            high = spec.maximum if spec.maximum is not None else (65535 if kind is ParamType.PORT else None)
+            low = (
+                spec.minimum
+                if spec.minimum is not None
+                else (1 if kind is ParamType.PORT else None)
+            )
+            high = (
+                spec.maximum
+                if spec.maximum is not None
+                else (65535 if kind is ParamType.PORT else None)
+            )
             if (low is not None and value < low) or (high is not None and value > high):
                 raise ParamError(
                     f"parameter '{spec.name}' is {value}, out of range",
-                    hint=f"allowed: {low if low is not None else '...'} to {high if high is not None else '...'}",
+                    hint=f"allowed: {_bound(low)} to {_bound(high)}",
                 )
             return value
         case ParamType.BOOL:
@@ -169,8 +182,11 @@ def _scalar(spec: ParamSpec, kind: ParamType, value: object) -> Any:  # noqa: C9
             if not isinstance(value, str):
                 raise _fail(spec, value, "a URL")
             parts = urlsplit(value)
-            if parts.scheme not in {"http", "https", "ws", "wss"} or not parts.hostname \
-                    or any(ch.isspace() for ch in value):
+            if (
+                parts.scheme not in {"http", "https", "ws", "wss"}
+                or not parts.hostname
+                or any(ch.isspace() for ch in value)
+            ):
                 raise _fail(spec, value, "an http(s):// or ws(s):// URL with a host")
             if spec.pattern and not re.fullmatch(spec.pattern, value):
                 raise _fail(spec, value, f"a URL matching {spec.pattern}")
@@ -182,8 +198,10 @@ def _scalar(spec: ParamSpec, kind: ParamType, value: object) -> Any:  # noqa: C9
             if (spec.minimum is not None and seconds < spec.minimum) or (
                 spec.maximum is not None and seconds > spec.maximum
             ):
-                raise ParamError(f"parameter '{spec.name}' is {value}, out of range",
-                                 hint=f"allowed: {spec.minimum} s to {spec.maximum} s")
+                raise ParamError(
+                    f"parameter '{spec.name}' is {value}, out of range",
+                    hint=f"allowed: {spec.minimum} s to {spec.maximum} s",
+                )
             return value
         case ParamType.LIST:
             raise AssertionError("lists are handled by coerce")
@@ -239,7 +257,9 @@ def resolve(
         elif spec.required:
             raise ParamError(
                 f"template '{template}' needs parameter '{name}'",
-                hint=f"add {name}=... ({spec.description})" if spec.description else f"add {name}=...",
+                hint=f"add {name}=... ({spec.description})"
+                if spec.description
+                else f"add {name}=...",
             )
         else:
             values[name] = spec.default

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError as JinjaError, UndefinedError
+from jinja2 import StrictUndefined, Undefined, UndefinedError
+from jinja2 import TemplateError as JinjaError
 from jinja2.sandbox import SandboxedEnvironment
 
 from xnodectl import __version__, nixlit
@@ -71,15 +72,23 @@ def _ident(value: object) -> NixExpr:
     """Raw text for use inside a Nix string or attribute path; only safe characters pass."""
     text = str(value)
     if not _SAFE_IDENT.match(text):
-        raise UsageError(f"'{text}' cannot be used as a name here",
-                         hint="use letters, digits, '-', '_' and '.'")
+        raise UsageError(
+            f"'{text}' cannot be used as a name here", hint="use letters, digits, '-', '_' and '.'"
+        )
     return NixExpr(text)
+
+
+def _finalize(value: object) -> str:
+    """Every `{{ }}` output: undefined names fail loudly, everything else is a Nix literal."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    return nixlit.encode(value)
 
 
 def _environment() -> SandboxedEnvironment:
     env = SandboxedEnvironment(
         undefined=StrictUndefined,
-        finalize=nixlit.encode,
+        finalize=_finalize,
         autoescape=False,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -122,17 +131,26 @@ def _header(template: Template, instance: str, values: Mapping[str, Any]) -> str
     )
 
 
-def render(template: Template, given: Mapping[str, object], instance: str | None = None) -> RenderedApp:
+def render(
+    template: Template, given: Mapping[str, object], instance: str | None = None
+) -> RenderedApp:
     """Validate parameters and render one app module. Raises before anything is written."""
     instance = instance or template.name
     if not _INSTANCE.match(instance):
-        raise UsageError(f"app name '{instance}' is not allowed",
-                         hint="use lowercase letters, digits and '-', starting with a letter")
+        raise UsageError(
+            f"app name '{instance}' is not allowed",
+            hint="use lowercase letters, digits and '-', starting with a letter",
+        )
     values = resolve(template.params, given, template.name)
     secrets = tuple(
-        Secret(name, secret_path(instance, name), template.meta.parameters[name].owner,
-               template.meta.parameters[name].group)
-        for name, spec in template.params.items() if spec.secret
+        Secret(
+            name,
+            secret_path(instance, name),
+            template.meta.parameters[name].owner,
+            template.meta.parameters[name].group,
+        )
+        for name, spec in template.params.items()
+        if spec.secret
     )
     context: dict[str, Any] = dict(values)
     for secret in secrets:
@@ -142,7 +160,8 @@ def render(template: Template, given: Mapping[str, object], instance: str | None
     probes = _probes(template, values)
     routes = tuple(
         (r.path, int(substitute(str(r.port), values)))
-        for r in template.meta.routes if r.when is None or values.get(r.when)
+        for r in template.meta.routes
+        if r.when is None or values.get(r.when)
     )
     try:
         body = _ENV.from_string(template.module_source.read_text()).render(context)
@@ -150,10 +169,17 @@ def render(template: Template, given: Mapping[str, object], instance: str | None
         raise TemplateError(f"{template.module_source}: {exc.message}") from exc
     except JinjaError as exc:
         raise TemplateError(f"{template.module_source}: {exc}") from exc
-    source = _wrap(template, instance, values, body, ports, probes, secrets, routes)
+    source = _wrap(template, instance, values, body, ports, probes, secrets)
     return RenderedApp(
-        instance=instance, template=template.name, params=values, ports=ports, probes=probes,
-        secrets=secrets, users=tuple(template.meta.users), routes=routes, source=source,
+        instance=instance,
+        template=template.name,
+        params=values,
+        ports=ports,
+        probes=probes,
+        secrets=secrets,
+        users=tuple(template.meta.users),
+        routes=routes,
+        source=source,
     )
 
 
@@ -162,9 +188,13 @@ def _indent(text: str, prefix: str) -> str:
 
 
 def _wrap(
-    template: Template, instance: str, values: Mapping[str, Any], body: str,
-    ports: Sequence[Port], probes: Sequence[Probe], secrets: Sequence[Secret],
-    routes: Sequence[tuple[str, int]],
+    template: Template,
+    instance: str,
+    values: Mapping[str, Any],
+    body: str,
+    ports: Sequence[Port],
+    probes: Sequence[Probe],
+    secrets: Sequence[Secret],
 ) -> str:
     enc = nixlit.encode
     tcp = sorted({p.port for p in ports if p.public and p.protocol == "tcp"})
@@ -179,8 +209,13 @@ def _wrap(
             {"name": s.param, "path": s.path, "owner": s.owner, "group": s.group} for s in secrets
         ],
         "ports": [
-            {"port": p.port, "protocol": p.protocol, "public": p.public, "purpose": p.purpose,
-             "metrics": p.metrics}
+            {
+                "port": p.port,
+                "protocol": p.protocol,
+                "public": p.public,
+                "purpose": p.purpose,
+                "metrics": p.metrics,
+            }
             for p in ports
         ],
     }
@@ -207,21 +242,26 @@ def check_collisions(apps: Iterable[RenderedApp]) -> None:
     names: set[str] = set()
     for app in apps:
         if app.instance in names:
-            raise CollisionError(f"two apps are named '{app.instance}'",
-                                 hint="give one of them another name with --name")
+            raise CollisionError(
+                f"two apps are named '{app.instance}'",
+                hint="give one of them another name with --name",
+            )
         names.add(app.instance)
         for port in app.ports:
             other = ports.setdefault((port.port, port.protocol), app.instance)
             if other != app.instance:
                 raise CollisionError(
-                    f"apps '{other}' and '{app.instance}' both use {port.protocol} port {port.port}",
+                    f"apps '{other}' and '{app.instance}' both use "
+                    f"{port.protocol} port {port.port}",
                     hint=f"change the port parameter of '{app.instance}'",
                 )
         for user in app.users:
             other = users.setdefault(user, app.instance)
             if other != app.instance:
-                raise CollisionError(f"apps '{other}' and '{app.instance}' both run as user '{user}'",
-                                     hint="a template can be deployed once per node")
+                raise CollisionError(
+                    f"apps '{other}' and '{app.instance}' both run as user '{user}'",
+                    hint="a template can be deployed once per node",
+                )
         for path, _port in app.routes:
             other = routes.setdefault(path, app.instance)
             if other != app.instance:
@@ -233,8 +273,6 @@ def check_collisions(apps: Iterable[RenderedApp]) -> None:
 
 def secret_params(template: Template) -> list[str]:
     return [name for name, spec in template.params.items() if spec.secret]
-
-
 
 
 def render_nix(source: str, context: Mapping[str, Any]) -> str:

@@ -24,7 +24,11 @@ def value(v: Any) -> str:
             # JSON string escapes are a subset of TOML basic-string escapes.
             return json.dumps(v, ensure_ascii=False)
         case Mapping():
-            return "{ " + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items()) + " }" if v else "{}"
+            return (
+                "{ " + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items()) + " }"
+                if v
+                else "{}"
+            )
         case list() | tuple():
             return "[" + ", ".join(value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")

@@ -1,4 +1,4 @@
-"""An operator workspace: flake.nix + inventory.toml + rendered apps/<node>/*.nix, tracked by git."""
+"""An operator workspace: flake.nix, inventory.toml, rendered apps/<node>/*.nix; tracked by git."""
 
 from __future__ import annotations
 
@@ -43,8 +43,10 @@ def find(start: Path | None = None) -> Workspace:
     for candidate in (here, *here.parents):
         if (candidate / inv.FILENAME).is_file():
             return Workspace(candidate)
-    raise UsageError(f"no {inv.FILENAME} in {here} or above",
-                     hint="create a workspace with: xnodectl init DIR, or pass --workspace DIR")
+    raise UsageError(
+        f"no {inv.FILENAME} in {here} or above",
+        hint="create a workspace with: xnodectl init DIR, or pass --workspace DIR",
+    )
 
 
 def default_flake() -> str:
@@ -81,19 +83,26 @@ def write_apps(ws: Workspace, node: str, apps: Sequence[RenderedApp]) -> list[Pa
 def git_track(ws: Workspace) -> None:
     """Flakes only see files git knows about: keep the workspace's files tracked (intent-to-add)."""
     if (ws.root / ".git").exists():
-        process.run(["git", "-C", str(ws.root), "add", "--intent-to-add", "--all", "--", "."],
-                    check=False)
+        process.run(
+            ["git", "-C", str(ws.root), "add", "--intent-to-add", "--all", "--", "."], check=False
+        )
 
 
 def init(
-    root: Path, *, xnodectl_flake: str, node: inv.Node | None, node_name: str,
+    root: Path,
+    *,
+    xnodectl_flake: str,
+    node: inv.Node | None,
+    node_name: str,
     apps: Sequence[RenderedApp],
 ) -> Workspace:
     """Create a workspace. Refuses to overwrite an existing inventory."""
     ws = Workspace(root.resolve())
     if ws.inventory_path.exists():
-        raise UsageError(f"{ws.inventory_path} already exists",
-                         hint="use a new directory, or edit the existing workspace")
+        raise UsageError(
+            f"{ws.inventory_path} already exists",
+            hint="use a new directory, or edit the existing workspace",
+        )
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} exists and is not a directory", hint="choose another path")
     ws.root.mkdir(parents=True, exist_ok=True)
@@ -104,8 +113,14 @@ def init(
     secrets.mkdir(mode=0o700, exist_ok=True)
     inventory = inv.Inventory(settings=inv.Settings(xnodectl_flake=xnodectl_flake))
     if node is not None:
-        node.apps = [inv.AppEntry(template=a.template, name=None if a.instance == a.template
-                                  else a.instance, params=dict(a.params)) for a in apps]
+        node.apps = [
+            inv.AppEntry(
+                template=a.template,
+                name=None if a.instance == a.template else a.instance,
+                params=dict(a.params),
+            )
+            for a in apps
+        ]
         inventory.nodes[node_name] = node
     ws.save(inventory)
     if not (ws.root / ".git").exists():

@@ -1,4 +1,4 @@
-"""The CLI layer: typer only. Commands parse words into one frozen options object and call a service.
+"""The CLI layer: typer only. Commands parse words into frozen options and call a service.
 
 Only typer is imported at start-up; every command imports its service inside the function, so
 `xnodectl --help` never loads pydantic, jinja2, asyncssh, siwe or web3.
@@ -33,7 +33,7 @@ class _OneLineUsageError(click_exc.ClickException):
         super().__init__(message)
         self.hint = hint
 
-    def show(self, file: Any = None) -> None:
+    def show(self, file: Any = None) -> None:  # noqa: ARG002 - click's signature; always stderr
         text = f"error: {self.message}"
         if self.hint:
             text += f" (hint: {self.hint})"
@@ -48,7 +48,7 @@ class _XnodeFailure(click_exc.ClickException):
         self.error = error
         self.exit_code = int(error.exit_code)
 
-    def show(self, file: Any = None) -> None:
+    def show(self, file: Any = None) -> None:  # noqa: ARG002 - click's signature; always stderr
         typer.echo(self.error.one_line(), err=True)
 
 
@@ -60,8 +60,9 @@ def _hint_for(ctx: Any) -> str:
 class XnodeGroup(TyperGroup):
     """The one catch point: user mistakes become one `error:` line and a documented exit code."""
 
-    def make_context(self, info_name: str | None, args: list[str], parent: Any = None,
-                     **extra: Any) -> Any:
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click_exc.NoArgsIsHelpError:
@@ -72,8 +73,13 @@ class XnodeGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click_exc.NoArgsIsHelpError, _OneLineUsageError,
-                _XnodeFailure):
+        except (
+            typer.Exit,
+            typer.Abort,
+            click_exc.NoArgsIsHelpError,
+            _OneLineUsageError,
+            _XnodeFailure,
+        ):
             raise
         except click_exc.UsageError as exc:
             raise _OneLineUsageError(exc.format_message(), _hint_for(exc.ctx)) from exc
@@ -87,15 +93,22 @@ class XnodeGroup(TyperGroup):
         except Exception as exc:
             if state.debug:
                 raise
-            typer.echo(f"error: internal error: {type(exc).__name__}: {exc} "
-                       "(hint: rerun with --debug for the traceback and report it)", err=True)
+            typer.echo(
+                f"error: internal error: {type(exc).__name__}: {exc} "
+                "(hint: rerun with --debug for the traceback and report it)",
+                err=True,
+            )
             raise typer.Exit(int(ExitCode.INTERNAL)) from exc
 
 
 def new_app(help_text: str) -> typer.Typer:
     return typer.Typer(
-        cls=XnodeGroup, help=help_text, rich_markup_mode=None, no_args_is_help=True,
-        pretty_exceptions_enable=False, add_completion=False,
+        cls=XnodeGroup,
+        help=help_text,
+        rich_markup_mode=None,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
     )
 
 
@@ -110,14 +123,21 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show debug logs and tracebacks.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False,
 ) -> None:
+    del version  # handled eagerly by its callback
     state.debug = debug
     level = logging.DEBUG if (debug or verbose) else logging.WARNING
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s: %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s: %(name)s: %(message)s"
+    )
 
 
 def _register() -> None:

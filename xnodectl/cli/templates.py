@@ -10,8 +10,10 @@ import typer
 from xnodectl.cli import output
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
-Words = Annotated[list[str] | None, typer.Argument(
-    help="template=NAME followed by key=value parameters.", show_default=False)]
+Words = Annotated[
+    list[str] | None,
+    typer.Argument(help="template=NAME followed by key=value parameters.", show_default=False),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -31,7 +33,9 @@ def _summary(t: object) -> dict[str, object]:
     assert isinstance(t, Template)
     meta = t.meta
     return {
-        "name": meta.name, "summary": meta.summary, "category": meta.category,
+        "name": meta.name,
+        "summary": meta.summary,
+        "category": meta.category,
         "resources": meta.resources.model_dump(),
     }
 
@@ -72,32 +76,50 @@ def show_template(
     if t.meta.description:
         lines.append(t.meta.description.strip())
     res = t.meta.resources
-    lines.append(f"resources: >= {res.min_cpus} CPU, {res.min_ram_mb} MB RAM, {res.min_disk_gb} GB disk")
+    lines.append(
+        f"resources: >= {res.min_cpus} CPU, {res.min_ram_mb} MB RAM, {res.min_disk_gb} GB disk"
+    )
     lines.append("parameters:")
     for pname, spec in t.params.items():
         kind = spec.type.value + (f"[{spec.items.value}]" if spec.items else "")
-        extra = "secret file" if spec.secret else (
-            "required" if spec.required else f"default {spec.default!r}")
+        extra = (
+            "secret file"
+            if spec.secret
+            else ("required" if spec.required else f"default {spec.default!r}")
+        )
         choices = f" one of {', '.join(spec.choices)}" if spec.choices else ""
         lines.append(f"  {pname} ({kind}, {extra}){choices}: {spec.description}")
     lines.append("ports:")
     for port in t.meta.ports:
-        public = "public" if port.public else (f"public if {port.public_if}" if port.public_if
-                                               else "localhost only")
+        public = (
+            "public"
+            if port.public
+            else (f"public if {port.public_if}" if port.public_if else "localhost only")
+        )
         lines.append(f"  {port.port}/{port.protocol} {public}: {port.purpose}")
     lines.append("health:")
     for probe in t.meta.health:
         target = probe.unit or probe.url or probe.port
         lines.append(f"  {probe.kind} {target}")
-    lines.append("example: xnodectl render template=" + t.name + "".join(
-        f" {k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in t.meta.example.items()))
+    lines.append(
+        "example: xnodectl render template="
+        + t.name
+        + "".join(
+            f" {k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in t.meta.example.items()
+        )
+    )
     output.result("\n".join(lines))
 
 
 def render_cmd(
     words: Words = None,
-    out: Annotated[str, typer.Option("--output", "-o", help="Directory to write to, or - for stdout.")] = ".",
-    name: Annotated[str | None, typer.Option("--name", help="App name (default: the template name).")] = None,
+    out: Annotated[
+        str, typer.Option("--output", "-o", help="Directory to write to, or - for stdout.")
+    ] = ".",
+    name: Annotated[
+        str | None, typer.Option("--name", help="App name (default: the template name).")
+    ] = None,
 ) -> None:
     """Render a template into a NixOS module: xnodectl render template=NAME key=value ..."""
     from xnodectl.apps import parse_request, render_request
@@ -110,7 +132,9 @@ def render_cmd(
     if directory.exists() and not directory.is_dir():
         from xnodectl.errors import UsageError
 
-        raise UsageError(f"{directory} is not a directory", hint="give -o an existing or new directory")
+        raise UsageError(
+            f"{directory} is not a directory", hint="give -o an existing or new directory"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / rendered.filename
     path.write_text(rendered.source)
@@ -124,8 +148,9 @@ def init_cmd(
     node: Annotated[str, typer.Option("--node", help="Name of the first node.")] = "local",
     host: Annotated[str, typer.Option("--host", help="Address of the first node.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="SSH port of the first node.")] = 2222,
-    flake: Annotated[str | None, typer.Option("--xnodectl-flake",
-                                              help="Flake reference of xnodectl itself.")] = None,
+    flake: Annotated[
+        str | None, typer.Option("--xnodectl-flake", help="Flake reference of xnodectl itself.")
+    ] = None,
 ) -> None:
     """Create an operator workspace (flake.nix, inventory.toml, apps/) with optional first app.
 
@@ -139,9 +164,14 @@ def init_cmd(
         raise UsageError(f"--port {port} is out of range", hint="use 1 to 65535")
     apps = [render_request(parse_request(words, None))] if words else []
     ws = workspace.init(
-        directory, xnodectl_flake=flake or workspace.default_flake(),
-        node=inventory.Node(host=host, port=port), node_name=node, apps=apps,
+        directory,
+        xnodectl_flake=flake or workspace.default_flake(),
+        node=inventory.Node(host=host, port=port),
+        node_name=node,
+        apps=apps,
     )
-    output.info(f"created workspace with node '{node}'" + (
-        f" running {', '.join(a.instance for a in apps)}" if apps else ""))
+    output.info(
+        f"created workspace with node '{node}'"
+        + (f" running {', '.join(a.instance for a in apps)}" if apps else "")
+    )
     output.result(str(ws.root))
