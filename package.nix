@@ -42,16 +42,12 @@ python3Packages.buildPythonApplication {
 
   nativeBuildInputs = [ makeWrapper ];
 
+  # The template catalogue ships inside the package (xnodectl/templates links to templates/).
   postInstall = ''
-    mkdir -p $out/share/xnodectl
-    cp -r templates $out/share/xnodectl/templates
     install -Dm755 xnodectl/data/node/xnode-activate $out/bin/xnode-activate
   '';
 
-  makeWrapperArgs = [
-    "--prefix PATH : ${lib.makeBinPath [ nix openssh git ]}"
-    "--set-default XNODECTL_TEMPLATES ${placeholder "out"}/share/xnodectl/templates"
-  ];
+  makeWrapperArgs = [ "--prefix PATH : ${lib.makeBinPath [ nix openssh git ]}" ];
 
   pythonImportsCheck = [ "xnodectl" "xnodectl.cli" ];
   doCheck = false; # the test suite needs sshd test nodes; it runs in CI (.ci/run), not in the sandbox
