@@ -1,1 +1,21 @@
-{ nixpkgs, self }: args: throw "mkXnode: not yet implemented"
+# mkXnode { name, system ? "x86_64-linux", owner ? null, modules ? [ ] } -> a nixosSystem for one
+# Xnode: every XnodeOS module (self.nixosModules.default), the node's name and owner, and the
+# operator's own modules (hosts/<name>.nix, rendered apps/<name>/*.nix).
+{ nixpkgs, self }:
+{ name, system ? "x86_64-linux", owner ? null, modules ? [ ] }:
+nixpkgs.lib.nixosSystem {
+  modules = [
+    self.nixosModules.default
+    {
+      # nixpkgs nixos/modules/misc/nixpkgs.nix
+      nixpkgs.hostPlatform = system;
+      # nixpkgs nixos/modules/tasks/network-interfaces.nix
+      networking.hostName = name;
+      xnode.package = self.packages.${system}.xnodectl;
+      xnode.owner.address = owner;
+      # Record which xnodectl revision built the system (shown by nixos-version --json).
+      # nixpkgs nixos/modules/misc/version.nix
+      system.configurationRevision = self.rev or self.dirtyRev or null;
+    }
+  ] ++ modules;
+}

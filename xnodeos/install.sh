@@ -1,0 +1,134 @@
+# xnode-install SETTINGS.json: run by xnode-install.service (see installer.nix for the rules).
+# Every refusal happens before the first write; the only writes are sfdisk, mkfs, nixos-install.
+
+settings=$1
+toplevel=$(jq -r .toplevel "$settings")
+disk=$(jq -r '.disk // empty' "$settings")
+wipe=$(jq -r .wipe "$settings")
+layout=$(jq -r .layout "$settings")
+min_bytes=$(jq -r .minDiskBytes "$settings")
+after=$(jq -r .afterInstall "$settings")
+mkdir -p /run/xnode-install
+
+log() { echo "xnode-install: $*" >&2; }
+refuse() {
+  log "REFUSED: $*"
+  log "nothing was written to any disk"
+  echo "$*" > /run/xnode-install/refused
+  exit 1
+}
+
+# Whole disks backing what we booted from (the ISO/USB stick, or a test VM's root): never targets.
+boot_disks() {
+  local mnt src parent
+  for mnt in /iso /nix/.ro-store /; do
+    src=$(findmnt -nvo SOURCE "$mnt" 2>/dev/null) || continue
+    [ -b "$src" ] || continue
+    parent=$(lsblk -ndo PKNAME "$src" 2>/dev/null || true)
+    if [ -n "$parent" ]; then readlink -f "/dev/$parent"; else readlink -f "$src"; fi
+  done
+}
+
+# Stable names of a disk, for messages that tell the operator what to bake in.
+names_of() {
+  local dev=$1 link
+  for link in /dev/disk/by-id/*; do
+    [ -e "$link" ] || continue
+    case "$link" in *-part[0-9]*) continue ;; esac
+    [ "$(readlink -f "$link")" = "$dev" ] && echo "$link"
+  done
+  true
+}
+
+is_empty() {
+  local dev=$1
+  [ "$(lsblk -nro NAME "$dev" | wc -l)" -eq 1 ] && [ -z "$(wipefs --noheadings "$dev")" ]
+}
+
+# Prints why DEV may not be used (nothing when it may). $2 = "explicit" when the operator named it.
+why_not() {
+  local dev=$1 how=$2
+  [ -b "$dev" ] || { echo "$dev is not a block device"; return; }
+  [ "$(lsblk -ndo TYPE "$dev")" = disk ] || { echo "$dev is not a whole disk"; return; }
+  [ "$(lsblk -ndo RM "$dev" | tr -d ' ')" = 0 ] || { echo "$dev is removable media"; return; }
+  [ "$(lsblk -ndo RO "$dev" | tr -d ' ')" = 0 ] || { echo "$dev is read-only"; return; }
+  if boot_disks | grep -qxF "$dev"; then echo "$dev is the medium this installer booted from"; return; fi
+  if [ -n "$(lsblk -nro MOUNTPOINTS "$dev" | tr -d '[:space:]')" ]; then
+    echo "$dev has mounted filesystems"; return
+  fi
+  [ "$(lsblk -ndbo SIZE "$dev" | tr -d ' ')" -ge "$min_bytes" ] || {
+    echo "$dev is smaller than $((min_bytes / 1024 / 1024 / 1024)) GiB"; return; }
+  if ! is_empty "$dev"; then
+    if [ "$how" = explicit ] && [ "$wipe" = true ]; then return; fi
+    echo "$dev holds partitions or data (to erase it, build the image with --disk $(names_of "$dev" | head -n1) --wipe)"
+  fi
+}
+
+# True when DEV already holds this exact system (installed earlier by this image).
+already_installed() {
+  local dev=$1 root found=1
+  root=$(lsblk -nrpo NAME,LABEL "$dev" | awk '$2 == "nixos" { print $1; exit }')
+  [ -n "$root" ] || return 1
+  mkdir -p /run/xnode-install/probe
+  mount -o ro "$root" /run/xnode-install/probe 2>/dev/null || return 1
+  if [ "$(cat /run/xnode-install/probe/etc/xnode-installed-system 2>/dev/null)" = "$toplevel" ]; then
+    found=0
+  fi
+  umount /run/xnode-install/probe
+  return "$found"
+}
+
+choose_disk() {
+  local dev reason candidates=()
+  if [ -n "$disk" ]; then
+    dev=$(readlink -f "$disk" || true)
+    if [ -z "$dev" ] || [ ! -e "$disk" ]; then
+      refuse "the disk $disk baked into this image does not exist on this machine"
+    fi
+    if already_installed "$dev"; then refuse "$disk already holds this XnodeOS; remove the installer medium and reboot"; fi
+    reason=$(why_not "$dev" explicit)
+    [ -z "$reason" ] || refuse "$reason"
+    echo "$dev"
+    return
+  fi
+  while read -r dev; do
+    reason=$(why_not "$dev" auto)
+    if [ -z "$reason" ]; then candidates+=("$dev"); else log "skipping: $reason"; fi
+  done < <(lsblk -dnpo NAME,TYPE | awk '$2 == "disk" { print $1 }')
+  case ${#candidates[@]} in
+    1) echo "${candidates[0]}" ;;
+    0) refuse "no empty, non-removable disk of at least $((min_bytes / 1024 / 1024 / 1024)) GiB found; build the image with --disk /dev/disk/by-id/... (and --wipe to erase it)" ;;
+    *) refuse "several empty disks (${candidates[*]}); choose one with --disk $(for d in "${candidates[@]}"; do names_of "$d" | head -n1; done | paste -sd' ')" ;;
+  esac
+}
+
+udevadm settle
+target=$(choose_disk)
+log "installing XnodeOS onto $target ($(names_of "$target" | head -n1))"
+
+wipefs --all --quiet "$target"
+sfdisk --quiet --wipe always --wipe-partitions always "$target" < "$layout"
+udevadm settle
+mapfile -t parts < <(lsblk -nrpo NAME,TYPE "$target" | awk '$2 == "part" { print $1 }')
+[ "${#parts[@]}" -eq 2 ] || { log "expected 2 partitions on $target, found ${#parts[@]}"; exit 1; }
+mkfs.vfat -F 32 -n ESP "${parts[0]}" >/dev/null
+mkfs.ext4 -q -F -L nixos "${parts[1]}"
+udevadm settle
+
+mount "${parts[1]}" /mnt
+mkdir -p /mnt/boot
+mount -o fmask=0077,dmask=0077 "${parts[0]}" /mnt/boot
+log "copying the embedded system closure (no network needed)"
+nixos-install --root /mnt --system "$toplevel" --no-root-passwd --no-channel-copy < /dev/null
+mkdir -p /mnt/etc
+echo "$toplevel" > /mnt/etc/xnode-installed-system
+sync
+umount -R /mnt
+touch /run/xnode-install/done
+log "done: XnodeOS is installed on $target"
+
+case "$after" in
+  reboot) log "rebooting into XnodeOS; remove the installer medium"; systemctl reboot ;;
+  poweroff) systemctl poweroff ;;
+  none) ;;
+esac
