@@ -120,8 +120,12 @@ def render_cmd(
     name: Annotated[
         str | None, typer.Option("--name", help="App name (default: the template name).")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Render a template into a NixOS module: xnodectl render template=NAME key=value ..."""
+    """Render a template into a NixOS module: xnodectl render template=NAME key=value ...
+
+    Secret parameters take no value here: the module reads them from files on the node.
+    """
     from xnodectl.apps import parse_request, render_request
 
     rendered = render_request(parse_request(words or [], name))
@@ -139,6 +143,19 @@ def render_cmd(
     path = directory / rendered.filename
     path.write_text(rendered.source)
     output.info(f"rendered {rendered.template} as app '{rendered.instance}'")
+    if as_json:
+        output.as_json(
+            {
+                "path": str(path),
+                "app": rendered.instance,
+                "template": rendered.template,
+                "parameters": dict(rendered.params),
+                "ports": [vars(p) for p in rendered.ports],
+                "health": [vars(p) for p in rendered.probes],
+                "secrets": [vars(s) for s in rendered.secrets],
+            }
+        )
+        return
     output.result(str(path))
 
 
