@@ -56,6 +56,8 @@ class RenderedApp:
     instance: str
     template: str
     params: Mapping[str, Any]
+    # What the user gave (validated); the inventory keeps only this so template defaults can evolve.
+    given: Mapping[str, Any]
     ports: tuple[Port, ...]
     probes: tuple[Probe, ...]
     secrets: tuple[Secret, ...]
@@ -174,6 +176,7 @@ def render(
         instance=instance,
         template=template.name,
         params=values,
+        given={k: values[k] for k in given if k in values},
         ports=ports,
         probes=probes,
         secrets=secrets,

@@ -50,7 +50,10 @@ def find(start: Path | None = None) -> Workspace:
 
 
 def default_flake() -> str:
-    """This checkout's flake when running from a source tree (works offline), else upstream."""
+    """$XNODECTL_FLAKE, else this checkout's flake when running from a source tree (works
+    offline, pinned by the checkout's flake.lock), else upstream."""
+    if env := os.environ.get("XNODECTL_FLAKE"):
+        return env
     checkout = Path(__file__).resolve().parent.parent
     if (checkout / "flake.nix").is_file() and (checkout / "templates").is_dir():
         return f"path:{checkout}"
@@ -117,7 +120,7 @@ def init(
             inv.AppEntry(
                 template=a.template,
                 name=None if a.instance == a.template else a.instance,
-                params=dict(a.params),
+                params=dict(a.given),
             )
             for a in apps
         ]
