@@ -26,7 +26,7 @@
         ];
 
         # nixpkgs nixos/modules/services/databases/postgresql.nix (services.postgresql.{enable,package,
-        # settings,authentication,ensureDatabases,ensureUsers}); 25.11 ships postgresql_14 .. _18.
+        # settings,authentication,ensureDatabases,ensureUsers}); the pinned nixos-26.05 ships postgresql_14 .. _18.
         services.postgresql = {
           enable = true;
           package = pkgs.postgresql_17;
