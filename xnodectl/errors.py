@@ -125,6 +125,12 @@ class NodeUnreachable(ExternalError):
     """A node's claim or sign-in service could not be reached or answered nonsense."""
 
 
+class Interrupted(XnodeError):
+    """Ctrl-C during a fleet run; the message says which generation each node was left on."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
 def nearest(word: str, choices: Iterable[str]) -> str | None:
     """The closest known name to a mistyped one, for 'did you mean' hints."""
     options = list(choices)

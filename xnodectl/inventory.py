@@ -39,6 +39,8 @@ class Node(_Strict):
     tags: list[str] = []
     system: str = "x86_64-linux"
     owner: str | None = None
+    # The node only activates owner-signed deploy manifests (/etc/xnode/require-signed-deploys).
+    signed_deploys: bool = False
     apps: list[AppEntry] = []
 
 
@@ -47,6 +49,8 @@ class Settings(_Strict):
     max_parallel: int = Field(default=10, ge=1, le=1000)
     confirm_timeout: int = Field(default=30, ge=5, le=3600)
     ssh_key: str | None = None
+    # The owner's keystore used to sign deploy manifests for nodes with signed_deploys = true.
+    signer_keystore: str | None = None
 
 
 class Inventory(_Strict):

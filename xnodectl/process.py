@@ -141,6 +141,7 @@ async def arun(
     timeout: float | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
     secrets: Sequence[str] = (),
+    cwd: Path | None = None,
 ) -> Result:
     """Async twin of `run` for the fleet engine; streams stderr lines to a callback.
 
@@ -155,6 +156,7 @@ async def arun(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=_env(env),
+            cwd=cwd,
         )
     except FileNotFoundError as exc:
         raise _missing(argv) from exc

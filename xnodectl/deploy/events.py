@@ -1,0 +1,179 @@
+"""Typed events (one per phase per node) and the reports a fleet run ends with."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    BUILD = "build"
+    PREFLIGHT = "preflight"
+    HELPER = "upload-helper"
+    COPY = "copy"
+    SECRETS = "secrets"
+    MANIFEST = "manifest"
+    ACTIVATE = "activate"
+    PROBE = "probe"
+    CONFIRM = "confirm"
+    ROLLBACK = "rollback"
+    DONE = "done"
+
+
+class Status(StrEnum):
+    START = "start"
+    PROGRESS = "progress"
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class Outcome(StrEnum):
+    DEPLOYED = "deployed"  # the node runs the new system and boots it
+    UNCHANGED = "unchanged"  # it already ran the desired system: nothing copied or activated
+    ROLLED_BACK = "rolled-back"  # activation happened, then the node returned to the old system
+    FAILED = "failed"  # stopped before activation: the node never left its old system
+    SKIPPED = "skipped"  # not attempted (a canary or too many others failed)
+    INTERRUPTED = "interrupted"  # Ctrl-C; `state` says where the node was left
+
+
+class NodeState(StrEnum):
+    OLD = "old"  # running the generation it had before this run
+    NEW = "new"  # running (and booting) the new generation
+    UNKNOWN = "unknown"  # unreachable after activation started; its own timer decides
+
+
+@dataclass(frozen=True)
+class Event:
+    node: str
+    phase: Phase
+    status: Status
+    elapsed: float  # seconds since the run started
+    seconds: float | None = None  # this phase's duration, on ok/failed
+    bytes: int | None = None
+    paths: int | None = None
+    total_bytes: int | None = None
+    generation_before: int | None = None
+    generation_after: int | None = None
+    message: str | None = None
+    rollback_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if v is not None}
+        return {"type": "event", **data}
+
+
+@dataclass
+class NodeReport:
+    node: str
+    outcome: Outcome = Outcome.FAILED
+    state: NodeState = NodeState.OLD
+    system_before: str | None = None
+    system_after: str | None = None
+    generation_before: int | None = None
+    generation_after: int | None = None
+    bytes_copied: int = 0
+    paths_copied: int = 0
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    rollback_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.DEPLOYED, Outcome.UNCHANGED)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FleetReport:
+    nodes: list[NodeReport]
+    seconds: float
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for n in self.nodes if not n.ok)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "report",
+            "ok": self.failed == 0,
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 3),
+            "failed": self.failed,
+            "total": len(self.nodes),
+            "nodes": [n.to_json() for n in self.nodes],
+        }
+
+
+Sink = Callable[[Event], None]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.start, 3)
+
+
+def json_sink(event: Event) -> None:
+    """`--json`: one object per line on stdout, flushed so a reader sees it at once."""
+    sys.stdout.write(json.dumps(event.to_json()) + "\n")
+    sys.stdout.flush()
+
+
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+class ConsoleSink:
+    """Progress on stderr: one line per phase change; copy progress at most every half second."""
+
+    def __init__(self) -> None:
+        from rich.console import Console  # lazy: keeps `xnodectl --help` fast
+
+        self.console = Console(stderr=True, highlight=False)
+        self._last_progress: dict[str, float] = {}
+
+    def __call__(self, event: Event) -> None:
+        if event.status is Status.PROGRESS:
+            last = self._last_progress.get(event.node, 0.0)
+            if event.elapsed - last < 0.5:
+                return
+            self._last_progress[event.node] = event.elapsed
+        style = {Status.FAILED: "red", Status.OK: "green", Status.SKIPPED: "yellow"}.get(
+            event.status, ""
+        )
+        parts = [
+            f"[{event.elapsed:6.1f}s]",
+            f"{event.node:<12}",
+            f"{event.phase.value:<13}",
+            event.status.value,
+        ]
+        if event.bytes is not None:
+            total = f"/{_human_bytes(event.total_bytes)}" if event.total_bytes else ""
+            parts.append(f"{_human_bytes(event.bytes)}{total}")
+        if event.seconds is not None:
+            parts.append(f"({event.seconds:.1f}s)")
+        if event.generation_after is not None:
+            parts.append(f"generation {event.generation_before} -> {event.generation_after}")
+        if event.message:
+            parts.append(f"- {event.message}")
+        if event.rollback_reason:
+            parts.append(f"- rolled back: {event.rollback_reason}")
+        line = " ".join(parts)
+        self.console.print(line, style=style or None, markup=False)

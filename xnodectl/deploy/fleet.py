@@ -1,0 +1,166 @@
+"""Fleet runs: bounded parallelism, canary waves, failure budget, optional wave revert, Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from xnodectl.deploy.events import (
+    Clock,
+    Event,
+    NodeReport,
+    NodeState,
+    Outcome,
+    Phase,
+    Sink,
+    Status,
+)
+from xnodectl.deploy.helper import Helper
+from xnodectl.deploy.pipeline import DeployOptions, NodeJob, deploy_node
+from xnodectl.errors import XnodeError
+from xnodectl.remote import Session
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    max_parallel: int = 10
+    canary: int = 0  # nodes in the first wave; 0 = one wave
+    max_failures: int | None = None  # stop starting nodes once more than this many failed
+    revert_wave_on_failure: bool = False
+
+
+def waves(jobs: Sequence[NodeJob], canary: int) -> list[list[NodeJob]]:
+    if canary <= 0 or canary >= len(jobs):
+        return [list(jobs)]
+    return [list(jobs[:canary]), list(jobs[canary:])]
+
+
+def skipped(
+    node: str, reason: str, sink: Sink, clock: Clock, outcome: Outcome = Outcome.SKIPPED
+) -> NodeReport:
+    sink(Event(node, Phase.DONE, Status.SKIPPED, clock.elapsed(), message=reason))
+    return NodeReport(node, outcome=outcome, state=NodeState.OLD, error=reason)
+
+
+class _Budget:
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.failed = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.failed > self.limit
+
+
+async def _one(
+    job: NodeJob,
+    opts: DeployOptions,
+    session: Session,
+    sink: Sink,
+    clock: Clock,
+    sem: asyncio.Semaphore,
+    budget: _Budget,
+) -> NodeReport:
+    try:
+        async with sem:
+            if budget.exhausted:
+                return skipped(
+                    job.target.node,
+                    f"not started: more than {budget.limit} nodes failed",
+                    sink,
+                    clock,
+                )
+            report = await deploy_node(job, opts, session, sink, clock)
+    except asyncio.CancelledError:  # cancelled while waiting for a slot: never touched
+        return skipped(
+            job.target.node,
+            "interrupted before it started; the node is on its old generation",
+            sink,
+            clock,
+            Outcome.INTERRUPTED,
+        )
+    if not report.ok:
+        budget.failed += 1
+    return report
+
+
+async def _revert(
+    report: NodeReport, session: Session, job: NodeJob, reason: str, sink: Sink, clock: Clock
+) -> None:
+    """Return a node that deployed fine to its previous generation (fleet revert of a wave)."""
+    node = job.target.node
+    sink(Event(node, Phase.ROLLBACK, Status.START, clock.elapsed(), rollback_reason=reason))
+    ssh = session.ssh(job.target)
+    try:
+        await Helper(ssh).rollback(report.generation_before, timeout=120)
+        report.outcome, report.state, report.rollback_reason = (
+            Outcome.ROLLED_BACK,
+            NodeState.OLD,
+            reason,
+        )
+        sink(Event(node, Phase.ROLLBACK, Status.OK, clock.elapsed(), rollback_reason=reason))
+    except XnodeError as exc:
+        report.error = f"wave revert failed: {exc.message}"
+        sink(Event(node, Phase.ROLLBACK, Status.FAILED, clock.elapsed(), message=report.error))
+    finally:
+        await ssh.close()
+
+
+async def run(
+    jobs: Sequence[NodeJob],
+    opts: DeployOptions,
+    fopts: FleetOptions,
+    session: Session,
+    sink: Sink,
+    clock: Clock,
+) -> tuple[list[NodeReport], bool]:
+    """Deploy all jobs; returns every node's report and whether the run was interrupted."""
+    sem = asyncio.Semaphore(fopts.max_parallel)
+    budget = _Budget(fopts.max_failures)
+    reports: dict[str, NodeReport] = {}
+    plan = waves(jobs, fopts.canary)
+    for index, wave in enumerate(plan):
+        tasks = [
+            asyncio.ensure_future(_one(j, opts, session, sink, clock, sem, budget)) for j in wave
+        ]
+        try:
+            results = await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            # gather cancelled the tasks; each settles its node and returns its report.
+            await asyncio.wait(tasks)
+            for job, task in zip(wave, tasks, strict=True):
+                reports[job.target.node] = (
+                    task.result()
+                    if not task.cancelled()
+                    else skipped(job.target.node, "interrupted", sink, clock, Outcome.INTERRUPTED)
+                )
+            for job in jobs:
+                if job.target.node not in reports:
+                    reports[job.target.node] = skipped(
+                        job.target.node,
+                        "interrupted before it started; the node is on its old generation",
+                        sink,
+                        clock,
+                        Outcome.INTERRUPTED,
+                    )
+            return [reports[j.target.node] for j in jobs], True
+        for job, report in zip(wave, results, strict=True):
+            reports[job.target.node] = report
+        failed = [r for r in results if not r.ok]
+        if failed and fopts.revert_wave_on_failure:
+            reason = f"wave {index + 1} reverted: {', '.join(r.node for r in failed)} failed"
+            await asyncio.gather(
+                *(
+                    _revert(r, session, j, reason, sink, clock)
+                    for j, r in zip(wave, results, strict=True)
+                    if r.outcome is Outcome.DEPLOYED
+                )
+            )
+        if failed and index + 1 < len(plan):
+            for job in (j for later in plan[index + 1 :] for j in later):
+                reports[job.target.node] = skipped(
+                    job.target.node, f"not started: wave {index + 1} had failures", sink, clock
+                )
+            break
+    return [reports[j.target.node] for j in jobs], False

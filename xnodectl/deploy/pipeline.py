@@ -1,0 +1,468 @@
+"""One node's deploy: preflight -> copy -> secrets -> (manifest) -> begin -> wait
+-> probe -> confirm.
+
+Two-phase activation (docs/deploy-protocol.md): the node runs `switch-to-configuration test`
+detached, with its own dead-man timer; only a confirmation over a NEW SSH connection, sent after the
+health probes passed, makes the new system the profile and boot default. Every exit path leaves the
+node on its old or its new generation, and the report says which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from xnodectl import nix
+from xnodectl.deploy import secrets
+from xnodectl.deploy.events import (
+    Clock,
+    Event,
+    NodeReport,
+    NodeState,
+    Outcome,
+    Phase,
+    Sink,
+    Status,
+)
+from xnodectl.deploy.helper import Helper, HelperError, HelperMissing, Info, bundled_source
+from xnodectl.errors import CommandFailed, XnodeError
+from xnodectl.remote import RemoteError, Session, Ssh, Target, Unreachable
+from xnodectl.render import Probe
+
+# Free store space kept beyond what a copy needs (Nix needs room for its database and temp files).
+FREE_MARGIN_BYTES = 16 * 1024 * 1024
+STEP_TIMEOUT_S = 30.0  # one helper round trip that does no real work
+
+ManifestMaker = Callable[[str, str, str | None], bytes]
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    deploy_id: str
+    confirm_timeout: int = 30
+    activation_timeout: float = 300.0
+    preflight_timeout: float = 10.0
+    substitute: bool = False
+    manifest: ManifestMaker | None = None  # (node, system, previous) -> signed manifest file
+
+
+@dataclass(frozen=True)
+class NodeJob:
+    target: Target
+    system: str
+    closure: nix.Closure
+    secrets: tuple[secrets.SecretValue, ...] = ()
+    probes: tuple[Probe, ...] = ()
+
+
+class NodeFailed(XnodeError):
+    """A step failed; the node's state is already settled and recorded in the report."""
+
+
+@dataclass
+class _Run:
+    """Mutable per-node bookkeeping for one deploy; emits the events."""
+
+    job: NodeJob
+    opts: DeployOptions
+    sink: Sink
+    clock: Clock
+    report: NodeReport
+    started: dict[Phase, float] = field(default_factory=dict)
+    begun: bool = False
+    confirmed: bool = False
+    locked: bool = False
+    previous: str | None = None
+    last_progress: float = 0.0
+
+    @property
+    def node(self) -> str:
+        return self.job.target.node
+
+    def emit(self, phase: Phase, status: Status, **kw: Any) -> None:
+        seconds = None
+        if status in (Status.OK, Status.FAILED, Status.SKIPPED) and phase in self.started:
+            seconds = round(time.monotonic() - self.started[phase], 3)
+            self.report.phases[phase.value] = seconds
+        elif status is Status.START:
+            self.started[phase] = time.monotonic()
+        self.sink(Event(self.node, phase, status, self.clock.elapsed(), seconds=seconds, **kw))
+
+    def fail(
+        self,
+        phase: Phase,
+        message: str,
+        outcome: Outcome = Outcome.FAILED,
+        state: NodeState = NodeState.OLD,
+        reason: str | None = None,
+    ) -> NodeFailed:
+        self.report.outcome, self.report.state = outcome, state
+        self.report.error, self.report.rollback_reason = message, reason
+        self.emit(phase, Status.FAILED, message=message, rollback_reason=reason)
+        return NodeFailed(message)
+
+
+async def _preflight(run: _Run, helper: Helper) -> Info:
+    """Reachable (bounded), host key matches (ssh enforces), helper present, system known."""
+    run.emit(Phase.PREFLIGHT, Status.START)
+    deadline = run.opts.preflight_timeout
+    try:
+        try:
+            info = await helper.info(timeout=deadline)
+        except HelperMissing:
+            run.emit(Phase.HELPER, Status.START)
+            await helper.install(bundled_source())
+            run.emit(Phase.HELPER, Status.OK)
+            info = await helper.info(timeout=deadline)
+    except (RemoteError, HelperError) as exc:
+        raise run.fail(Phase.PREFLIGHT, exc.message) from exc
+    run.report.system_before, run.report.generation_before = info.current, info.generation
+    if info.current is None and info.generation is not None:
+        # A profile exists but nothing runs: we could not say what "roll back" would return to.
+        raise run.fail(
+            Phase.PREFLIGHT,
+            "the node's current system is unknown "
+            "(/run/current-system missing while the system profile exists)",
+        )
+    return info
+
+
+async def _missing_paths(run: _Run, helper: Helper) -> list[nix.PathInfo]:
+    """The closure's paths the node lacks (one round trip): byte progress, space check."""
+    paths = "\n".join(run.job.closure.paths).encode()
+    out = await helper.run_script(
+        "xargs -r nix-store --check-validity --print-invalid",
+        [],
+        timeout=STEP_TIMEOUT_S,
+        input=paths,
+    )
+    invalid = set(out.split())
+    return [p for p in run.job.closure.paths.values() if p.path in invalid]
+
+
+async def _copy(run: _Run, ssh: Ssh, missing: list[nix.PathInfo]) -> None:
+    total = sum(p.nar_size for p in missing)
+    run.emit(Phase.COPY, Status.START, bytes=0, paths=0, total_bytes=total)
+    sizes = {p.path: p.nar_size for p in missing}
+
+    def on_path(path: str) -> None:
+        run.report.paths_copied += 1
+        run.report.bytes_copied += sizes.get(path, 0)
+        now = time.monotonic()
+        if now - run.last_progress >= 0.25:  # bounded event rate for --json readers
+            run.last_progress = now
+            run.emit(
+                Phase.COPY,
+                Status.PROGRESS,
+                bytes=run.report.bytes_copied,
+                paths=run.report.paths_copied,
+                total_bytes=total,
+            )
+
+    try:
+        await nix.copy(
+            ssh.target.store_uri,
+            [run.job.system],
+            sshopts=ssh.sshopts(),
+            substitute=run.opts.substitute,
+            on_path=on_path,
+        )
+    except CommandFailed as exc:
+        raise run.fail(Phase.COPY, f"copy failed: {exc.message}") from exc
+    # nix reports only paths it actually copied; a path already present counts as done.
+    run.report.bytes_copied, run.report.paths_copied = total, len(missing)
+    run.emit(Phase.COPY, Status.OK, bytes=total, paths=len(missing), total_bytes=total)
+
+
+async def _stage(run: _Run, ssh: Ssh, helper: Helper, info: Info) -> bytes | None:
+    """Lock, space check, copy, secrets, manifest: all before the node changes."""
+    try:
+        await helper.lock(run.opts.deploy_id, timeout=STEP_TIMEOUT_S)
+        run.locked = True
+    except HelperError as exc:
+        holder = exc.data.get("holder")
+        msg = (
+            f"another deploy holds the node's lock ({holder}, since {exc.data.get('since')})"
+            if exc.reason == "locked"
+            else exc.message
+        )
+        raise run.fail(Phase.PREFLIGHT, msg) from exc
+    missing = await _missing_paths(run, helper)
+    need = sum(p.nar_size for p in missing)
+    if info.store_free_bytes is not None and info.store_free_bytes < need + FREE_MARGIN_BYTES:
+        raise run.fail(
+            Phase.PREFLIGHT,
+            f"store full: {info.store_free_bytes} bytes free, "
+            f"{need + FREE_MARGIN_BYTES} needed ({need} to copy + margin)",
+        )
+    run.emit(
+        Phase.PREFLIGHT,
+        Status.OK,
+        generation_before=info.generation,
+        total_bytes=need,
+        paths=len(missing),
+    )
+    if missing:
+        await _copy(run, ssh, missing)
+    else:
+        run.emit(Phase.COPY, Status.SKIPPED, bytes=0, paths=0, message="all paths present")
+    if run.job.secrets:
+        run.emit(Phase.SECRETS, Status.START)
+        try:
+            pending = await secrets.upload(ssh, run.job.secrets, timeout=STEP_TIMEOUT_S)
+        except XnodeError as exc:
+            raise run.fail(Phase.SECRETS, exc.message) from exc
+        note = (
+            f"owner not yet on the node (root-owned for now): {', '.join(pending)}"
+            if pending
+            else None
+        )
+        run.emit(Phase.SECRETS, Status.OK, message=note)
+    return _manifest(run, info)
+
+
+def _manifest(run: _Run, info: Info) -> bytes | None:
+    if not info.signed_deploys:
+        return None
+    run.emit(Phase.MANIFEST, Status.START)
+    if run.opts.manifest is None:
+        raise run.fail(
+            Phase.MANIFEST,
+            "the node only accepts owner-signed deploys and no signer "
+            "is configured (set signed_deploys = true and settings.signer_keystore)",
+        )
+    try:
+        data = run.opts.manifest(run.node, run.job.system, info.current)
+    except XnodeError as exc:
+        raise run.fail(Phase.MANIFEST, exc.message) from exc
+    run.emit(Phase.MANIFEST, Status.OK)
+    return data
+
+
+async def _activate(run: _Run, helper: Helper, manifest: bytes | None) -> None:
+    """begin -> wait. A failed or hung activation is rolled back now, not at the timer."""
+    run.emit(Phase.ACTIVATE, Status.START)
+    try:
+        run.previous = await helper.begin(
+            run.job.system,
+            run.opts.deploy_id,
+            run.opts.confirm_timeout,
+            timeout=STEP_TIMEOUT_S,
+            manifest=manifest,
+        )
+    except HelperError as exc:
+        raise run.fail(Phase.ACTIVATE, exc.reason) from exc  # refused before any change
+    run.begun = True
+    deadline = time.monotonic() + run.opts.activation_timeout
+    while True:
+        remaining = max(1.0, deadline - time.monotonic())
+        try:
+            result = await helper.wait(run.opts.deploy_id, remaining)
+            break
+        except Unreachable:
+            # Activation may restart sshd or the network: ask again over a new connection.
+            if time.monotonic() >= deadline:
+                return await _rollback(
+                    run, helper, Phase.ACTIVATE, "node unreachable during activation"
+                )
+            await asyncio.sleep(1.0)
+        except HelperError as exc:
+            if "timeout" in exc.reason or "timed out" in exc.reason:
+                return await _rollback(
+                    run,
+                    helper,
+                    Phase.ACTIVATE,
+                    f"activation did not finish within {run.opts.activation_timeout:g} s",
+                )
+            raise run.fail(
+                Phase.ACTIVATE, exc.message, Outcome.ROLLED_BACK, NodeState.UNKNOWN
+            ) from exc
+    match result.state:
+        case "activated":
+            run.emit(Phase.ACTIVATE, Status.OK)
+        case "failed":
+            tail = result.log_tail.strip().splitlines()[-1:] or [""]
+            await _rollback(
+                run,
+                helper,
+                Phase.ACTIVATE,
+                f"activation exited {result.exit_code}: {tail[0]}".rstrip(": "),
+            )
+        case _:
+            raise run.fail(
+                Phase.ACTIVATE,
+                "the node rolled itself back",
+                Outcome.ROLLED_BACK,
+                NodeState.OLD,
+                result.reason or result.state,
+            )
+    return None
+
+
+async def _rollback(run: _Run, helper: Helper, phase: Phase, reason: str) -> None:
+    """Abort now (the boot default never changed); raise with the settled state."""
+    run.emit(Phase.ROLLBACK, Status.START, rollback_reason=reason)
+    try:
+        await helper.abort(run.opts.deploy_id, reason, timeout=run.opts.confirm_timeout + 30)
+        state = NodeState.OLD
+        run.emit(Phase.ROLLBACK, Status.OK, rollback_reason=reason)
+    except XnodeError as exc:
+        state = NodeState.UNKNOWN
+        run.emit(
+            Phase.ROLLBACK,
+            Status.FAILED,
+            message=f"{exc.message}; the node's timer rolls it back",
+            rollback_reason=reason,
+        )
+    raise run.fail(phase, reason, Outcome.ROLLED_BACK, state, reason)
+
+
+async def _probe(run: _Run, helper: Helper) -> None:
+    if not run.job.probes:
+        run.emit(Phase.PROBE, Status.SKIPPED, message="no health probes")
+        return
+    run.emit(Phase.PROBE, Status.START)
+    probes = [
+        {"kind": p.kind, "target": p.target, "status": p.status, "timeout": p.timeout}
+        for p in run.job.probes
+    ]
+    limit = max(p.timeout for p in run.job.probes) + 15
+    try:
+        result = await helper.probe(probes, timeout=limit)
+    except XnodeError as exc:
+        return await _rollback(run, helper, Phase.PROBE, f"health probe failed: {exc.message}")
+    if not result.ok:
+        return await _rollback(
+            run, helper, Phase.PROBE, f"health probe failed: {result.failures()}"
+        )
+    run.emit(Phase.PROBE, Status.OK)
+    return None
+
+
+async def _confirm(run: _Run, helper: Helper) -> None:
+    """Confirm over NEW connections until the node's own deadline; else verify it rolled back."""
+    run.emit(Phase.CONFIRM, Status.START)
+    deadline = time.monotonic() + run.opts.confirm_timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            run.report.generation_after = await helper.confirm(
+                run.opts.deploy_id, timeout=max(2.0, deadline - time.monotonic())
+            )
+        except RemoteError as exc:
+            last = exc.message
+            await asyncio.sleep(0.5)
+        except HelperError as exc:
+            raise run.fail(
+                Phase.CONFIRM,
+                exc.message,
+                Outcome.ROLLED_BACK,
+                await _settle(run, helper),
+                exc.reason,
+            ) from exc
+        run.confirmed = True
+        run.emit(
+            Phase.CONFIRM,
+            Status.OK,
+            generation_before=run.report.generation_before,
+            generation_after=run.report.generation_after,
+        )
+        return
+    reason = f"confirmation did not arrive within {run.opts.confirm_timeout} s ({last})"
+    state = await _settle(run, helper, wait_s=10.0)
+    raise run.fail(Phase.CONFIRM, reason, Outcome.ROLLED_BACK, state, reason)
+
+
+async def _settle(run: _Run, helper: Helper, wait_s: float = 0.0) -> NodeState:
+    """Which system runs now (over the still-open multiplexed connection), waiting up to wait_s."""
+    end = time.monotonic() + wait_s
+    while True:
+        try:
+            info = await helper.info(timeout=5)
+            if info.current == run.job.system and info.generation != run.report.generation_before:
+                return NodeState.NEW
+            if info.current == run.report.system_before:
+                return NodeState.OLD
+        except XnodeError:
+            pass
+        if time.monotonic() >= end:
+            return NodeState.UNKNOWN
+        await asyncio.sleep(0.5)
+
+
+async def _interrupted(run: _Run, helper: Helper) -> None:
+    """Ctrl-C: stop what runs, roll an unconfirmed activation back, record where the node is."""
+    run.report.outcome = Outcome.INTERRUPTED
+    if not run.begun:
+        run.report.state = NodeState.OLD
+    elif run.confirmed:
+        run.report.state = NodeState.NEW
+    else:
+        try:
+            await helper.abort(run.opts.deploy_id, "interrupted by the operator", timeout=20)
+        except XnodeError:
+            pass
+        run.report.state = await _settle(run, helper, wait_s=5.0)
+    run.report.error = f"interrupted; the node is on its {run.report.state.value} generation"
+    run.emit(Phase.DONE, Status.FAILED, message=run.report.error)
+
+
+async def deploy_node(
+    job: NodeJob, opts: DeployOptions, session: Session, sink: Sink, clock: Clock
+) -> NodeReport:
+    """Deploy one node; never raises for node failures (they are in the report)."""
+    report = NodeReport(job.target.node, system_after=job.system)
+    run = _Run(job, opts, sink, clock, report)
+    started = time.monotonic()
+    try:
+        ssh = session.ssh(job.target)
+    except XnodeError as exc:
+        run.fail(Phase.PREFLIGHT, exc.one_line().removeprefix("error: "))
+        return report
+    helper = Helper(ssh)
+    try:
+        await _pipeline(run, ssh, helper)
+    except NodeFailed:
+        pass
+    except asyncio.CancelledError:
+        await _interrupted(run, helper)
+    finally:
+        await _cleanup(run, ssh, helper)
+        report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+async def _pipeline(run: _Run, ssh: Ssh, helper: Helper) -> None:
+    info = await _preflight(run, helper)
+    if info.current == run.job.system:
+        run.report.outcome, run.report.state = Outcome.UNCHANGED, NodeState.NEW
+        run.report.generation_after = info.generation
+        run.emit(Phase.PREFLIGHT, Status.OK, generation_before=info.generation)
+        run.emit(Phase.DONE, Status.OK, message="already running the desired system")
+        return
+    manifest = await _stage(run, ssh, helper, info)
+    await _activate(run, helper, manifest)
+    await _probe(run, helper)
+    await _confirm(run, helper)
+    run.report.outcome, run.report.state = Outcome.DEPLOYED, NodeState.NEW
+    run.emit(
+        Phase.DONE,
+        Status.OK,
+        generation_before=run.report.generation_before,
+        generation_after=run.report.generation_after,
+    )
+
+
+async def _cleanup(run: _Run, ssh: Ssh, helper: Helper) -> None:
+    if run.locked:
+        try:
+            await helper.unlock(run.opts.deploy_id, timeout=5)
+        except (XnodeError, asyncio.CancelledError):
+            pass  # a dead node keeps a stale lock; `lock --stale-after` frees it later
+    try:
+        await ssh.close()
+    except (XnodeError, asyncio.CancelledError):
+        pass

@@ -1,0 +1,271 @@
+"""`xnodectl deploy --plan`: what a deploy would change, per node, without changing anything.
+
+Everything that can be known offline is shown (rendered module diff, ports, secrets, probes,
+resource hints); what cannot (node state, closure diff) is marked unknown WITH the reason. Every
+network step is bounded, so a plan on a machine with no node and no network still ends quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xnodectl import catalog, nix, process
+from xnodectl import inventory as inv
+from xnodectl.deploy import secrets as sec
+from xnodectl.deploy.events import Clock
+from xnodectl.deploy.helper import Helper, Info
+from xnodectl.deploy.service import Request, apply_words, build, render_nodes, select, target_of
+from xnodectl.errors import XnodeError
+from xnodectl.remote import Session
+from xnodectl.render import RenderedApp
+from xnodectl.workspace import Workspace
+
+BUILD_BUDGET_S = 12.0
+NODE_BUDGET_S = 6.0
+
+
+@dataclass
+class AppChange:
+    app: str
+    template: str
+    change: str  # added | changed | removed | unchanged
+    diff: str = ""
+
+
+@dataclass
+class NodePlan:
+    node: str
+    address: str
+    apps: list[AppChange] = field(default_factory=list)
+    ports_opened: list[str] = field(default_factory=list)
+    secrets: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[str] = field(default_factory=list)
+    resources: dict[str, int] = field(default_factory=dict)
+    desired_system: str | None = None
+    current_system: str | None = None
+    current_generation: int | None = None
+    closure_bytes: int | None = None
+    bytes_to_copy: int | None = None
+    paths_to_copy: int | None = None
+    packages: dict[str, list[str]] | None = None
+    reboot_needed: bool | None = None
+    unknown: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changes(self) -> bool:
+        return any(a.change != "unchanged" for a in self.apps) or (
+            self.desired_system is not None and self.desired_system != self.current_system
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "changes": self.changes}
+
+
+def _app_changes(ws: Workspace, node: str, apps: list[RenderedApp]) -> list[AppChange]:
+    directory = ws.apps_dir(node)
+    out = []
+    for app in apps:
+        path = directory / app.filename
+        old = path.read_text() if path.is_file() else ""
+        if old == app.source:
+            out.append(AppChange(app.instance, app.template, "unchanged"))
+            continue
+        diff = "".join(
+            difflib.unified_diff(
+                old.splitlines(True),
+                app.source.splitlines(True),
+                f"a/apps/{node}/{app.filename}",
+                f"b/apps/{node}/{app.filename}",
+            )
+        )
+        out.append(AppChange(app.instance, app.template, "changed" if old else "added", diff))
+    wanted = {a.filename for a in apps}
+    for path in sorted(directory.glob("*.nix")) if directory.is_dir() else []:
+        if path.name not in wanted:
+            out.append(AppChange(path.stem, "?", "removed"))
+    return out
+
+
+def _static(ws: Workspace, name: str, node: inv.Node, apps: list[RenderedApp]) -> NodePlan:
+    plan = NodePlan(name, f"{node.user}@{node.host}:{node.port}", apps=_app_changes(ws, name, apps))
+    plan.ports_opened = sorted(
+        {
+            f"{p.port}/{p.protocol} ({a.instance}: {p.purpose})"
+            for a in apps
+            for p in a.ports
+            if p.public
+        }
+    )
+    plan.secrets = [
+        {
+            "app": n.app,
+            "param": n.param,
+            "path": n.path,
+            "present": n.present,
+            "source": n.source,
+            "looked_in": list(n.looked_in),
+        }
+        for n in sec.needs(ws.secrets_dir(), apps)
+    ]
+    plan.probes = [
+        f"{p.kind} {p.target} ({a.instance}, {p.timeout}s)" for a in apps for p in a.probes
+    ]
+    res = {"min_cpus": 0, "min_ram_mb": 0, "min_disk_gb": 0}
+    for app in apps:
+        meta = catalog.get(app.template).meta.resources
+        res["min_cpus"] = max(res["min_cpus"], meta.min_cpus)
+        res["min_ram_mb"] += meta.min_ram_mb
+        res["min_disk_gb"] += meta.min_disk_gb
+    plan.resources = res
+    return plan
+
+
+def _scratch(
+    ws: Workspace,
+    inventory: inv.Inventory,
+    rendered: dict[str, list[RenderedApp]],
+) -> Path:
+    """A throwaway copy of the workspace with the desired state, so planning writes nothing."""
+    root = Path(tempfile.mkdtemp(prefix="xnodectl-plan-"))
+    shutil.copytree(
+        ws.root,
+        root,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns(".git", "secrets", "result*"),
+    )
+    copy = Workspace(root)
+    copy.save(inventory)
+    from xnodectl.workspace import write_apps
+
+    process.run(["git", "init", "-q", str(root)], check=False)
+    for name, apps in rendered.items():
+        write_apps(copy, name, apps)
+    return root
+
+
+async def _node_state(session: Session, plan: NodePlan, node: inv.Node) -> Info | None:
+    try:
+        ssh = session.ssh(target_of(plan.node, node))
+    except XnodeError as exc:
+        plan.unknown["node"] = exc.message
+        return None
+    helper = Helper(ssh)
+    try:
+        info = await helper.info(timeout=NODE_BUDGET_S)
+    except XnodeError as exc:
+        plan.unknown["node"] = exc.message
+        return None
+    finally:
+        await ssh.close()
+    plan.current_system, plan.current_generation = info.current, info.generation
+    return info
+
+
+async def _closure_diff(session: Session, plan: NodePlan, node: inv.Node) -> None:
+    """Package diff and bytes to copy: needs the built system AND the node's current closure."""
+    assert plan.desired_system is not None
+    new = await nix.closure(plan.desired_system, timeout=NODE_BUDGET_S)
+    plan.closure_bytes = new.nar_size
+    if plan.current_system is None:
+        return
+    ssh = session.ssh(target_of(plan.node, node))
+    helper = Helper(ssh)
+    try:
+        old = (
+            await helper.run_script(
+                'nix-store -qR "$1"', [plan.current_system], timeout=NODE_BUDGET_S
+            )
+        ).split()
+        invalid = (
+            await helper.run_script(
+                "xargs -r nix-store --check-validity --print-invalid",
+                [],
+                timeout=NODE_BUDGET_S,
+                input="\n".join(new.paths).encode(),
+            )
+        ).split()
+        kernel = (
+            await helper.run_script(
+                'readlink -f "$1/kernel" || true', [plan.current_system], timeout=NODE_BUDGET_S
+            )
+        ).strip()
+    finally:
+        await ssh.close()
+    diff = nix.diff_closures(old, new, set(new.paths) - set(invalid))
+    plan.bytes_to_copy, plan.paths_to_copy = diff.bytes_to_copy, diff.paths_to_copy
+    plan.packages = {
+        "added": [f"{c.name} {c.after}".strip() for c in diff.added],
+        "removed": [f"{c.name} {c.before}".strip() for c in diff.removed],
+        "upgraded": [f"{c.name} {c.before} -> {c.after}" for c in diff.upgraded],
+    }
+    new_kernel = Path(plan.desired_system, "kernel")
+    plan.reboot_needed = (
+        (new_kernel.resolve() != Path(kernel)) if (kernel and new_kernel.exists()) else False
+    )
+
+
+async def plan(ws: Workspace, req: Request) -> list[NodePlan]:
+    inventory = ws.load()
+    names = select(inventory, req.selection, default_all=not req.words)
+    if req.words:
+        apply_words(inventory, names, req.words, req.app_name)
+    rendered = render_nodes(inventory, names)
+    plans = {n: _static(ws, n, inventory.nodes[n], rendered[n]) for n in names}
+    scratch = _scratch(ws, inventory, rendered)
+    session = Session(
+        Path(inventory.settings.ssh_key).expanduser() if inventory.settings.ssh_key else None
+    )
+    try:
+        built, _ = await asyncio.gather(
+            _bounded_build(scratch, names),
+            asyncio.gather(*(_node_state(session, plans[n], inventory.nodes[n]) for n in names)),
+        )
+        for name in names:
+            await _finish(session, plans[name], inventory.nodes[name], built.get(name))
+    finally:
+        session.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [plans[n] for n in names]
+
+
+async def _bounded_build(flake: Path, names: list[str]) -> dict[str, str | XnodeError]:
+    try:
+        return await build(
+            flake, names, lambda _e: None, Clock(), timeout=BUILD_BUDGET_S, fail_fast=True
+        )
+    except XnodeError as exc:
+        return dict.fromkeys(names, exc)
+
+
+async def _finish(
+    session: Session, plan: NodePlan, node: inv.Node, built: str | XnodeError | None
+) -> None:
+    if isinstance(built, str):
+        plan.desired_system = built
+    else:
+        why = built.message if built is not None else "not built"
+        plan.unknown["closure"] = (
+            f"the system could not be built here ({why.strip()[-300:]}); "
+            "nix may need network to fetch the workspace's inputs"
+        )
+    if plan.desired_system is not None:
+        try:
+            await _closure_diff(session, plan, node)
+        except XnodeError as exc:
+            plan.unknown["closure"] = f"closure diff unavailable: {exc.message}"
+    if "node" in plan.unknown and plan.desired_system is not None:
+        plan.unknown.setdefault(
+            "closure",
+            "package diff and bytes to copy need the node's current system (node unreachable)",
+        )
+    plan.unknown.setdefault(
+        "units",
+        "units to restart are known only once the closure is on the "
+        "node (switch-to-configuration dry-activate during deploy)",
+    )

@@ -1,0 +1,119 @@
+"""Secret parameter values: found on the operator's machine, uploaded root-only before activation.
+
+Sources, in order: the workspace's `secrets/<app>/<param>` file (git-ignored), then the environment
+variable `XNODE_SECRET_<APP>_<PARAM>` (upper case, '-' -> '_'). Values never enter the Nix store,
+git, argv or logs: they travel on ssh's stdin.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xnodectl.errors import ExternalError, UsageError
+from xnodectl.params import SECRET_ROOT
+from xnodectl.remote import Ssh
+from xnodectl.render import RenderedApp
+
+# Owners may not exist before activation creates them: then the file stays root-owned 0400 and the
+# report says so (the app's module may chown it); nothing readable by others is ever written.
+_UPLOAD = (
+    'umask 022; d=$(dirname "$1"); mkdir -p "$d" && chmod 0711 "$(dirname "$d")" "$d" && '
+    'umask 077 && cat > "$1.tmp" && chmod 0400 "$1.tmp" && '
+    '{ chown "$2:$3" "$1.tmp" 2>/dev/null || echo owner-missing; } && mv -f "$1.tmp" "$1"'
+)
+
+
+@dataclass(frozen=True)
+class SecretValue:
+    app: str
+    param: str
+    path: str  # on the node
+    owner: str
+    group: str
+    source: str  # where it was found (a path or an env var name), never the value
+    value: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SecretNeed:
+    app: str
+    param: str
+    path: str
+    present: bool
+    source: str | None
+    looked_in: tuple[str, ...]
+
+
+def env_name(app: str, param: str) -> str:
+    return "XNODE_SECRET_" + re.sub(r"[^A-Z0-9]", "_", f"{app}_{param}".upper())
+
+
+def _find(secrets_dir: Path, app: str, param: str) -> tuple[str, bytes] | None:
+    file = secrets_dir / app / param
+    if file.is_file():
+        return str(file), file.read_bytes()
+    var = env_name(app, param)
+    if var in os.environ:
+        return var, os.environ[var].encode()
+    return None
+
+
+def needs(secrets_dir: Path, apps: Sequence[RenderedApp]) -> list[SecretNeed]:
+    """What the plan shows: each secret, whether it is available, and where it was looked for."""
+    out = []
+    for app in apps:
+        for s in app.secrets:
+            found = _find(secrets_dir, app.instance, s.param)
+            out.append(
+                SecretNeed(
+                    app.instance,
+                    s.param,
+                    s.path,
+                    found is not None,
+                    found[0] if found else None,
+                    (str(secrets_dir / app.instance / s.param), env_name(app.instance, s.param)),
+                )
+            )
+    return out
+
+
+def collect(node: str, secrets_dir: Path, apps: Sequence[RenderedApp]) -> list[SecretValue]:
+    """All secret values of a node; a missing one is a usage error, before any change."""
+    out = []
+    for app in apps:
+        for s in app.secrets:
+            if not s.path.startswith(SECRET_ROOT + "/"):
+                raise UsageError(f"secret path {s.path} is outside {SECRET_ROOT}")
+            found = _find(secrets_dir, app.instance, s.param)
+            if found is None:
+                raise UsageError(
+                    f"node '{node}': app '{app.instance}' needs secret '{s.param}', "
+                    "which is missing",
+                    hint=f"write it to {secrets_dir / app.instance / s.param} (mode 0600) or set "
+                    f"{env_name(app.instance, s.param)}",
+                )
+            out.append(
+                SecretValue(app.instance, s.param, s.path, s.owner, s.group, found[0], found[1])
+            )
+    return out
+
+
+async def upload(ssh: Ssh, values: Sequence[SecretValue], timeout: float) -> list[str]:
+    """Write each secret atomically, 0400; returns the secrets whose owner does not exist yet."""
+    pending = []
+    for v in values:
+        result = await ssh.run(
+            ["sh", "-c", _UPLOAD, "sh", v.path, v.owner, v.group], timeout=timeout, input=v.value
+        )
+        if not result.ok:
+            raise ExternalError(
+                f"node '{ssh.target.node}': uploading secret {v.app}/{v.param} failed: "
+                f"{result.stderr.strip()[-200:]}"
+            )
+        if "owner-missing" in result.stdout:
+            pending.append(f"{v.app}/{v.param}")
+    return pending

@@ -1,0 +1,287 @@
+"""One function per Nix operation. Flags live here; typed results; `--json`, never scraping.
+
+Works with Nix >= 2.8 (Debian's): no `--print-out-paths`: builds use `nix build --no-link --json`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from xnodectl import process
+from xnodectl.errors import CommandFailed, ExternalError
+
+# Flakes and the new CLI are experimental in every Nix we support; enable them per call so the
+# operator's nix.conf need not.
+BASE = ("nix", "--extra-experimental-features", "nix-command flakes")
+# Store path names: <hash>-<pname>-<version>; the version starts at the first '-<digit>'.
+_STORE_NAME = re.compile(r"^/nix/store/[0-9a-z]{32}-(?P<name>.+)$")
+_VERSION_SPLIT = re.compile(r"-(?=\d)")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _BuildResult(_Model):
+    drvPath: str  # noqa: N815 - field name from nix's JSON
+    outputs: dict[str, str]
+
+
+class _PathInfo(_Model):
+    path: str
+    narSize: int = 0  # noqa: N815 - field name from nix's JSON
+    references: list[str] = []
+    valid: bool = True
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    path: str
+    nar_size: int
+    references: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Closure:
+    """A store path and everything it references, with NAR sizes."""
+
+    root: str
+    paths: Mapping[str, PathInfo]
+
+    @property
+    def nar_size(self) -> int:
+        return sum(p.nar_size for p in self.paths.values())
+
+
+def toplevel_attr(flake: Path, node: str) -> str:
+    return f"{flake}#nixosConfigurations.{node}.config.system.build.toplevel"
+
+
+def _parse(model: type[BaseModel], text: str, argv: Sequence[str]) -> Any:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ExternalError(
+            f"nix printed no JSON: {text[:200]!r}", hint=f"run it by hand: {' '.join(argv)}"
+        ) from exc
+    try:
+        if isinstance(data, list):
+            return [model.model_validate(item) for item in data]
+        if isinstance(data, dict):
+            # `nix path-info --json` is a list in 2.8 and an object keyed by path in >= 2.19.
+            return [
+                model.model_validate({"path": k, **(v or {"valid": False})})
+                for k, v in data.items()
+            ]
+    except ValidationError as exc:
+        raise ExternalError(f"unexpected JSON from nix: {exc}") from exc
+    raise ExternalError(f"unexpected JSON from nix: {text[:200]!r}")
+
+
+def build_argv(installables: Sequence[str], *, fail_fast: bool = False) -> list[str]:
+    # fail_fast: one download attempt, so an offline plan fails in seconds instead of retrying.
+    quick = ["--option", "download-attempts", "1", "--option", "connect-timeout", "3"]
+    return [*BASE, "build", "--no-link", "--json", *(quick if fail_fast else []), *installables]
+
+
+def _errors_only(stderr: str) -> str:
+    """Nix's `error:` lines (its retries' warnings are noise in a one-line report)."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    return "\n".join(errors) or stderr
+
+
+async def build(
+    installables: Sequence[str],
+    *,
+    timeout: float | None = None,
+    fail_fast: bool = False,
+    on_log: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Build installables in ONE nix call (Nix dedupes identical closures); their `out` paths."""
+    argv = build_argv(installables, fail_fast=fail_fast)
+    try:
+        result = await process.arun(argv, timeout=timeout, on_stderr_line=on_log)
+    except CommandFailed as exc:
+        raise CommandFailed(exc.argv, exc.returncode, _errors_only(exc.stderr)) from None
+    built: list[_BuildResult] = _parse(_BuildResult, result.stdout, argv)
+    return [b.outputs["out"] for b in built]
+
+
+def path_info_argv(paths: Sequence[str], *, store: str | None = None) -> list[str]:
+    argv = [*BASE, "path-info", "--json", "--recursive"]
+    if store is not None:
+        argv += ["--store", store]
+    return [*argv, *paths]
+
+
+def _closure(root: str, infos: Iterable[_PathInfo]) -> Closure:
+    found = {i.path: PathInfo(i.path, i.narSize, tuple(i.references)) for i in infos if i.valid}
+    return Closure(root=root, paths=found)
+
+
+async def closure(
+    path: str,
+    *,
+    store: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> Closure:
+    """`nix path-info --json --recursive`: the closure with NAR sizes (bytes a copy moves)."""
+    argv = path_info_argv([path], store=store)
+    result = await process.arun(argv, env=env, timeout=timeout)
+    return _closure(path, _parse(_PathInfo, result.stdout, argv))
+
+
+def closure_sync(path: str, *, timeout: float | None = None) -> Closure:
+    argv = path_info_argv([path])
+    result = process.run(argv, timeout=timeout)
+    return _closure(path, _parse(_PathInfo, result.stdout, argv))
+
+
+def copy_argv(uri: str, paths: Sequence[str], *, substitute: bool) -> list[str]:
+    argv = [*BASE, "copy", "--to", uri, "--log-format", "internal-json", "-v"]
+    if substitute:
+        argv.append("--substitute-on-destination")
+    return [*argv, *paths]
+
+
+@dataclass
+class CopyProgress:
+    """Parses `--log-format internal-json` lines: a start (type 100) and a stop per copied path."""
+
+    on_path: Callable[[str], None]
+    _active: dict[int, str] = field(default_factory=dict)
+
+    def feed(self, line: str) -> None:
+        if not line.startswith("@nix "):
+            return
+        try:
+            event = json.loads(line[5:])
+        except json.JSONDecodeError:
+            return
+        active = self._active
+        action = event.get("action")
+        if action == "start" and event.get("type") == 100:  # actCopyPath
+            fields = event.get("fields") or []
+            if fields and isinstance(fields[0], str):
+                active[int(event["id"])] = fields[0]
+        elif action == "stop":
+            path = active.pop(int(event.get("id", -1)), None)
+            if path is not None:
+                self.on_path(path)
+
+
+async def copy(
+    uri: str,
+    paths: Sequence[str],
+    *,
+    sshopts: str,
+    substitute: bool = False,
+    on_path: Callable[[str], None] | None = None,
+    timeout: float | None = None,
+) -> None:
+    """`nix copy --to ssh://...`, paths the node already has are skipped by nix itself."""
+    argv = copy_argv(uri, paths, substitute=substitute)
+    progress = CopyProgress(on_path or (lambda _p: None))
+    try:
+        await process.arun(
+            argv, env={"NIX_SSHOPTS": sshopts}, timeout=timeout, on_stderr_line=progress.feed
+        )
+    except CommandFailed as exc:
+        # internal-json wraps the error text in a msg event; show that, not the JSON.
+        raise CommandFailed(exc.argv, exc.returncode, _plain_errors(exc.stderr)) from None
+
+
+def _plain_errors(stderr: str) -> str:
+    lines = []
+    for line in stderr.splitlines():
+        if line.startswith("@nix "):
+            try:
+                event = json.loads(line[5:])
+            except json.JSONDecodeError:
+                continue
+            if event.get("action") == "msg" and event.get("level", 9) <= 1:
+                lines.append(re.sub(r"\x1b\[[0-9;]*m", "", str(event.get("msg", ""))))
+        elif line.strip():
+            lines.append(line)
+    return "\n".join(" ".join(line.split()) for line in lines)
+
+
+def flake_metadata_argv(flake: Path) -> list[str]:
+    return [*BASE, "flake", "metadata", "--json", "--no-write-lock-file", str(flake)]
+
+
+# ---- closure diffs (pure: computed from two path lists) ----
+
+
+@dataclass(frozen=True)
+class PackageChange:
+    name: str
+    before: str | None  # version, "" when unversioned; None = added
+    after: str | None  # None = removed
+
+
+@dataclass(frozen=True)
+class ClosureDiff:
+    added: tuple[PackageChange, ...]
+    removed: tuple[PackageChange, ...]
+    upgraded: tuple[PackageChange, ...]
+    paths_to_copy: int
+    bytes_to_copy: int
+
+
+def split_name(path: str) -> tuple[str, str]:
+    """/nix/store/<hash>-openssl-3.0.13 -> ('openssl', '3.0.13'); unversioned -> (name, '')."""
+    match = _STORE_NAME.match(path)
+    name = match.group("name") if match else Path(path).name
+    parts = _VERSION_SPLIT.split(name, maxsplit=1)
+    return (parts[0], parts[1]) if len(parts) == 2 else (name, "")
+
+
+def _versions(paths: Iterable[str]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for path in paths:
+        name, version = split_name(path)
+        out.setdefault(name, set()).add(version)
+    return out
+
+
+def diff_closures(before: Iterable[str], after: Closure, present: Iterable[str]) -> ClosureDiff:
+    """Package-level diff (like `nix store diff-closures`) and what a copy would move.
+
+    `present` = paths the node already has; the old closure need not exist locally.
+    """
+    old, new = _versions(before), _versions(after.paths)
+    added = [PackageChange(n, None, ",".join(sorted(v))) for n, v in new.items() if n not in old]
+    removed = [PackageChange(n, ",".join(sorted(v)), None) for n, v in old.items() if n not in new]
+    upgraded = [
+        PackageChange(n, ",".join(sorted(old[n])), ",".join(sorted(v)))
+        for n, v in new.items()
+        if n in old and old[n] != v
+    ]
+    have = set(present)
+    missing = [p for p in after.paths.values() if p.path not in have]
+    return ClosureDiff(
+        added=tuple(sorted(added, key=lambda c: c.name)),
+        removed=tuple(sorted(removed, key=lambda c: c.name)),
+        upgraded=tuple(sorted(upgraded, key=lambda c: c.name)),
+        paths_to_copy=len(missing),
+        bytes_to_copy=sum(p.nar_size for p in missing),
+    )
+
+
+def eval_out_path_argv(installable: str) -> list[str]:
+    return [*BASE, "eval", "--raw", f"{installable}.outPath"]
+
+
+async def eval_out_path(installable: str, *, timeout: float | None = None) -> str:
+    """The store path an installable would build to, without building it (for drift checks)."""
+    result = await process.arun(eval_out_path_argv(installable), timeout=timeout)
+    return result.stdout.strip()

@@ -1,0 +1,217 @@
+"""SSH to Xnodes: one configuration for commands AND `nix copy`; host keys pinned.
+
+OpenSSH through the one runner (the same client `nix copy` uses, so both channels see the same
+known_hosts, key and multiplexed connection). Host keys are never learned on the fly: a node's
+key comes from inventory.toml and a different key is a refusal naming the node.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xnodectl import process
+from xnodectl.errors import CommandFailed, ExternalError, UsageError
+
+CONTROL_PERSIST_S = 30
+# ssh exits 255 on its own errors; the remote command's code otherwise.
+SSH_ERROR = 255
+
+
+class RemoteError(ExternalError):
+    """SSH to a node failed (not the remote command)."""
+
+
+class Unreachable(RemoteError):
+    pass
+
+
+class HostKeyMismatch(RemoteError):
+    pass
+
+
+class HostKeyMissing(UsageError):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    node: str
+    host: str
+    port: int = 22
+    user: str = "root"
+    host_key: str | None = None
+
+    @property
+    def alias(self) -> str:
+        # known_hosts entries are keyed by this alias, so a non-22 port needs no `[host]:port` form
+        # and two nodes behind one address keep separate keys.
+        return f"xnode-{self.node}"
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}"
+
+    @property
+    def store_uri(self) -> str:
+        return f"ssh://{self.destination}"
+
+
+class Session:
+    """The per-run home of control sockets and pinned known_hosts files (a short private tmpdir)."""
+
+    def __init__(self, identity: Path | None = None, connect_timeout: int = 5) -> None:
+        # /tmp, not $TMPDIR: control socket paths must stay under the 108-byte sun_path limit.
+        self.dir = Path(tempfile.mkdtemp(prefix="xn-", dir="/tmp"))
+        self.identity = identity
+        self.connect_timeout = connect_timeout
+
+    def ssh(self, target: Target) -> Ssh:
+        return Ssh(target, self)
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Ssh:
+    def __init__(self, target: Target, session: Session) -> None:
+        if not target.host_key:
+            raise HostKeyMissing(
+                f"node '{target.node}' has no pinned host key",
+                hint=f"pin it: xnodectl node add {target.node} {target.host} --port {target.port}"
+                " --scan (check the printed fingerprint) or --host-key 'ssh-ed25519 ...'",
+            )
+        self.target = target
+        self.session = session
+        self.known_hosts = session.dir / f"{target.node}.hosts"
+        self.known_hosts.write_text(f"{target.alias} {target.host_key.strip()}\n")
+        self.control = session.dir / f"{target.node}.sock"
+
+    def options(self, *, fresh: bool = False) -> list[str]:
+        """Options shared by commands and `nix copy`; `fresh` skips the multiplexed one."""
+        opts = [
+            "-p",
+            str(self.target.port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            f"HostKeyAlias={self.target.alias}",
+            "-o",
+            "CheckHostIP=no",
+            "-o",
+            f"ConnectTimeout={self.session.connect_timeout}",
+            # A hung node (sshd stopped, network gone) is noticed in ~6 s instead of never.
+            "-o",
+            "ServerAliveInterval=2",
+            "-o",
+            "ServerAliveCountMax=3",
+            "-o",
+            "LogLevel=ERROR",
+        ]
+        if fresh:
+            opts += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+        else:
+            opts += [
+                "-o",
+                "ControlMaster=auto",
+                "-o",
+                f"ControlPath={self.control}",
+                "-o",
+                f"ControlPersist={CONTROL_PERSIST_S}",
+            ]
+        if self.session.identity is not None:
+            opts += ["-i", str(self.session.identity), "-o", "IdentitiesOnly=yes"]
+        return opts
+
+    def sshopts(self) -> str:
+        """NIX_SSHOPTS: nix splits it on whitespace, which is why the session dir has no spaces."""
+        return " ".join(self.options())
+
+    def argv(self, command: Sequence[str], *, fresh: bool = False) -> list[str]:
+        return [
+            "ssh",
+            *self.options(fresh=fresh),
+            self.target.destination,
+            "--",
+            shlex.join(command),
+        ]
+
+    async def run(
+        self,
+        command: Sequence[str],
+        *,
+        timeout: float,
+        input: bytes | None = None,
+        fresh: bool = False,
+    ) -> process.Result:
+        """Run a command on the node. SSH failures raise; the command's exit is returned."""
+        try:
+            result = await process.arun(
+                self.argv(command, fresh=fresh), check=False, input=input, timeout=timeout
+            )
+        except CommandFailed as exc:  # timeout: the node is gone or hangs
+            raise Unreachable(
+                f"node '{self.target.node}' ({self.target.host}:{self.target.port}) "
+                f"did not answer within {timeout:g} s",
+                hint="is it up and is sshd responding?",
+            ) from exc
+        if result.returncode == SSH_ERROR:
+            raise self.classify(result.stderr)
+        return result
+
+    def classify(self, stderr: str) -> RemoteError:
+        """Turn ssh's own failure text into a clear error naming the node."""
+        where = f"node '{self.target.node}' ({self.target.host}:{self.target.port})"
+        if "Host key verification failed" in stderr or "IDENTIFICATION HAS CHANGED" in stderr:
+            return HostKeyMismatch(
+                f"{where} presented a host key that does not match the pinned one: refusing",
+                hint="if the node was reinstalled, re-pin it with: xnodectl node add "
+                f"{self.target.node} {self.target.host} --port {self.target.port} --scan",
+            )
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else "ssh failed"
+        return Unreachable(
+            f"{where} is unreachable: {last}",
+            hint="is it up, and is the address right in inventory.toml?",
+        )
+
+    async def close(self) -> None:
+        """Stop the multiplexing master (if one was started)."""
+        if self.control.exists():
+            await process.arun(
+                ["ssh", "-o", f"ControlPath={self.control}", "-O", "exit", self.target.destination],
+                check=False,
+                timeout=5,
+            )
+
+
+def scan_host_key(host: str, port: int, timeout: int = 5) -> str:
+    """Fetch a node's ed25519 host key (trust on first use, done explicitly by the operator)."""
+    result = process.run(
+        ["ssh-keyscan", "-T", str(timeout), "-p", str(port), "-t", "ed25519", host],
+        check=False,
+        timeout=timeout + 5,
+    )
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not line.startswith("#"):
+            return f"{parts[1]} {parts[2]}"
+    raise RemoteError(
+        f"no ed25519 host key from {host}:{port}",
+        hint="is sshd running there? or pass --host-key 'ssh-ed25519 ...'",
+    )
+
+
+def fingerprint(host_key: str) -> str:
+    """SHA256 fingerprint as ssh prints it, for the operator to compare out of band."""
+    result = process.run(["ssh-keygen", "-l", "-f", "-"], input=host_key + "\n", check=False)
+    return result.stdout.split()[1] if result.ok and len(result.stdout.split()) > 1 else "?"
