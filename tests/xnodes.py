@@ -180,6 +180,13 @@ class Node:
         """Run a command on the node over a NEW SSH connection; never raises on a non-zero exit."""
         return process.run(self.ssh_argv(command), check=False, timeout=timeout, input=input)
 
+    def put(self, remote: str, data: str | bytes, mode: str = "0600") -> None:
+        """Write `data` to the file `remote` on the node over SSH (what an engine's upload does)."""
+        text = data.decode() if isinstance(data, bytes) else data
+        quoted = shlex.quote(remote)
+        result = self.run(f"umask 077 && cat > {quoted} && chmod {mode} {quoted}", input=text)
+        assert result.ok, f"{self.name}: writing {remote} failed: {result.stderr}"
+
     def local(self, command: str, *, timeout: float = 30) -> Result:
         """Run a shell command in the node's namespace without SSH (works while sshd is down)."""
         assert self._holder is not None, f"{self.name} was destroyed"
@@ -303,6 +310,7 @@ class Node:
             "PermitRootLogin prohibit-password\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
             "MaxStartups 100:30:200\nMaxSessions 50\n"
+            "Subsystem sftp internal-sftp\n"
             f"SetEnv PATH={NODE_PATH}\n"
         )
 
