@@ -325,12 +325,15 @@ def test_bitcoind_without_prune_sets_none(tmp_path: Path) -> None:
 
 def test_vaultwarden_config(tmp_path: Path) -> None:
     rendered = _render("vaultwarden", domain="https://vault.example.org", database="postgresql")
-    cfg = _eval_module(rendered, tmp_path, "services.vaultwarden", {})
+    postgres_port = {"services": {"postgresql": {"settings": {"port": 5433}}}}
+    cfg = _eval_module(rendered, tmp_path, "services.vaultwarden", postgres_port)
     assert cfg["config"]["ROCKET_ADDRESS"] == "127.0.0.1"
     assert cfg["config"]["ROCKET_PORT"] == 8222
     assert cfg["config"]["DOMAIN"] == "https://vault.example.org/vault"
     assert cfg["config"]["SIGNUPS_ALLOWED"] is False
-    assert cfg["config"]["DATABASE_URL"] == "postgresql:///vaultwarden?host=/run/postgresql"
+    assert (
+        cfg["config"]["DATABASE_URL"] == "postgresql:///vaultwarden?host=/run/postgresql&port=5433"
+    )
     assert "ADMIN_TOKEN" not in cfg["config"]
     assert cfg["dbBackend"] == "postgresql"
     assert cfg["environmentFile"] == "/run/xnode-vaultwarden/env"

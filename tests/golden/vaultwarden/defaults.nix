@@ -49,8 +49,11 @@
             DOMAIN = "http://localhost" + "/vault";
             SIGNUPS_ALLOWED = false;
           } // lib.optionalAttrs postgres {
-            # Unix socket with peer authentication as the vaultwarden system user: no password.
-            DATABASE_URL = "postgresql:///vaultwarden?host=/run/postgresql";
+            # The node's PostgreSQL (shared with the postgres template when both are deployed) over its
+            # Unix socket, whose name carries the server's port; peer authentication as the vaultwarden
+            # system user, so no password exists.
+            DATABASE_URL = "postgresql:///vaultwarden?host=/run/postgresql&port="
+              + toString config.services.postgresql.settings.port;
           };
         };
 
@@ -71,7 +74,7 @@
           };
         };
 
-        # nixpkgs nixos/modules/services/databases/postgresql.nix (enable, ensureDatabases,
+        # nixpkgs nixos/modules/services/databases/postgresql.nix (enable, settings.port, ensureDatabases,
         # ensureUsers.*.ensureDBOwnership)
         services.postgresql = lib.mkIf postgres {
           enable = true;
