@@ -108,7 +108,9 @@ in
     # (images.qemu / images.raw) switch to GRUB and get the same limit.
     # nixpkgs nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix
     boot.loader.systemd-boot = {
-      enable = mkDefault true;
+      # Weaker than mkDefault: nixpkgs' disk-image.nix sets `mkDefault efiSupport`, and its
+      # non-EFI variants must win without a conflicting-definitions error.
+      enable = lib.mkOverride 1100 true;
       configurationLimit = cfg.generations;
       editor = false; # a kernel command line editor at the console is a root shell (init=/bin/sh)
     };

@@ -1,0 +1,224 @@
+"""XnodeOS images: render a node's identity into a small flake and build its image with nix.
+
+The generated flake takes this xnodectl flake as an input and calls xnodeos/mk-image.nix. Values
+reach its Nix source only through the Nix encoder (render.render_nix); the flake lives in a
+temporary, git-initialised directory that is removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from xnodectl import __version__, process
+from xnodectl.errors import CommandFailed, ExternalError, UsageError
+from xnodectl.params import check_address
+from xnodectl.render import render_nix
+from xnodectl.sshkeys import PublicKey
+
+_DATA = Path(__file__).parent / "data" / "image"
+# networking.hostName: one RFC 1123 label (NixOS rejects dots there).
+_HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_DISK = re.compile(r"^/dev/disk/by-(id|path)/[A-Za-z0-9_.:+@-]+$")
+SYSTEMS = ("x86_64-linux", "aarch64-linux")
+DRY_RUN_DIR = Path(tempfile.gettempdir()) / "xnodectl-image-XXXXXXXX"
+# Flakes and the new CLI are experimental in every Nix we support (Debian's 2.8 included).
+NIX = ("nix", "--extra-experimental-features", "nix-command flakes")
+_NOT_DETERMINISTIC = "may not be deterministic"
+
+
+class ImageFormat(StrEnum):
+    ISO = "iso"
+    QCOW2 = "qcow2"
+    RAW = "raw"
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        return {"iso": (".iso",), "qcow2": (".qcow2",), "raw": (".raw", ".img")}[self.value]
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    owner: str  # EIP-55 checksummed
+    key: PublicKey
+    format: ImageFormat
+    hostname: str
+    system: str
+    disk: str | None
+    wipe: bool
+    xnodectl_flake: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    request: ImageRequest
+    files: Mapping[str, str]  # file name -> content of the generated flake directory
+
+    def argv(self, directory: Path) -> list[str]:
+        return build_argv(installable(directory, self.request.system))
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path
+    store_path: str
+    size: int
+    sha256: str
+    format: ImageFormat
+    reproducible: bool | None  # None: not checked
+
+
+def check_hostname(name: str) -> str:
+    if not _HOSTNAME.match(name):
+        raise UsageError(f"hostname '{name}' is not allowed",
+                         hint="use 1-63 lowercase letters, digits and '-', not starting or "
+                         "ending with '-'")
+    return name
+
+
+def check_disk(disk: str | None, wipe: bool) -> str | None:
+    if wipe and disk is None:
+        raise UsageError("--wipe needs --disk",
+                         hint="name the exact disk to erase: --disk /dev/disk/by-id/...")
+    if disk is not None and not _DISK.match(disk):
+        raise UsageError(f"disk '{disk}' is not a stable disk path",
+                         hint="use a /dev/disk/by-id/... path (ls -l /dev/disk/by-id on the "
+                         "machine); /dev/sdX names change between boots")
+    return disk
+
+
+def request(
+    *, owner: str, key: PublicKey, fmt: ImageFormat, hostname: str | None, system: str,
+    disk: str | None, wipe: bool, xnodectl_flake: str,
+) -> ImageRequest:
+    """Validate everything the user gave; raises UsageError before anything is created."""
+    address = check_address(owner, what="owner address")
+    name = check_hostname(hostname or f"xnode-{address[2:10].lower()}")
+    if system not in SYSTEMS:
+        raise UsageError(f"system '{system}' is not supported", hint="use " + " or ".join(SYSTEMS))
+    return ImageRequest(owner=address, key=key, format=fmt, hostname=name, system=system,
+                        disk=check_disk(disk, wipe), wipe=wipe, xnodectl_flake=xnodectl_flake)
+
+
+def plan(req: ImageRequest) -> Plan:
+    """The generated flake's files (flake.nix + identity.nix)."""
+    context = {
+        "xnodectl_flake": req.xnodectl_flake, "system": req.system, "hostname": req.hostname,
+        "format": req.format.value, "disk": req.disk, "wipe": req.wipe, "owner": req.owner,
+        "ssh_keys": [req.key.line], "version": __version__,
+    }
+    files = {
+        "flake.nix": render_nix((_DATA / "flake.nix.j2").read_text(), context),
+        "identity.nix": render_nix((_DATA / "identity.nix.j2").read_text(), context),
+    }
+    return Plan(req, files)
+
+
+def installable(directory: Path, system: str) -> str:
+    return f"{directory}#packages.{system}.default"
+
+
+def build_argv(ref: str, *, rebuild: bool = False) -> list[str]:
+    # --print-build-logs: progress goes to stderr line by line; --json: the result on stdout.
+    return [*NIX, "build", "--no-link", "--json", "--print-build-logs",
+            *(["--rebuild"] if rebuild else []), ref]
+
+
+async def _nix_build(ref: str, log: Callable[[str], None]) -> str:
+    """`nix build` one installable; its `out` path."""
+    result = await process.arun(build_argv(ref), on_stderr_line=log)
+    try:
+        return str(json.loads(result.stdout)[0]["outputs"]["out"])
+    except (ValueError, LookupError, TypeError) as exc:
+        raise ExternalError(f"nix build printed unexpected JSON: {result.stdout[:200]!r}") from exc
+
+
+async def _nix_rebuild_identical(ref: str, log: Callable[[str], None]) -> bool:
+    """Build again with `--rebuild`: nix compares the new output with the stored one bit by bit."""
+    argv = build_argv(ref, rebuild=True)
+    result = await process.arun(argv, check=False, on_stderr_line=log)
+    if result.ok:
+        return True
+    if _NOT_DETERMINISTIC in result.stderr:
+        return False
+    raise CommandFailed(argv, result.returncode, result.stderr)
+
+
+@contextmanager
+def flake_dir(p: Plan) -> Iterator[Path]:
+    """Write the flake into a fresh temporary git repository; removed on exit, success or not."""
+    directory = Path(tempfile.mkdtemp(prefix="xnodectl-image-"))
+    try:
+        for name, text in p.files.items():
+            (directory / name).write_text(text)
+        # Flakes in a git repository see only files git knows about.
+        process.run(["git", "init", "-q", str(directory)])
+        process.run(["git", "-C", str(directory), "add", "--", *p.files])
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def find_image(store_path: str, fmt: ImageFormat) -> Path:
+    """The image file inside a build output (e.g. iso/<name>.iso, <name>.qcow2)."""
+    root = Path(store_path)
+    if root.is_file():
+        return root
+    found = sorted((f for f in root.rglob("*") if f.is_file() and f.name.endswith(fmt.suffixes)),
+                   key=lambda f: f.stat().st_size, reverse=True)
+    if not found:
+        raise ExternalError(f"the build output {store_path} holds no {fmt.value} image",
+                            hint="the image output of xnodeos/mk-image.nix changed; report it")
+    return found[0]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_output(out: Path | None, fmt: ImageFormat, hostname: str) -> Path | None:
+    """Where -o puts the image; refuses to overwrite (checked before building)."""
+    if out is None:
+        return None
+    target = out / f"xnodeos-{hostname}.{fmt.value}" if out.is_dir() else out
+    if target.exists():
+        raise UsageError(f"{target} already exists", hint="remove it or choose another -o path")
+    if not target.parent.is_dir():
+        raise UsageError(f"directory {target.parent} does not exist", hint="create it first")
+    return target
+
+
+def build(p: Plan, *, out: Path | None = None, check: bool = False,
+          log: Callable[[str], None] = lambda _line: None) -> Image:
+    """Build the image (twice with check=True) and return where it is with its size and hash."""
+    target = check_output(out, p.request.format, p.request.hostname)
+    with flake_dir(p) as directory:
+        ref = installable(directory, p.request.system)
+        log(f"building the {p.request.format.value} image of {p.request.hostname} "
+            f"(owner {p.request.owner})")
+        store_path = asyncio.run(_nix_build(ref, log))
+        reproducible = None
+        if check:
+            log("building it a second time to compare (--check)")
+            reproducible = asyncio.run(_nix_rebuild_identical(ref, log))
+    image = find_image(store_path, p.request.format)
+    path = image
+    if target is not None:
+        shutil.copyfile(image, target)
+        target.chmod(0o644)
+        path = target
+    return Image(path=path, store_path=store_path, size=image.stat().st_size,
+                 sha256=sha256_of(image), format=p.request.format, reproducible=reproducible)
