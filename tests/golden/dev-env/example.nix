@@ -49,13 +49,11 @@
           ExecStartPre = [ writeConfig ];
         };
 
-        # nixpkgs nixos/modules/config/users-groups.nix (users.users.<name>.isNormalUser, group). The
-        # code-server module creates only its default user; any other one is created here (an existing
-        # account keeps its own settings).
-        users.users.${user} = {
-          isNormalUser = lib.mkDefault true;
-          group = lib.mkDefault group;
-        };
+        # nixpkgs nixos/modules/config/users-groups.nix (users.users.<name>.isNormalUser). The
+        # code-server module creates only its default user; any other one is created here as a normal
+        # user (primary group "users"; the unit itself runs with the code-server group). An existing
+        # account keeps its own settings.
+        users.users.${user}.isNormalUser = lib.mkDefault true;
 
         # nixpkgs nixos/modules/system/boot/systemd/tmpfiles.nix (systemd.tmpfiles.rules)
         systemd.tmpfiles.rules = [ "d ${workspace} 0750 ${user} ${group} -" ];
