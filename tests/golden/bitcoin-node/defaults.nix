@@ -54,7 +54,9 @@
           port = 8333;
           rpc.port = 8332;
           dbCache = 450;
-          # Bitcoin Core only accepts includeconf inside a config file; an absolute path is kept as is.
+          # Bitcoin Core (src/common/config.cpp, ReadConfigFiles) takes includeconf only from a config
+          # file, reads top-level ones for every chain, keeps an absolute path as is and refuses to start
+          # if the file is missing.
           extraConfig = ''
             includeconf=${includeDir}/rpcauth.conf
           '';

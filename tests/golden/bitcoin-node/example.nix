@@ -55,7 +55,9 @@
           rpc.port = 18443;
           dbCache = 100;
           prune = 1000;
-          # Bitcoin Core only accepts includeconf inside a config file; an absolute path is kept as is.
+          # Bitcoin Core (src/common/config.cpp, ReadConfigFiles) takes includeconf only from a config
+          # file, reads top-level ones for every chain, keeps an absolute path as is and refuses to start
+          # if the file is missing.
           extraConfig = ''
             includeconf=${includeDir}/rpcauth.conf
           '';
