@@ -75,7 +75,7 @@ pkgs.testers.runNixOSTest {
 
     with subtest("the password from the secret logs in, a wrong one does not"):
         status("-c /tmp/bad.jar --data-urlencode password=wrong http://127.0.0.1:4444/login")
-        assert landing("/tmp/bad.jar").endswith("/login"), landing("/tmp/bad.jar")
+        assert "/login" in landing("/tmp/bad.jar"), landing("/tmp/bad.jar")
         assert status(
             f"-c /tmp/good.jar --data-urlencode 'password={password}' http://127.0.0.1:4444/login"
         ) == "302"
