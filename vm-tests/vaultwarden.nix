@@ -70,7 +70,11 @@ pkgs.testers.runNixOSTest {
         machine.succeed("curl -sf http://127.0.0.1:8222/vault/ | grep -qiE 'vaultwarden|bitwarden'")
 
     with subtest("the admin page takes the token from the secret and refuses another"):
-        machine.succeed("curl -sf http://127.0.0.1:8222/vault/admin")
+        # 401 + login form: the admin page is enabled (without a token it answers 200 "disabled").
+        unauthenticated = machine.succeed(
+            "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8222/vault/admin"
+        ).strip()
+        assert unauthenticated == "401", unauthenticated
         assert "set-cookie: vw_admin=" in admin_login_headers(token)
         assert "set-cookie: vw_admin=" not in admin_login_headers("wrong-token")
 
