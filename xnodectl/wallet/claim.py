@@ -1,0 +1,194 @@
+"""Operator side of the claim: nonce, SIWE message bound to key and host key, sign, post.
+
+The claim travels over plain HTTP (a fresh node has no certificate). What protects it:
+- the node's owner address is baked into its image, so only the owner's signature is accepted;
+- the signed statement names the SSH key fingerprint: a man in the middle cannot swap the key;
+- the signed resources name the node's host key: the node refuses a message naming another host
+  key, so a MITM cannot have the real node accept a claim while it shows the operator its own key;
+- single-use, expiring nonces and a 5-minute expiration stop replays.
+A MITM can still drop the claim, or fake a "success" from a node it impersonates; it never gets
+access to the real node. Pass `expect_host_key` (read from the node's console) to close that gap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xnodectl import process
+from xnodectl.errors import ClaimRefused, NodeUnreachable, UsageError
+from xnodectl.wallet import sign_in, sshkeys
+from xnodectl.wallet.signer import Signer
+
+DEFAULT_PORT = 8740
+LIFETIME = 300
+# Straight to the node: an HTTP proxy from the environment has no business seeing a claim.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    host: str
+    port: int
+    ssh_key: sshkeys.PublicKey
+    chain_id: int = 1
+    expect_host_key: str | None = None  # SHA256:... from the console, or the inventory's pin
+    timeout: float = 20.0
+
+    @property
+    def domain(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    node: str
+    address: str
+    authorized: str
+    host_key: str  # "<type> <base64>", as pinned in the inventory
+    host_key_fingerprint: str
+
+
+def read_public_key(path: Path) -> sshkeys.PublicKey:
+    """The public half of an SSH key: PATH itself if it is a .pub line, else PATH.pub."""
+    candidates = [path] if path.suffix == ".pub" else [path.with_name(path.name + ".pub"), path]
+    for candidate in candidates:
+        try:
+            text = candidate.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "PRIVATE KEY" in text:
+            continue
+        try:
+            return sshkeys.parse(text)
+        except ValueError as exc:
+            raise UsageError(f"{candidate}: {exc}", hint="pass an OpenSSH public key") from None
+    raise UsageError(
+        f"no public key at {path} or {path}.pub", hint="create one with: ssh-keygen -t ed25519"
+    )
+
+
+def _call(url: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method="POST" if body is not None else "GET",
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error") or exc.reason
+        except (json.JSONDecodeError, AttributeError):
+            reason = exc.reason
+        raise ClaimRefused(f"the node refused: {reason}", hint=_hint(exc.code)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise NodeUnreachable(
+            f"cannot reach the claim service at {url}: {reason}",
+            hint="is the node booted, and the claim port open?",
+        ) from None
+    except json.JSONDecodeError:
+        raise NodeUnreachable(
+            f"{url} did not answer JSON", hint="is that a claim service?"
+        ) from None
+    if not isinstance(answer, dict):
+        raise NodeUnreachable(f"{url} answered unexpected JSON", hint="is that a claim service?")
+    return answer
+
+
+def _hint(status: int) -> str:
+    if status == 410:
+        return "the node is already claimed; the owner can reopen it: xnodectl claim --reopen"
+    return "check the wallet is the node's owner, the node's clock, and --chain-id"
+
+
+def _host_key(info: dict[str, Any], request: ClaimRequest) -> sshkeys.PublicKey:
+    try:
+        key = sshkeys.parse(str(info.get("host_key", "")))
+    except ValueError as exc:
+        raise NodeUnreachable(f"the node sent a bad host key: {exc}", hint="retry") from None
+    if info.get("host_key_fingerprint") != key.fingerprint:
+        raise NodeUnreachable("the node's host key and fingerprint disagree", hint="retry")
+    if request.expect_host_key and key.fingerprint != request.expect_host_key:
+        raise ClaimRefused(
+            f"host key {key.fingerprint} is not the expected {request.expect_host_key}",
+            hint="someone may be impersonating the node; nothing was signed",
+        )
+    return key
+
+
+def claim(request: ClaimRequest, signer: Signer) -> ClaimResult:
+    """Claim the node at request.host for `signer`'s address, authorizing request.ssh_key."""
+    base = f"http://{request.domain}"
+    info = _call(base + "/claim/nonce", None, request.timeout)
+    host_key = _host_key(info, request)
+    nonce = info.get("nonce")
+    if not isinstance(nonce, str) or not re.fullmatch(r"[0-9A-Za-z]{8,128}", nonce):
+        raise NodeUnreachable("the node sent a bad nonce", hint="retry")
+    message = sign_in.build(
+        domain=request.domain,
+        uri=base + sign_in.CLAIM_PATH,
+        address=signer.address,
+        chain_id=request.chain_id,
+        nonce=nonce,
+        statement=sign_in.claim_statement(request.ssh_key.fingerprint),
+        resources=[sign_in.host_key_resource(host_key.fingerprint)],
+        lifetime=LIFETIME,
+    )
+    body = {
+        "message": message,
+        "signature": signer.sign_message(message),
+        "ssh_public_key": request.ssh_key.line(),
+    }
+    answer = _call(base + sign_in.CLAIM_PATH, body, request.timeout)
+    if answer.get("host_key_fingerprint") != host_key.fingerprint:
+        raise NodeUnreachable(
+            "the node answered with another host key than it announced",
+            hint="someone may be in the middle; do not trust this node",
+        )
+    if answer.get("authorized") != request.ssh_key.fingerprint:
+        raise NodeUnreachable("the node authorized another key than ours", hint="retry")
+    return ClaimResult(
+        node=str(answer.get("node") or ""),
+        address=str(answer.get("address") or signer.address),
+        authorized=request.ssh_key.fingerprint,
+        host_key=f"{host_key.kind} {host_key.line().split()[1]}",
+        host_key_fingerprint=host_key.fingerprint,
+    )
+
+
+def reopen(host: str, port: int, user: str, host_key: str, identity: Path | None) -> None:
+    """Run `xnode-claim reopen` on a claimed node over SSH, with its pinned host key."""
+    with tempfile.TemporaryDirectory(prefix="xnodectl-known-") as tmp:
+        known = Path(tmp) / "known_hosts"
+        name = host if port == 22 else f"[{host}]:{port}"
+        known.write_text(f"{name} {host_key}\n")
+        argv = [
+            "ssh",
+            "-p",
+            str(port),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+        ]
+        if identity is not None:
+            argv += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
+        argv += [f"{user}@{host}", shlex.join(["xnode-claim", "reopen"])]
+        process.run(argv, timeout=60)
