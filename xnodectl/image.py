@@ -79,42 +79,67 @@ class Image:
 
 def check_hostname(name: str) -> str:
     if not _HOSTNAME.match(name):
-        raise UsageError(f"hostname '{name}' is not allowed",
-                         hint="use 1-63 lowercase letters, digits and '-', not starting or "
-                         "ending with '-'")
+        raise UsageError(
+            f"hostname '{name}' is not allowed",
+            hint="use 1-63 lowercase letters, digits and '-', not starting or ending with '-'",
+        )
     return name
 
 
 def check_disk(disk: str | None, wipe: bool) -> str | None:
     if wipe and disk is None:
-        raise UsageError("--wipe needs --disk",
-                         hint="name the exact disk to erase: --disk /dev/disk/by-id/...")
+        raise UsageError(
+            "--wipe needs --disk", hint="name the exact disk to erase: --disk /dev/disk/by-id/..."
+        )
     if disk is not None and not _DISK.match(disk):
-        raise UsageError(f"disk '{disk}' is not a stable disk path",
-                         hint="use a /dev/disk/by-id/... path (ls -l /dev/disk/by-id on the "
-                         "machine); /dev/sdX names change between boots")
+        raise UsageError(
+            f"disk '{disk}' is not a stable disk path",
+            hint="use a /dev/disk/by-id/... path (ls -l /dev/disk/by-id on the "
+            "machine); /dev/sdX names change between boots",
+        )
     return disk
 
 
 def request(
-    *, owner: str, key: PublicKey, fmt: ImageFormat, hostname: str | None, system: str,
-    disk: str | None, wipe: bool, xnodectl_flake: str,
+    *,
+    owner: str,
+    key: PublicKey,
+    fmt: ImageFormat,
+    hostname: str | None,
+    system: str,
+    disk: str | None,
+    wipe: bool,
+    xnodectl_flake: str,
 ) -> ImageRequest:
     """Validate everything the user gave; raises UsageError before anything is created."""
     address = check_address(owner, what="owner address")
     name = check_hostname(hostname or f"xnode-{address[2:10].lower()}")
     if system not in SYSTEMS:
         raise UsageError(f"system '{system}' is not supported", hint="use " + " or ".join(SYSTEMS))
-    return ImageRequest(owner=address, key=key, format=fmt, hostname=name, system=system,
-                        disk=check_disk(disk, wipe), wipe=wipe, xnodectl_flake=xnodectl_flake)
+    return ImageRequest(
+        owner=address,
+        key=key,
+        format=fmt,
+        hostname=name,
+        system=system,
+        disk=check_disk(disk, wipe),
+        wipe=wipe,
+        xnodectl_flake=xnodectl_flake,
+    )
 
 
 def plan(req: ImageRequest) -> Plan:
     """The generated flake's files (flake.nix + identity.nix)."""
     context = {
-        "xnodectl_flake": req.xnodectl_flake, "system": req.system, "hostname": req.hostname,
-        "format": req.format.value, "disk": req.disk, "wipe": req.wipe, "owner": req.owner,
-        "ssh_keys": [req.key.line], "version": __version__,
+        "xnodectl_flake": req.xnodectl_flake,
+        "system": req.system,
+        "hostname": req.hostname,
+        "format": req.format.value,
+        "disk": req.disk,
+        "wipe": req.wipe,
+        "owner": req.owner,
+        "ssh_keys": [req.key.line],
+        "version": __version__,
     }
     files = {
         "flake.nix": render_nix((_DATA / "flake.nix.j2").read_text(), context),
@@ -129,13 +154,29 @@ def installable(directory: Path, system: str) -> str:
 
 def build_argv(ref: str, *, rebuild: bool = False) -> list[str]:
     # --print-build-logs: progress goes to stderr line by line; --json: the result on stdout.
-    return [*NIX, "build", "--no-link", "--json", "--print-build-logs",
-            *(["--rebuild"] if rebuild else []), ref]
+    return [
+        *NIX,
+        "build",
+        "--no-link",
+        "--json",
+        "--print-build-logs",
+        *(["--rebuild"] if rebuild else []),
+        ref,
+    ]
 
 
 async def _nix_build(ref: str, log: Callable[[str], None]) -> str:
     """`nix build` one installable; its `out` path."""
-    result = await process.arun(build_argv(ref), on_stderr_line=log)
+    argv = build_argv(ref)
+    result = await process.arun(argv, check=False, on_stderr_line=log)
+    if not result.ok:
+        # The temporary flake is gone by the time the user reads this: point at --dry-run.
+        failed = CommandFailed(argv, result.returncode, result.stderr)
+        failed.hint = (
+            "the build log is above; `xnodectl image build ... --dry-run` prints the "
+            "flake and the command to reproduce it"
+        )
+        raise failed
     try:
         return str(json.loads(result.stdout)[0]["outputs"]["out"])
     except (ValueError, LookupError, TypeError) as exc:
@@ -173,11 +214,16 @@ def find_image(store_path: str, fmt: ImageFormat) -> Path:
     root = Path(store_path)
     if root.is_file():
         return root
-    found = sorted((f for f in root.rglob("*") if f.is_file() and f.name.endswith(fmt.suffixes)),
-                   key=lambda f: f.stat().st_size, reverse=True)
+    found = sorted(
+        (f for f in root.rglob("*") if f.is_file() and f.name.endswith(fmt.suffixes)),
+        key=lambda f: f.stat().st_size,
+        reverse=True,
+    )
     if not found:
-        raise ExternalError(f"the build output {store_path} holds no {fmt.value} image",
-                            hint="the image output of xnodeos/mk-image.nix changed; report it")
+        raise ExternalError(
+            f"the build output {store_path} holds no {fmt.value} image",
+            hint="the image output of xnodeos/mk-image.nix changed; report it",
+        )
     return found[0]
 
 
@@ -201,14 +247,21 @@ def check_output(out: Path | None, fmt: ImageFormat, hostname: str) -> Path | No
     return target
 
 
-def build(p: Plan, *, out: Path | None = None, check: bool = False,
-          log: Callable[[str], None] = lambda _line: None) -> Image:
+def build(
+    p: Plan,
+    *,
+    out: Path | None = None,
+    check: bool = False,
+    log: Callable[[str], None] = lambda _line: None,
+) -> Image:
     """Build the image (twice with check=True) and return where it is with its size and hash."""
     target = check_output(out, p.request.format, p.request.hostname)
     with flake_dir(p) as directory:
         ref = installable(directory, p.request.system)
-        log(f"building the {p.request.format.value} image of {p.request.hostname} "
-            f"(owner {p.request.owner})")
+        log(
+            f"building the {p.request.format.value} image of {p.request.hostname} "
+            f"(owner {p.request.owner})"
+        )
         store_path = asyncio.run(_nix_build(ref, log))
         reproducible = None
         if check:
@@ -220,5 +273,11 @@ def build(p: Plan, *, out: Path | None = None, check: bool = False,
         shutil.copyfile(image, target)
         target.chmod(0o644)
         path = target
-    return Image(path=path, store_path=store_path, size=image.stat().st_size,
-                 sha256=sha256_of(image), format=p.request.format, reproducible=reproducible)
+    return Image(
+        path=path,
+        store_path=store_path,
+        size=image.stat().st_size,
+        sha256=sha256_of(image),
+        format=p.request.format,
+        reproducible=reproducible,
+    )

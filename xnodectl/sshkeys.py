@@ -58,8 +58,10 @@ def _fields(blob: bytes, what: str) -> list[bytes]:
 
 
 def _check_blob(kind: str, fields: list[bytes], what: str) -> None:
-    bad = KeyError_(f"{what}: the key data does not match its type {kind}",
-                    hint="the file is damaged or was edited; use the original .pub file")
+    bad = KeyError_(
+        f"{what}: the key data does not match its type {kind}",
+        hint="the file is damaged or was edited; use the original .pub file",
+    )
     if not fields or fields[0] != kind.encode():
         raise bad
     if kind in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"):
@@ -70,9 +72,10 @@ def _check_blob(kind: str, fields: list[bytes], what: str) -> None:
             raise bad
         bits = int.from_bytes(fields[2], "big").bit_length()
         if bits < MIN_RSA_BITS:
-            raise KeyError_(f"{what}: RSA key of {bits} bits is too short",
-                            hint="use ed25519 (ssh-keygen -t ed25519) or RSA >= "
-                            f"{MIN_RSA_BITS} bits")
+            raise KeyError_(
+                f"{what}: RSA key of {bits} bits is too short",
+                hint=f"use ed25519 (ssh-keygen -t ed25519) or RSA >= {MIN_RSA_BITS} bits",
+            )
     elif len(fields) < 3 or fields[1] != _ECDSA_CURVES[kind].encode():
         raise bad
 
@@ -80,33 +83,44 @@ def _check_blob(kind: str, fields: list[bytes], what: str) -> None:
 def parse(text: str, what: str = "SSH key") -> PublicKey:
     """Parse one OpenSSH public key line; reject private keys, options and unknown types."""
     if any(marker in text for marker in _PRIVATE_MARKERS):
-        raise KeyError_(f"{what} is a PRIVATE key",
-                        hint="give the public key (the .pub file next to it); a private key "
-                        "must never be baked into an image")
+        raise KeyError_(
+            f"{what} is a PRIVATE key",
+            hint="give the public key (the .pub file next to it); a private key "
+            "must never be baked into an image",
+        )
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     if len(lines) != 1:
-        raise KeyError_(f"{what} must hold exactly one public key line, found {len(lines)}",
-                        hint="give one .pub file, e.g. ~/.ssh/id_ed25519.pub")
+        raise KeyError_(
+            f"{what} must hold exactly one public key line, found {len(lines)}",
+            hint="give one .pub file, e.g. ~/.ssh/id_ed25519.pub",
+        )
     parts = lines[0].split(None, 2)
     kind = parts[0]
     if kind not in KEY_TYPES:
         shown = kind if len(kind) <= 40 else kind[:40] + "..."
-        raise KeyError_(f"{what}: '{shown}' is not a supported SSH public key type",
-                        hint="supported: " + ", ".join(sorted(KEY_TYPES)) +
-                        " (authorized_keys options before the type are not accepted)")
+        raise KeyError_(
+            f"{what}: '{shown}' is not a supported SSH public key type",
+            hint="supported: "
+            + ", ".join(sorted(KEY_TYPES))
+            + " (authorized_keys options before the type are not accepted)",
+        )
     if len(parts) < 2:
-        raise KeyError_(f"{what}: the key data is missing after '{kind}'",
-                        hint="copy the whole .pub line")
+        raise KeyError_(
+            f"{what}: the key data is missing after '{kind}'", hint="copy the whole .pub line"
+        )
     try:
         blob = base64.b64decode(parts[1], validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise KeyError_(f"{what}: the key data is not valid base64",
-                        hint="copy the whole .pub line") from exc
+        raise KeyError_(
+            f"{what}: the key data is not valid base64", hint="copy the whole .pub line"
+        ) from exc
     _check_blob(kind, _fields(blob, what), what)
     comment = parts[2].strip() if len(parts) > 2 else ""
     if not _COMMENT.match(comment):
-        raise KeyError_(f"{what}: the key comment contains control characters or is too long",
-                        hint="edit the comment after the key data")
+        raise KeyError_(
+            f"{what}: the key comment contains control characters or is too long",
+            hint="edit the comment after the key data",
+        )
     return PublicKey(kind, base64.b64encode(blob).decode(), comment)
 
 
@@ -114,12 +128,15 @@ def read(path: Path) -> PublicKey:
     """Read and parse a public key file."""
     try:
         if path.stat().st_size > _MAX_FILE:
-            raise KeyError_(f"{path} is too large to be an SSH public key",
-                            hint="give a .pub file, e.g. ~/.ssh/id_ed25519.pub")
+            raise KeyError_(
+                f"{path} is too large to be an SSH public key",
+                hint="give a .pub file, e.g. ~/.ssh/id_ed25519.pub",
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise KeyError_(f"{path} does not exist",
-                        hint="create a key with: ssh-keygen -t ed25519") from exc
+        raise KeyError_(
+            f"{path} does not exist", hint="create a key with: ssh-keygen -t ed25519"
+        ) from exc
     except IsADirectoryError as exc:
         raise KeyError_(f"{path} is a directory", hint="give the .pub file") from exc
     except UnicodeDecodeError as exc:

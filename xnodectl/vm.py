@@ -73,10 +73,17 @@ def state_dir() -> Path:
 
 
 def _paths(root: Path) -> dict[str, Path]:
-    return {name: root / file for name, file in {
-        "state": "state.json", "pid": "qemu.pid", "overlay": "overlay.qcow2",
-        "known_hosts": "known_hosts", "serial": "serial.log", "vars": "efivars.fd",
-    }.items()}
+    return {
+        name: root / file
+        for name, file in {
+            "state": "state.json",
+            "pid": "qemu.pid",
+            "overlay": "overlay.qcow2",
+            "known_hosts": "known_hosts",
+            "serial": "serial.log",
+            "vars": "efivars.fd",
+        }.items()
+    }
 
 
 def kvm_usable() -> bool:
@@ -93,16 +100,21 @@ def find_firmware() -> Firmware:
     for combined in OVMF_COMBINED:
         if Path(combined).is_file():
             return Firmware(combined, None)
-    raise ToolMissing("no UEFI firmware (OVMF) found for QEMU",
-                      hint="install it (Debian: apt-get install ovmf) or set XNODECTL_OVMF")
+    raise ToolMissing(
+        "no UEFI firmware (OVMF) found for QEMU",
+        hint="install it (Debian: apt-get install ovmf) or set XNODECTL_OVMF",
+    )
 
 
 def require_tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        raise ToolMissing(f"'{name}' was not found on PATH",
-                          hint=process.HINTS.get(name, "install QEMU (Debian: apt-get install "
-                                                 "qemu-system-x86 qemu-utils)"))
+        raise ToolMissing(
+            f"'{name}' was not found on PATH",
+            hint=process.HINTS.get(
+                name, "install QEMU (Debian: apt-get install qemu-system-x86 qemu-utils)"
+            ),
+        )
     return found
 
 
@@ -111,37 +123,71 @@ def check_image(image: Path) -> Path:
         with image.open("rb") as f:
             magic = f.read(4)
     except FileNotFoundError as exc:
-        raise UsageError(f"{image} does not exist",
-                         hint="build one: xnodectl image build --format qcow2 --owner 0x... "
-                         f"--ssh-key KEY.pub -o {image}") from exc
+        raise UsageError(
+            f"{image} does not exist",
+            hint="build one: xnodectl image build --format qcow2 --owner 0x... "
+            f"--ssh-key KEY.pub -o {image}",
+        ) from exc
     except IsADirectoryError as exc:
         raise UsageError(f"{image} is a directory", hint="give the .qcow2 file") from exc
     if magic != _QCOW2_MAGIC:
-        raise UsageError(f"{image} is not a qcow2 image",
-                         hint="build one with: xnodectl image build --format qcow2")
+        raise UsageError(
+            f"{image} is not a qcow2 image",
+            hint="build one with: xnodectl image build --format qcow2",
+        )
     return image.resolve()
 
 
 def qemu_argv(
-    *, qemu: str, accel: str, memory: int, cpus: int, firmware: Firmware, vars_file: Path,
-    overlay: Path, port: int, serial: Path, pidfile: Path,
+    *,
+    qemu: str,
+    accel: str,
+    memory: int,
+    cpus: int,
+    firmware: Firmware,
+    vars_file: Path,
+    overlay: Path,
+    port: int,
+    serial: Path,
+    pidfile: Path,
 ) -> list[str]:
     """The QEMU command line of the local Xnode (daemonized; pidfile written by QEMU itself)."""
     if firmware.vars_template is None:
         fw = ["-bios", firmware.code]
     else:
-        fw = ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={firmware.code}",
-              "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]
+        fw = [
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={firmware.code}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={vars_file}",
+        ]
     cpu = ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg"]
     return [
-        qemu, "-name", VM_NAME, "-machine", "q35", *cpu, "-m", str(memory), "-smp", str(cpus),
+        qemu,
+        "-name",
+        VM_NAME,
+        "-machine",
+        "q35",
+        *cpu,
+        "-m",
+        str(memory),
+        "-smp",
+        str(cpus),
         *fw,
-        "-drive", f"file={overlay},if=virtio,format=qcow2,cache=writeback",
+        "-drive",
+        f"file={overlay},if=virtio,format=qcow2,cache=writeback",
         # user-mode networking: nothing but the SSH forward reaches the VM, and only from loopback
-        "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
-        "-device", "virtio-net-pci,netdev=net0",
-        "-display", "none", "-serial", f"file:{serial}",
-        "-daemonize", "-pidfile", str(pidfile),
+        "-netdev",
+        f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
+        "-device",
+        "virtio-net-pci,netdev=net0",
+        "-display",
+        "none",
+        "-serial",
+        f"file:{serial}",
+        "-daemonize",
+        "-pidfile",
+        str(pidfile),
     ]
 
 
@@ -194,8 +240,11 @@ def _port_free(port: int) -> bool:
 
 def scan_host_key(port: int) -> str | None:
     """The VM's ed25519 host key as 'ssh-ed25519 AAAA...', or None while sshd is not up."""
-    result = process.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", str(port),
-                          "127.0.0.1"], check=False, timeout=15)
+    result = process.run(
+        ["ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
+        check=False,
+        timeout=15,
+    )
     for line in result.stdout.splitlines():
         fields = line.split()
         if len(fields) >= 3 and fields[1] == "ssh-ed25519":
@@ -203,21 +252,29 @@ def scan_host_key(port: int) -> str | None:
     return None
 
 
-def wait_for_ssh(port: int, pid: int, timeout: float,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> str:
+def wait_for_ssh(
+    port: int,
+    pid: int,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
     deadline = clock() + timeout
     while clock() < deadline:
         if not _alive(pid):
-            raise ExternalError("QEMU exited while the VM was booting",
-                                hint=f"see the console log {_paths(state_dir())['serial']}")
+            raise ExternalError(
+                "QEMU exited while the VM was booting",
+                hint=f"see the console log {_paths(state_dir())['serial']}",
+            )
         key = scan_host_key(port)
         if key is not None:
             return key
         sleep(2)
-    raise ExternalError(f"the VM's SSH did not answer within {timeout:.0f} s",
-                        hint="raise --timeout (without KVM booting is slow) or read "
-                        f"{_paths(state_dir())['serial']}")
+    raise ExternalError(
+        f"the VM's SSH did not answer within {timeout:.0f} s",
+        hint="raise --timeout (without KVM booting is slow) or read "
+        f"{_paths(state_dir())['serial']}",
+    )
 
 
 def register_local(port: int, host_key: str, log: Callable[[str], None]) -> bool:
@@ -245,8 +302,9 @@ def up(opts: UpOptions, log: Callable[[str], None]) -> VmState:
         raise UsageError("the local VM is already running", hint="stop it with: xnodectl vm down")
     image = check_image(opts.image or root / "xnodeos.qcow2")
     if not _port_free(opts.port):
-        raise UsageError(f"port {opts.port} on 127.0.0.1 is in use",
-                         hint="choose another: --port N")
+        raise UsageError(
+            f"port {opts.port} on 127.0.0.1 is in use", hint="choose another: --port N"
+        )
     qemu, qemu_img = require_tool(QEMU), require_tool(QEMU_IMG)
     firmware = find_firmware()
     accel = "kvm" if kvm_usable() else "tcg"
@@ -255,13 +313,34 @@ def up(opts: UpOptions, log: Callable[[str], None]) -> VmState:
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths = _paths(root)
     _cleanup(root)
-    process.run([qemu_img, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(image),
-                 str(paths["overlay"])])
+    process.run(
+        [
+            qemu_img,
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            str(image),
+            str(paths["overlay"]),
+        ]
+    )
     if firmware.vars_template is not None:
         shutil.copyfile(firmware.vars_template, paths["vars"])
-    argv = qemu_argv(qemu=qemu, accel=accel, memory=opts.memory, cpus=opts.cpus,
-                     firmware=firmware, vars_file=paths["vars"], overlay=paths["overlay"],
-                     port=opts.port, serial=paths["serial"], pidfile=paths["pid"])
+    argv = qemu_argv(
+        qemu=qemu,
+        accel=accel,
+        memory=opts.memory,
+        cpus=opts.cpus,
+        firmware=firmware,
+        vars_file=paths["vars"],
+        overlay=paths["overlay"],
+        port=opts.port,
+        serial=paths["serial"],
+        pidfile=paths["pid"],
+    )
     log(f"starting {VM_NAME} ({accel}) from {image}")
     process.run(argv, timeout=60)
     pid = int(paths["pid"].read_text().strip())
@@ -273,10 +352,16 @@ def up(opts: UpOptions, log: Callable[[str], None]) -> VmState:
         _cleanup(root)
         raise
     paths["known_hosts"].write_text(f"[127.0.0.1]:{opts.port} {host_key}\n")
-    state = VmState(pid=pid, port=opts.port, image=str(image), overlay=str(paths["overlay"]),
-                    accel=accel, host_key=host_key,
-                    ssh_key=str(opts.ssh_key.expanduser()) if opts.ssh_key else None,
-                    started=time.time())
+    state = VmState(
+        pid=pid,
+        port=opts.port,
+        image=str(image),
+        overlay=str(paths["overlay"]),
+        accel=accel,
+        host_key=host_key,
+        ssh_key=str(opts.ssh_key.expanduser()) if opts.ssh_key else None,
+        started=time.time(),
+    )
     paths["state"].write_text(json.dumps(state.as_dict(), indent=2) + "\n")
     register_local(opts.port, host_key, log)
     return state
@@ -306,8 +391,17 @@ def down(log: Callable[[str], None], root: Path | None = None) -> bool:
 
 
 def ssh_argv(state: VmState, known_hosts: Path, command: Sequence[str]) -> list[str]:
-    argv = ["ssh", "-p", str(state.port), "-o", f"UserKnownHostsFile={known_hosts}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null"]
+    argv = [
+        "ssh",
+        "-p",
+        str(state.port),
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+    ]
     if state.ssh_key:
         argv += ["-i", state.ssh_key, "-o", "IdentitiesOnly=yes"]
     return [*argv, "root@127.0.0.1", *(["--", *command] if command else [])]
@@ -319,6 +413,7 @@ def ssh(command: Sequence[str], root: Path | None = None) -> int:
     state = status(root)
     if state is None:
         raise UsageError("the local VM is not running", hint="start it with: xnodectl vm up")
-    proc = process.spawn(ssh_argv(state, _paths(root)["known_hosts"], command),
-                         stdout=None, stderr=None)
+    proc = process.spawn(
+        ssh_argv(state, _paths(root)["known_hosts"], command), stdout=None, stderr=None
+    )
     return proc.wait()

@@ -30,34 +30,72 @@ def register(app: typer.Typer) -> None:
 
 
 def build_cmd(
-    owner: Annotated[str, typer.Option("--owner", help="Owner's Ethereum address (0x...).",
-                                       show_default=False)],
-    ssh_key: Annotated[Path, typer.Option("--ssh-key", help="SSH public key file allowed to log "
-                                          "in as root (e.g. ~/.ssh/id_ed25519.pub).",
-                                          show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", help="Image format: iso (installer), qcow2 or "
-                                     "raw (bootable disk images).")] = "iso",
-    hostname: Annotated[str | None, typer.Option(
-        "--hostname", help="Node hostname (default: xnode-<first 8 hex digits of the owner>).",
-        show_default=False)] = None,
-    disk: Annotated[str | None, typer.Option(
-        "--disk", help="Installer only: install onto this /dev/disk/by-id/... disk (default: the "
-        "only empty, non-removable disk).", show_default=False)] = None,
-    wipe: Annotated[bool, typer.Option(
-        "--wipe", help="Installer only: allow erasing --disk if it holds data.")] = False,
-    system: Annotated[str, typer.Option(
-        "--system", help="Nix system of the node.")] = "x86_64-linux",
-    out: Annotated[Path | None, typer.Option(
-        "-o", "--out", help="Copy the image to this file or directory.",
-        show_default=False)] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the generated flake and the nix build command; build nothing.")
+    owner: Annotated[
+        str, typer.Option("--owner", help="Owner's Ethereum address (0x...).", show_default=False)
+    ],
+    ssh_key: Annotated[
+        Path,
+        typer.Option(
+            "--ssh-key",
+            help="SSH public key file allowed to log in as root (e.g. ~/.ssh/id_ed25519.pub).",
+            show_default=False,
+        ),
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="Image format: iso (installer), qcow2 or raw (bootable disk images)."
+        ),
+    ] = "iso",
+    hostname: Annotated[
+        str | None,
+        typer.Option(
+            "--hostname",
+            help="Node hostname (default: xnode-<first 8 hex digits of the owner>).",
+            show_default=False,
+        ),
+    ] = None,
+    disk: Annotated[
+        str | None,
+        typer.Option(
+            "--disk",
+            help="Installer only: install onto this /dev/disk/by-id/... disk (default: the "
+            "only empty, non-removable disk).",
+            show_default=False,
+        ),
+    ] = None,
+    wipe: Annotated[
+        bool, typer.Option("--wipe", help="Installer only: allow erasing --disk if it holds data.")
     ] = False,
-    check: Annotated[bool, typer.Option(
-        "--check", help="Build twice and report whether the images are bit-identical.")] = False,
-    xnodectl_flake: Annotated[str | None, typer.Option(
-        "--xnodectl-flake", help="Flake providing XnodeOS (default: this checkout, else upstream).",
-        show_default=False)] = None,
+    system: Annotated[
+        str, typer.Option("--system", help="Nix system of the node.")
+    ] = "x86_64-linux",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--out", help="Copy the image to this file or directory.", show_default=False
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the generated flake and the nix build command; build nothing."
+        ),
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Build twice and report whether the images are bit-identical."
+        ),
+    ] = False,
+    xnodectl_flake: Annotated[
+        str | None,
+        typer.Option(
+            "--xnodectl-flake",
+            help="Flake providing XnodeOS (default: this checkout, else upstream).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build an XnodeOS image with this node's owner and SSH key baked in.
@@ -68,16 +106,25 @@ def build_cmd(
     from xnodectl.errors import UsageError
 
     if fmt not in FORMATS:
-        raise UsageError(f"format '{fmt}' is not one of {', '.join(FORMATS)}",
-                         hint="iso for bare metal, qcow2 for VMs, raw for dd onto a disk")
+        raise UsageError(
+            f"format '{fmt}' is not one of {', '.join(FORMATS)}",
+            hint="iso for bare metal, qcow2 for VMs, raw for dd onto a disk",
+        )
     req = image.request(
-        owner=owner, key=sshkeys.read(ssh_key.expanduser()), fmt=image.ImageFormat(fmt),
-        hostname=hostname, system=system, disk=disk, wipe=wipe,
+        owner=owner,
+        key=sshkeys.read(ssh_key.expanduser()),
+        fmt=image.ImageFormat(fmt),
+        hostname=hostname,
+        system=system,
+        disk=disk,
+        wipe=wipe,
         xnodectl_flake=xnodectl_flake or workspace.default_flake(),
     )
     if (disk is not None or wipe) and req.format is not image.ImageFormat.ISO:
-        raise UsageError("--disk and --wipe apply to the installer ISO only",
-                         hint="a qcow2/raw image is already the disk; drop --disk/--wipe")
+        raise UsageError(
+            "--disk and --wipe apply to the installer ISO only",
+            hint="a qcow2/raw image is already the disk; drop --disk/--wipe",
+        )
     plan = image.plan(req)
     if dry_run:
         _show_plan(plan, as_json)
@@ -92,8 +139,9 @@ def _show_plan(plan: object, as_json: bool) -> None:
     assert isinstance(plan, image.Plan)
     argv = plan.argv(image.DRY_RUN_DIR)
     if as_json:
-        output.as_json({"directory": str(image.DRY_RUN_DIR), "files": dict(plan.files),
-                        "argv": argv})
+        output.as_json(
+            {"directory": str(image.DRY_RUN_DIR), "files": dict(plan.files), "argv": argv}
+        )
         return
     for name, text in plan.files.items():
         output.result(f"# ---- {image.DRY_RUN_DIR}/{name}")
@@ -107,8 +155,11 @@ def _show_image(built: object, as_json: bool) -> None:
 
     assert isinstance(built, image.Image)
     data: dict[str, object] = {
-        "path": str(built.path), "store_path": built.store_path, "format": built.format.value,
-        "size": built.size, "sha256": built.sha256,
+        "path": str(built.path),
+        "store_path": built.store_path,
+        "format": built.format.value,
+        "size": built.size,
+        "sha256": built.sha256,
     }
     if built.reproducible is not None:
         data["reproducible"] = built.reproducible
@@ -119,34 +170,56 @@ def _show_image(built: object, as_json: bool) -> None:
     output.result(f"size: {built.size} bytes ({built.size / 2**20:.1f} MiB)")
     output.result(f"sha256: {built.sha256}")
     if built.reproducible is not None:
-        output.result("reproducible: " + ("yes, two builds are bit-identical"
-                                          if built.reproducible else "NO, the two builds differ"))
+        output.result(
+            "reproducible: "
+            + (
+                "yes, two builds are bit-identical"
+                if built.reproducible
+                else "NO, the two builds differ"
+            )
+        )
 
 
-Port = Annotated[int, typer.Option("--port", min=1, max=65535,
-                                   help="Host port forwarded to the VM's SSH port.")]
+Port = Annotated[
+    int, typer.Option("--port", min=1, max=65535, help="Host port forwarded to the VM's SSH port.")
+]
 
 
 def vm_up(
-    image_path: Annotated[Path | None, typer.Option(
-        "--image", help="XnodeOS qcow2 image (`image build --format qcow2`; default: "
-        "xnodeos.qcow2 in the VM state directory).",
-        show_default=False)] = None,
+    image_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--image",
+            help="XnodeOS qcow2 image (`image build --format qcow2`; default: "
+            "xnodeos.qcow2 in the VM state directory).",
+            show_default=False,
+        ),
+    ] = None,
     port: Port = 2222,
     memory: Annotated[int, typer.Option("--memory", min=512, help="RAM in MiB.")] = 2048,
     cpus: Annotated[int, typer.Option("--cpus", min=1, help="Virtual CPUs.")] = 2,
-    timeout: Annotated[int, typer.Option("--timeout", min=10,
-                                         help="Seconds to wait for SSH.")] = 300,
-    ssh_key: Annotated[Path | None, typer.Option(
-        "--ssh-key", help="Private key to log in with (its .pub must be baked into the image).",
-        show_default=False)] = None,
+    timeout: Annotated[
+        int, typer.Option("--timeout", min=10, help="Seconds to wait for SSH.")
+    ] = 300,
+    ssh_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssh-key",
+            help="Private key to log in with (its .pub must be baked into the image).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Boot XnodeOS in QEMU (KVM when available), wait for SSH and add it as node 'local'."""
     from xnodectl import vm
 
-    state = vm.up(vm.UpOptions(image=image_path, port=port, memory=memory, cpus=cpus,
-                               timeout=timeout, ssh_key=ssh_key), log=output.info)
+    state = vm.up(
+        vm.UpOptions(
+            image=image_path, port=port, memory=memory, cpus=cpus, timeout=timeout, ssh_key=ssh_key
+        ),
+        log=output.info,
+    )
     _show_state(state, as_json)
 
 
@@ -162,8 +235,11 @@ def vm_down(as_json: JsonOpt = False) -> None:
 
 
 def vm_ssh(
-    command: Annotated[list[str] | None, typer.Argument(
-        help="Command to run on the VM (default: an interactive shell).", show_default=False)
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Command to run on the VM (default: an interactive shell).", show_default=False
+        ),
     ] = None,
 ) -> None:
     """Open SSH to the local VM as root (pinned host key)."""
