@@ -12,7 +12,9 @@ pkgs.testers.runNixOSTest {
       self.nixosModules.default
       ../tests/golden/dev-env/defaults.nix
     ];
-    xnode.package = self.packages.${pkgs.system}.xnodectl;
+    xnode.package = self.packages.${pkgs.stdenv.hostPlatform.system}.xnodectl;
+    # Test VMs are reached through the test driver's backdoor, not SSH (modules/owner.nix).
+    xnode.owner.allowUnreachable = true;
     virtualisation.memorySize = 2048;
 
     # Stands in for the deploy engine's secret upload (done before activation): a random password

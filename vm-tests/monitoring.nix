@@ -16,7 +16,9 @@ pkgs.testers.runNixOSTest {
       self.nixosModules.default
       ../tests/golden/monitoring/defaults.nix
     ];
-    xnode.package = self.packages.${pkgs.system}.xnodectl;
+    xnode.package = self.packages.${pkgs.stdenv.hostPlatform.system}.xnodectl;
+    # Test VMs are reached through the test driver's backdoor, not SSH (modules/owner.nix).
+    xnode.owner.allowUnreachable = true;
     virtualisation.memorySize = 2048;
 
     # A second app with a metrics port, declared the way a rendered template declares it. A
