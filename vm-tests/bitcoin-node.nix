@@ -74,7 +74,11 @@ pkgs.testers.runNixOSTest {
         machine.succeed(f"{cli} generatetodescriptor 3 'raw(51)'")
         assert machine.succeed(f"{cli} getblockcount").strip() == "3"
 
-    with subtest("a wrong password is refused"):
+    with subtest("a wrong password or none is refused"):
+        anonymous = machine.succeed(
+            "curl -s -o /dev/null -w '%{http_code}' --data-binary '{}' http://127.0.0.1:18443/"
+        ).strip()
+        assert anonymous == "401", anonymous
         machine.fail("bitcoin-cli -regtest -rpcport=18443 -rpcuser=xnode -rpcpassword=wrong getblockcount")
 
     with subtest("RPC and p2p are not reachable from another machine"):
