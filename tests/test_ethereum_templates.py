@@ -12,6 +12,9 @@ are exercised by the VM tests in vm-tests/.
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.nixcheck import eval_json
-from xnodectl import catalog
+from xnodectl import catalog, process
 from xnodectl.apps import example_params
 from xnodectl.cli import app
 from xnodectl.errors import CollisionError
@@ -363,3 +366,146 @@ def test_show_json_lists_only_the_networks_the_modules_accept() -> None:
     data = json.loads(out)
     assert data["parameters"]["required"] == ["fee_recipient"]
     assert data["parameters"]["properties"]["keystore_password"]["writeOnly"] is True
+
+
+# --- the templates' own shell scripts, run for real ---------------------------------------------
+# The start scripts are taken from the evaluated golden renders and run with the real bash,
+# openssl, tar and jq of this machine; only their absolute state paths are moved into tmp_path
+# (systemd's StateDirectory/RuntimeDirectory/LoadCredential are what the VM tests cover).
+
+_SCRIPTS = """
+let
+  wrapper = import %(file)s { };
+  inner = builtins.head wrapper.imports;
+  lib.escapeShellArgs = args: builtins.concatStringsSep " " (map (a: "'" + a + "'") args);
+  pkgs = { openssl = "/usr"; lighthouse = "/fake/lighthouse"; coreutils = ""; gnutar = "";
+           jq = ""; };
+  units = (inner { config = { }; inherit lib pkgs; }).systemd.services;
+in builtins.mapAttrs (_: unit: unit.script or "") units
+"""
+
+
+def _script(template: str, unit: str, moves: Mapping[str, Path]) -> str:
+    golden = Path(__file__).parent / "golden" / template / "example.nix"
+    scripts = eval_json(_SCRIPTS % {"file": nix_string(str(golden))})
+    assert isinstance(scripts, dict)
+    text = str(scripts[unit])
+    for old, new in moves.items():
+        text = text.replace(old, str(new))
+    return text
+
+
+def _bash(script: str, env: Mapping[str, str] | None = None) -> process.Result:
+    return process.run(["bash", "-e", "-c", script], check=False, env=env)
+
+
+def _needs(*tools: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} on PATH")
+
+
+def test_jwt_script_creates_keeps_and_repairs_the_secret(tmp_path: Path) -> None:
+    _needs("openssl", "grep", "mktemp")
+    script = _script("ethereum-node", "ethereum-jwt", {"/var/lib/ethereum-jwt": tmp_path})
+    jwt = tmp_path / "jwt.hex"
+    assert _bash(script).ok
+    secret = jwt.read_text()
+    assert re.fullmatch(r"[0-9a-f]{64}\n?", secret)
+    assert stat.S_IMODE(jwt.stat().st_mode) == 0o400
+    assert _bash(script).ok and jwt.read_text() == secret  # kept across restarts
+    jwt.chmod(0o600)
+    jwt.write_text("not-a-secret\n")
+    assert _bash(script).ok
+    assert re.fullmatch(r"[0-9a-f]{64}\n?", jwt.read_text()) and jwt.read_text() != secret
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jwt.hex"]  # no temp file left over
+
+
+def _keystore(pubkey: str) -> str:
+    """Enough of an EIP-2335 keystore for the start script (lighthouse decrypts it in the VM)."""
+    return json.dumps(
+        {
+            "crypto": {"kdf": {}, "checksum": {}, "cipher": {}},
+            "pubkey": pubkey,
+            "path": "m/12381/3600/0/0/0",
+            "uuid": "0",
+            "version": 4,
+        }
+    )
+
+
+@pytest.fixture
+def validator_start(tmp_path: Path) -> tuple[str, Path, dict[str, str]]:
+    _needs("tar", "jq", "head", "tr")
+    state, run_dir, creds = tmp_path / "state", tmp_path / "run", tmp_path / "creds"
+    for directory in (state, run_dir, creds):
+        directory.mkdir()
+    script = _script(
+        "ethereum-validator",
+        "lighthouse-validator",
+        {
+            "/var/lib/lighthouse-validator": state,
+            "/run/lighthouse-validator": run_dir,
+        },
+    ).replace("exec /fake/lighthouse/bin/lighthouse", "echo lighthouse")
+    (creds / "keystore_password").write_text("pw\n")
+    return script, tmp_path, {"CREDENTIALS_DIRECTORY": str(creds)}
+
+
+PK1, PK2 = "a1" * 48, "b2" * 48
+
+
+def test_validator_start_unpacks_a_tar_and_writes_definitions(
+    validator_start: tuple[str, Path, dict[str, str]],
+) -> None:
+    script, root, env = validator_start
+    keys = root / "keys"
+    keys.mkdir()
+    (keys / "keystore-m_12381_3600_0_0_0.json").write_text(_keystore(PK1))
+    (keys / "keystore-m_12381_3600_1_0_0.json").write_text(_keystore("0x" + PK2))
+    (keys / "deposit_data-1.json").write_text('[{"pubkey": "00"}]')
+    process.run(["tar", "-C", str(root), "-cf", str(root / "creds" / "keystores"), "keys"])
+    result = _bash(script, env)
+    assert result.ok, result.stderr
+    assert "loaded 2 validator keystore(s)" in result.stdout
+    assert "ignoring deposit_data-1.json" in result.stderr
+    exec_line = result.stdout.strip().splitlines()[-1]
+    assert exec_line.startswith("lighthouse validator_client --network sepolia")
+    defs = (root / "state/sepolia/validators/validator_definitions.yml").read_text()
+    for pubkey in (PK1, PK2):
+        assert f'voting_public_key: "0x{pubkey}"' in defs
+        assert (root / f"run/keystores/0x{pubkey}.json").is_file()
+    assert defs.count("type: local_keystore") == 2
+    assert f"voting_keystore_password_path: {root}/creds/keystore_password" in defs
+
+
+def test_validator_start_takes_a_single_keystore_and_rejects_garbage(
+    validator_start: tuple[str, Path, dict[str, str]],
+) -> None:
+    script, root, env = validator_start
+    (root / "creds" / "keystores").write_text("\n  " + _keystore(PK1))
+    result = _bash(script, env)
+    assert result.ok and "loaded 1 validator keystore(s)" in result.stdout
+    (root / "creds" / "keystores").write_text("hello")
+    result = _bash(script, env)
+    assert result.returncode == 1 and "neither a keystore JSON" in result.stderr
+    (root / "creds" / "keystores").write_text('{"not": "a keystore"}')
+    result = _bash(script, env)
+    assert result.returncode == 1 and "holds no EIP-2335 keystore" in result.stderr
+
+
+def test_validator_start_refuses_when_the_slashing_database_went_missing(
+    validator_start: tuple[str, Path, dict[str, str]],
+) -> None:
+    script, root, env = validator_start
+    (root / "creds" / "keystores").write_text(_keystore(PK1))
+    marker = root / "state/sepolia/.slashing-protection-initialized"
+    db = root / "state/sepolia/validators/slashing_protection.sqlite"
+    first = _bash(script, env)  # first start: no database yet, lighthouse may create it
+    assert first.ok and not marker.exists()
+    db.write_bytes(b"SQLite format 3\x00")
+    assert _bash(script, env).ok and marker.exists()
+    db.unlink()
+    refused = _bash(script, env)
+    assert refused.returncode == 78
+    assert "refusing to start" in refused.stderr and "lighthouse" not in refused.stdout
