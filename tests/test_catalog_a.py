@@ -11,6 +11,7 @@ addresses, site root, assertions) is what runs. The VM tests themselves run in C
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import re
@@ -284,6 +285,11 @@ def test_postgres_secret_is_only_a_path(monkeypatch: pytest.MonkeyPatch, tmp_pat
         assert "ALTER ROLE :\"role\" WITH LOGIN PASSWORD :'pw';" in script.splitlines()
         assert "SQL" in script.splitlines()  # heredoc terminator at column 0
         assert SECRET not in script and "/nix/store" not in SECRET
+        # A rotated secret file is applied again.
+        systemd = _eval(rendered, tmp_path, "inner.systemd")
+        assert systemd["paths"]["postgres-password-rotate"]["pathConfig"] == {"PathChanged": SECRET}
+        rotate = systemd["services"]["postgres-password-rotate"]
+        assert rotate["script"] == "systemctl restart postgres-password.service"
 
 
 def test_postgres_listens_on_loopback_unless_opened(tmp_path: Path) -> None:
@@ -359,7 +365,8 @@ def test_postgres_backups_schedule_and_retention(tmp_path: Path) -> None:
     assert inner["systemd"]["tmpfiles"]["rules"] == ["d /srv/pg-dumps 0700 postgres postgres -"]
     assert inner["systemd"]["timers"]["postgres-backup"]["timerConfig"]["Persistent"] is True
     off = _eval(_render("postgres", backup=False), tmp_path, "inner.systemd")
-    assert set(off["services"]) == {"postgres-password"} and "timers" not in off
+    assert set(off["services"]) == {"postgres-password", "postgres-password-rotate"}
+    assert "timers" not in off
 
 
 # static-web
@@ -476,6 +483,7 @@ def test_vm_test_parses_and_wires_the_golden_render(name: str) -> None:
     golden = Path(data["imports"][1])
     assert golden.parent == ROOT / "tests" / "golden" / name and golden.is_file()
     script = data["testScript"]
+    ast.parse(script, filename=f"vm-tests/{name}.nix testScript")  # valid Python once Nix is done
     assert "start_all()" in script and "client.fail(" in script
     for probe in catalog.get(name).meta.health:
         if probe.kind == "systemd":

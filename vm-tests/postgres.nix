@@ -1,9 +1,9 @@
 # VM test of the `postgres` template (golden defaults render: PostgreSQL 17 on 127.0.0.1, database
 # and user `app`, daily dumps kept 14 days). No network: the server and its setup start, the secret
 # password file (written by the test, as the deploy engine would upload it) is applied by
-# postgres-password.service, `app` logs in over TCP with it and runs SQL, a dump is made and lists
-# the table, port 5432 is not reachable from a second VM, and the password is nowhere in the
-# system closure.
+# postgres-password.service, `app` logs in over TCP with it and runs SQL, a rotated password file is
+# applied again, a dump is made and lists the table, port 5432 is not reachable from a second VM,
+# and neither password is anywhere in the system closure.
 { pkgs, self }:
 let
   secretPath = "/var/lib/xnode/secrets/postgres/password";
@@ -54,6 +54,16 @@ pkgs.testers.runNixOSTest {
         )
         node.fail("PGPASSWORD=wrong-password psql -h 127.0.0.1 -U app -d app -tAc 'select 1'")
 
+    with subtest("a rotated secret file is applied again (postgres-password-rotate.path)"):
+        rotated = "xnode-pg-" + secrets.token_hex(16)
+        node.succeed(
+            f"(umask 077; printf '%s\\n' '{rotated}' > {secret_path}.new) && mv {secret_path}.new {secret_path}"
+        )
+        node.wait_until_succeeds(
+            f"PGPASSWORD='{rotated}' psql -h 127.0.0.1 -U app -d app -tAc 'select 1'", timeout=60
+        )
+        node.fail(f"PGPASSWORD='{password}' psql -h 127.0.0.1 -U app -d app -tAc 'select 1'")
+
     with subtest("a dump is written and kept"):
         node.succeed("systemctl start postgres-backup.service")
         node.succeed("ls /var/backup/postgresql/globals-*.sql")
@@ -71,7 +81,8 @@ pkgs.testers.runNixOSTest {
         closure = "nix-store -qR /run/current-system | xargs grep -rlsF -- "
         # Control: the search does find what is in the closure (the secret's path, in the unit).
         node.succeed(closure + secret_path + " | grep -q .")
-        hits = node.succeed(closure + f"'{password}' || true").strip()
-        t.assertEqual(hits, "", f"secret found in store paths: {hits}")
+        for value in (password, rotated):
+            hits = node.succeed(closure + f"'{value}' || true").strip()
+            t.assertEqual(hits, "", f"secret found in store paths: {hits}")
   '';
 }
