@@ -236,15 +236,24 @@ def _port(port: int, *, metrics: bool = False, **extra: object) -> dict[str, obj
         "public": False,
         "purpose": "",
         "metrics": metrics,
-        **extra,
-    }
+    } | extra
 
 
 def test_monitoring_scrapes_other_apps_metrics_ports(tmp_path: Path) -> None:
     rendered = _render("monitoring", extra_targets=["10.0.0.7:9100"])
     apps = {
         "monitoring": {"ports": [_port(9090), _port(9100, metrics=True)]},
-        "ipfs": {"ports": [_port(4001), _port(5001, metrics=True)]},
+        "ipfs": {
+            "ports": [
+                _port(4001),
+                _port(
+                    5001,
+                    metrics=True,
+                    purpose="API; Prometheus metrics at /debug/metrics/prometheus)",
+                ),
+            ]
+        },
+        "lighthouse": {"ports": [_port(5054, metrics=True, purpose="beacon metrics (127.0.0.1)")]},
         "geth": {
             "ports": [
                 _port(8545),
@@ -257,9 +266,17 @@ def test_monitoring_scrapes_other_apps_metrics_ports(tmp_path: Path) -> None:
         rendered, tmp_path, "services.prometheus.scrapeConfigs", {"xnode": {"apps": apps}}
     )
     by_name = {j["job_name"]: j for j in jobs}
-    assert set(by_name) == {"prometheus", "node", "geth-6060", "ipfs-5001", "extra"}
+    assert set(by_name) == {
+        "prometheus",
+        "node",
+        "geth-6060",
+        "ipfs-5001",
+        "lighthouse-5054",
+        "extra",
+    }
     assert by_name["node"]["static_configs"][0]["targets"] == ["127.0.0.1:9100"]
-    assert by_name["ipfs-5001"]["metrics_path"] == "/metrics"
+    assert by_name["ipfs-5001"]["metrics_path"] == "/debug/metrics/prometheus"
+    assert by_name["lighthouse-5054"]["metrics_path"] == "/metrics"
     assert by_name["ipfs-5001"]["static_configs"][0]["labels"] == {"xnode_app": "ipfs"}
     assert by_name["geth-6060"]["metrics_path"] == "/debug/metrics/prometheus"
     assert by_name["extra"]["static_configs"][0]["targets"] == ["10.0.0.7:9100"]

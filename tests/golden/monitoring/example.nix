@@ -10,13 +10,18 @@
         promPort = 9090;
         # Metrics ports the node's other apps declare (`metrics = true` in their templates). Read from
         # xnode.apps at evaluation time, so deploying another app later gets it scraped without
-        # rendering this one again. A port may name its own path (`metricsPath`); /metrics otherwise.
+        # rendering this one again. The path: the port's `metricsPath` where the apps module declares
+        # one, else the templates' convention of naming it in the purpose ("... metrics at /path ..."),
+        # else /metrics.
         otherApps = lib.filterAttrs (name: _: name != "monitoring") config.xnode.apps;
+        metricsPath = p:
+          let named = builtins.match ".*[Mm]etrics at (/[^ );,]*).*" p.purpose;
+          in p.metricsPath or (if named == null then "/metrics" else builtins.head named);
         appJobs = lib.concatLists (lib.mapAttrsToList
           (name: app: map
             (p: {
               job_name = "${name}-${toString p.port}";
-              metrics_path = p.metricsPath or "/metrics";
+              metrics_path = metricsPath p;
               static_configs = [{
                 targets = [ "127.0.0.1:${toString p.port}" ];
                 labels = { xnode_app = name; };
