@@ -159,8 +159,8 @@ in
     '';
 
     # nixpkgs nixos/modules/system/boot/systemd/journald.nix
+    services.journald.storage = "persistent";
     services.journald.extraConfig = ''
-      Storage=persistent
       SystemMaxUse=${cfg.journalMaxUse}
       MaxRetentionSec=${cfg.journalMaxRetention}
     '';

@@ -71,6 +71,11 @@ in
 
     # nixpkgs nixos/modules/services/networking/ssh/sshd.nix (users.users.<name>.openssh.authorizedKeys)
     users.users.root.openssh.authorizedKeys.keys = cfg.sshKeys;
+    # NixOS's own lock-out assertion wants a root password or key. A node that has only an owner
+    # gets its operator key through the claim flow at runtime, and the first assertion above
+    # already refuses a node nobody could reach; root's password stays locked either way.
+    # nixpkgs nixos/modules/config/users-groups.nix
+    users.allowNoPasswordLogin = lib.mkDefault (cfg.sshKeys == [ ]);
 
     # The address is public information; the file lets node-side tools and humans see the owner.
     # nixpkgs nixos/modules/system/etc/etc.nix
