@@ -57,12 +57,14 @@
           };
         };
 
-        # nixpkgs nixos/lib/systemd-unit-options.nix (requiredBy, before, serviceConfig) and
+        # nixpkgs nixos/lib/systemd-unit-options.nix (requiredBy, before, partOf, serviceConfig) and
         # nixos/modules/system/boot/systemd.nix (systemd.services)
         systemd.services.vaultwarden-admin-token = {
           description = "Vaultwarden admin token environment file";
           requiredBy = [ "vaultwarden.service" ];
           before = [ "vaultwarden.service" ];
+          # Restarting vaultwarden (e.g. after a new token is uploaded) rewrites the file first.
+          partOf = [ "vaultwarden.service" ];
           serviceConfig = {
             Type = "oneshot";
             RemainAfterExit = true;
