@@ -476,7 +476,7 @@ def test_vm_test_parses_and_wires_the_golden_render(name: str) -> None:
     """
     data = eval_json(expr)
     assert isinstance(data, dict)
-    assert data["name"] == f"template-{name}"
+    assert data["name"] == f"xnode-template-{name}"
     assert data["nodes"] == ["client", "node"]
     assert data["package"] == "xnodectl-package"
     assert data["imports"][0] == "xnode-modules"

@@ -4,7 +4,7 @@
 # and neither ollama, Open WebUI nor the private proxy is reachable from a second VM.
 { pkgs, self }:
 pkgs.testers.runNixOSTest {
-  name = "template-ai-chatbot";
+  name = "xnode-template-ai-chatbot";
   globalTimeout = 2400;
 
   nodes.node = { ... }: {

@@ -4,7 +4,7 @@
 # gateway port are not reachable from a second VM while the swarm port is.
 { pkgs, self }:
 pkgs.testers.runNixOSTest {
-  name = "template-ipfs";
+  name = "xnode-template-ipfs";
   globalTimeout = 1200;
 
   nodes.node = { lib, ... }: {

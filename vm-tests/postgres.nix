@@ -9,7 +9,7 @@ let
   secretPath = "/var/lib/xnode/secrets/postgres/password";
 in
 pkgs.testers.runNixOSTest {
-  name = "template-postgres";
+  name = "xnode-template-postgres";
   globalTimeout = 1200;
 
   nodes.node = { lib, ... }: {

@@ -5,7 +5,7 @@
 # reaches 80 and 443 (declared public) but not the probe port.
 { pkgs, self }:
 pkgs.testers.runNixOSTest {
-  name = "template-static-web";
+  name = "xnode-template-static-web";
   globalTimeout = 900;
 
   nodes.node = { ... }: {
