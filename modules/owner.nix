@@ -39,13 +39,22 @@ in
         this channel). Plain "<type> <base64> [comment]" lines, without authorized_keys options.
       '';
     };
+    requireAccess = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Refuse to build a node that has neither an owner address nor an SSH key (such a node
+        could only ever be reached at its console). xnodectl.lib.mkXnode turns this on for every
+        node it builds; generic base configurations and test VMs that import the modules
+        directly leave it off.
+      '';
+    };
     allowUnreachable = mkOption {
       type = types.bool;
       default = false;
       description = ''
-        Acknowledge that a node with neither an owner address nor an SSH key can never be reached
-        remotely (only at its console). Set by generic base configurations that are not nodes
-        themselves; a real node gets its owner from `xnodectl image build` or the inventory.
+        Acknowledge that this configuration may have neither an owner nor a key (generic base
+        configurations, VM tests). Overrides requireAccess.
       '';
     };
   };
@@ -53,7 +62,7 @@ in
   config = {
     assertions = [
       {
-        assertion = cfg.address != null || cfg.sshKeys != [ ] || cfg.allowUnreachable;
+        assertion = cfg.requireAccess && !cfg.allowUnreachable -> cfg.address != null || cfg.sshKeys != [ ];
         message = ''
           xnode.owner: this node has no owner address and no SSH key, so nobody could ever log in
           or claim it. Set xnode.owner.address (the owner's Ethereum address) and/or

@@ -18,7 +18,7 @@ let
         # virtio drivers and the QEMU guest agent; harmless on hardware.
         imports = [ (modulesPath + "/profiles/qemu-guest.nix") ];
         # A template, not a node: its owner is baked in when an image is built for one.
-        xnode.owner.allowUnreachable = true;
+        xnode.owner.requireAccess = false;
       })
     ];
   };

@@ -13,6 +13,8 @@ nixpkgs.lib.nixosSystem {
       networking.hostName = name;
       xnode.package = self.packages.${system}.xnodectl;
       xnode.owner.address = owner;
+      # A node nobody can reach is a mistake: refuse it at build time (modules/owner.nix).
+      xnode.owner.requireAccess = nixpkgs.lib.mkDefault true;
       # Record which xnodectl revision built the system (shown by nixos-version --json).
       # nixpkgs nixos/modules/misc/version.nix
       system.configurationRevision = self.rev or self.dirtyRev or null;
