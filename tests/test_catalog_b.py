@@ -367,3 +367,44 @@ def test_dev_env_user_and_workspace(tmp_path: Path) -> None:
     assert cs["host"] == "127.0.0.1"
     assert cs["extraArguments"] == ["/srv/code"]
     assert cs["extraEnvironment"]["CODE_SERVER_CONFIG"] == "/run/alice/config.yaml"
+
+
+def test_all_four_compose_on_one_node_with_defaults() -> None:
+    from xnodectl.apps import render_node
+    from xnodectl.inventory import AppEntry
+
+    apps = render_node([AppEntry(template=name) for name in MINE])
+    routes = sorted(path for app_ in apps for path, _ in app_.routes)
+    assert routes == ["/code/", "/grafana/", "/vault/"]
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        # A moved port that lands on another app's port.
+        (
+            [("monitoring", {"grafana_port": "4444"}), ("dev-env", {})],
+            "both use tcp port 4444",
+        ),
+        # Two bitcoin nodes (say mainnet and testnet) would share the bitcoind user.
+        (
+            [
+                ("bitcoin-node", {}),
+                ("bitcoin-node", {"network": "testnet", "p2p_port": "18333", "rpc_port": "18332"}),
+            ],
+            "both run as user 'bitcoind'",
+        ),
+    ],
+)
+def test_collisions_are_reported_before_any_build(
+    entries: list[tuple[str, dict[str, str]]], expected: str
+) -> None:
+    from xnodectl.apps import render_node
+    from xnodectl.errors import CollisionError
+    from xnodectl.inventory import AppEntry
+
+    apps = [AppEntry(template=t, name=f"{t}-{i}", params=p) for i, (t, p) in enumerate(entries)]
+    with pytest.raises(CollisionError) as caught:
+        render_node(apps)
+    assert expected in caught.value.message
+    assert caught.value.hint
