@@ -1,6 +1,6 @@
 # Rendered by xnodectl 0.1.0 from template 'postgres' as app 'postgres'.
 # Do not edit: change the parameters and render again.
-# parameters: version="16", databases=[ "app" "analytics" ], users=[ "app" "analytics" "readonly" ], port=5432, listen_address="0.0.0.0", open_firewall=true, allowed_cidrs=[ "10.0.0.0/8" ], backup=true, backup_schedule="*-*-* 03:30:00", backup_retention="30d", backup_dir="/var/backup/postgresql"
+# parameters: version="16", databases=[ "app" "analytics" ], users=[ "app" "analytics" "readonly" ], port=5432, listen_address="0.0.0.0", open_firewall=true, allowed_cidrs=[ "10.0.0.0/8" ], backup=true, backup_schedule="03:30", backup_retention="30d", backup_dir="/var/backup/postgresql"
 { ... }:
 {
   imports = [
@@ -104,7 +104,7 @@
           description = "Dump the PostgreSQL databases and delete expired dumps";
           after = [ "postgresql.target" ];
           requires = [ "postgresql.service" ];
-          startAt = "*-*-* 03:30:00";
+          startAt = "03:30";
           path = [ pg pkgs.coreutils pkgs.findutils ];
           environment = {
             PGPORT = toString 5432;
