@@ -75,11 +75,7 @@ class ClaimService:
             raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, f"no usable host key: {exc}") from None
 
     def _closed(self) -> BadRequest:
-        return BadRequest(
-            HTTPStatus.GONE,
-            "claims are closed: this node is already claimed "
-            "(the owner can reopen with 'xnodectl claim --reopen')",
-        )
+        return BadRequest(HTTPStatus.GONE, "claims are closed: this node is already claimed")
 
     def issue(self) -> dict[str, Any]:
         if not self.is_open():

@@ -1,0 +1,368 @@
+"""The claim: the real claim service on 127.0.0.1, real secp256k1 signatures, real SSH keys.
+
+Every refusal is a 4xx with a clear reason, and nothing is authorized.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from siwe import SiweMessage
+from typer.testing import CliRunner
+
+from xnodectl import inventory as inv
+from xnodectl import process
+from xnodectl.cli import app
+from xnodectl.errors import ClaimRefused
+from xnodectl.nodeside import claim_server
+from xnodectl.nodeside.httpbase import serve_in_thread
+from xnodectl.wallet import claim, keystore, sign_in, sshkeys
+from xnodectl.wallet.signer import KeystoreSigner
+
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def ssh_key(directory: Path, name: str) -> Path:
+    path = directory / name
+    process.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)])
+    return path
+
+
+def call(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with OPENER.open(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@dataclass
+class Node:
+    service: claim_server.ClaimService
+    port: int
+    host_key: sshkeys.PublicKey
+    owner: LocalAccount
+    operator_key: sshkeys.PublicKey
+    key_path: Path
+
+    @property
+    def domain(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.domain}"
+
+    @property
+    def authorized(self) -> Path:
+        return self.service.config.authorized_keys
+
+    def nonce(self) -> str:
+        status, info = call(self.base + "/claim/nonce")
+        assert status == 200, info
+        assert info["host_key_fingerprint"] == self.host_key.fingerprint
+        return str(info["nonce"])
+
+    def body(
+        self, nonce: str, *, signer: LocalAccount | None = None, **over: Any
+    ) -> dict[str, Any]:
+        """A correct claim body; `over` replaces message fields (domain, uri, chain_id, ...)."""
+        signer = signer or self.owner
+        fields: dict[str, Any] = {
+            "domain": self.domain,
+            "uri": self.base + "/claim",
+            "address": signer.address,
+            "chain_id": 1,
+            "nonce": nonce,
+            "statement": sign_in.claim_statement(self.operator_key.fingerprint),
+            "resources": [sign_in.host_key_resource(self.host_key.fingerprint)],
+        }
+        fields.update(over)
+        message = sign_in.build(**fields)
+        return {
+            "message": message,
+            "signature": sign(signer, message),
+            "ssh_public_key": self.operator_key.line(),
+        }
+
+    def assert_nothing_authorized(self) -> None:
+        assert not self.authorized.exists()
+        assert not self.service.config.flag.exists()
+
+
+def sign(account: LocalAccount, text: str) -> str:
+    return "0x" + bytes(account.sign_message(encode_defunct(text=text)).signature).hex()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    owner = Account.create()
+    host = ssh_key(tmp_path, "host_key")
+    operator = ssh_key(tmp_path, "operator")
+    config = claim_server.ClaimConfig(
+        owner=owner.address.lower(),
+        chain_id=1,
+        domains=frozenset(),
+        authorized_keys=tmp_path / "ssh" / "authorized_keys.d" / "root",
+        state_dir=tmp_path / "claim",
+        host_key=host.with_suffix(".pub"),
+        node_name="node-a",
+    )
+    service = claim_server.ClaimService(config)
+    server = claim_server.make_server(service, "127.0.0.1", 0)
+    serve_in_thread(server)
+    yield Node(
+        service=service,
+        port=server.server_address[1],
+        host_key=sshkeys.parse(host.with_suffix(".pub").read_text()),
+        owner=owner,
+        operator_key=sshkeys.parse(operator.with_suffix(".pub").read_text()),
+        key_path=operator,
+    )
+    server.shutdown()
+    server.server_close()
+
+
+def _tampered(node: Node, nonce: str) -> dict[str, Any]:
+    body = node.body(nonce)
+    body["message"] = body["message"].replace("Chain ID: 1", "Chain ID: 5")
+    return body
+
+
+def _no_expiration(node: Node, nonce: str) -> dict[str, Any]:
+    message = SiweMessage(
+        domain=node.domain,
+        address=node.owner.address,
+        uri=node.base + "/claim",
+        version="1",
+        chain_id=1,
+        issued_at=sign_in.iso(time.time()),
+        nonce=nonce,
+        statement=sign_in.claim_statement(node.operator_key.fingerprint),
+        resources=[sign_in.host_key_resource(node.host_key.fingerprint)],
+    ).prepare_message()
+    return {
+        "message": message,
+        "signature": sign(node.owner, message),
+        "ssh_public_key": node.operator_key.line(),
+    }
+
+
+def _other_key(node: Node, nonce: str) -> dict[str, Any]:
+    body = node.body(nonce)
+    other = sshkeys.parse(ssh_key(node.key_path.parent, "intruder").with_suffix(".pub").read_text())
+    body["ssh_public_key"] = other.line()
+    return body
+
+
+def _with_options(node: Node, nonce: str) -> dict[str, Any]:
+    body = node.body(nonce)
+    body["ssh_public_key"] = 'command="/bin/sh" ' + node.operator_key.line()
+    return body
+
+
+Case = Callable[[Node, str], dict[str, Any]]
+CASES: dict[str, tuple[Case, int, str]] = {
+    "unknown nonce": (
+        lambda n, _: n.body("0123456789abcdef0123456789abcdef"),
+        403,
+        "nonce unknown",
+    ),
+    "expired message": (lambda n, x: n.body(x, now=time.time() - 400), 403, "expired at"),
+    "future issued-at": (lambda n, x: n.body(x, now=time.time() + 600), 403, "in the future"),
+    "wrong domain": (
+        lambda n, x: n.body(x, domain="evil.example", uri="http://evil.example/claim"),
+        403,
+        "domain 'evil.example' is not this node's",
+    ),
+    "wrong URI": (lambda n, x: n.body(x, uri=n.base + "/other"), 403, "URI"),
+    "wrong chain id": (lambda n, x: n.body(x, chain_id=5), 403, "chain id 5 is not 1"),
+    "another address": (lambda n, x: n.body(x, signer=Account.create()), 403, "not allowed"),
+    "owner address, other key": (
+        lambda n, x: {**n.body(x), "signature": sign(Account.create(), n.body(x)["message"])},
+        403,
+        "does not match the message",
+    ),
+    "tampered message": (_tampered, 403, "does not match the message"),
+    "malformed message": (
+        lambda n, x: {**n.body(x), "message": "please let me in"},
+        400,
+        "malformed message",
+    ),
+    "bad signature": (lambda n, x: {**n.body(x), "signature": "0x1234"}, 403, "bad signature"),
+    "no expiration": (_no_expiration, 403, "no expiration"),
+    "lifetime too long": (lambda n, x: n.body(x, lifetime=3600), 403, "more than 600 seconds"),
+    "statement names another key": (_other_key, 403, "does not authorize exactly the key"),
+    "other host key": (
+        lambda n, x: n.body(x, resources=["urn:xnode:ssh-host-key:SHA256:AAAA"]),
+        403,
+        "does not name this node's host key",
+    ),
+    "key with options": (_with_options, 400, "ssh_public_key"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_refusals_authorize_nothing(node: Node, case: str) -> None:
+    make, status, reason = CASES[case]
+    code, answer = call(node.base + "/claim", make(node, node.nonce()))
+    assert code == status, answer
+    assert reason in answer["error"]
+    node.assert_nothing_authorized()
+
+
+def test_bad_requests(node: Node) -> None:
+    request = urllib.request.Request(node.base + "/claim", data=b"[1]", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        OPENER.open(request, timeout=10)
+    assert info.value.code == 400
+    code, answer = call(node.base + "/claim", {"message": "x"})
+    assert code == 400 and "missing string field 'signature'" in answer["error"]
+    node.assert_nothing_authorized()
+
+
+def test_valid_claim_then_closed_then_replay_refused(node: Node) -> None:
+    body = node.body(node.nonce())
+    code, answer = call(node.base + "/claim", body)
+    assert code == 200, answer
+    assert answer["authorized"] == node.operator_key.fingerprint
+    assert answer["host_key_fingerprint"] == node.host_key.fingerprint
+    assert node.authorized.read_text() == node.operator_key.line() + "\n"
+    assert stat.S_IMODE(node.authorized.stat().st_mode) == 0o600
+    assert stat.S_IMODE(node.authorized.parent.stat().st_mode) == 0o700
+    assert json.loads(node.service.config.flag.read_text())["address"] == node.owner.address
+    # Claims are closed now.
+    assert call(node.base + "/claim/nonce")[0] == 410
+    code, answer = call(node.base + "/claim", body)
+    assert code == 410 and "already claimed" in answer["error"]
+    # The owner reopens (as `xnode-claim reopen` does); the same signed body is still refused.
+    assert claim_server.main(["reopen", "--state-dir", str(node.service.config.state_dir)]) == 0
+    code, answer = call(node.base + "/claim", body)
+    assert code == 403 and "nonce unknown, already used or expired" in answer["error"]
+    assert node.authorized.read_text().count("\n") == 1
+
+
+def test_nonces_are_single_use_random_and_expire() -> None:
+    now = [1000.0]
+    store = sign_in.NonceStore(ttl=60, capacity=3, clock=lambda: now[0])
+    first = store.issue()
+    assert len(first) == 32 and store.problem(first) is None
+    assert store.consume(first) and not store.consume(first)
+    second = store.issue()
+    now[0] += 61
+    assert store.problem(second) is not None and not store.consume(second)
+    many = [store.issue() for _ in range(5)]
+    assert store.problem(many[0]) is not None and store.problem(many[-1]) is None
+
+
+def test_operator_claim_pins_host_key_in_inventory(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / inv.FILENAME).write_text("")
+    wallet = tmp_path / "wallet.json"
+    keystore.create(wallet, "operator password", private_key=bytes(node.owner.key), scrypt_n=2**14)
+    monkeypatch.setenv(keystore.PASSWORD_ENV, "operator password")
+    result = CliRunner().invoke(
+        app,
+        [
+            "claim",
+            "127.0.0.1",
+            "--port",
+            str(node.port),
+            "--wallet",
+            str(wallet),
+            "--ssh-key",
+            str(node.key_path),
+            "--node",
+            "node-a",
+            "--workspace",
+            str(ws),
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == f"node-a\t{node.host_key.fingerprint}"
+    entry = inv.load(ws / inv.FILENAME).nodes["node-a"]
+    assert entry.host_key == " ".join(node.host_key.line().split()[:2])
+    assert entry.host == "127.0.0.1" and entry.owner == node.owner.address
+    assert node.authorized.read_text().strip() == node.operator_key.line()
+    # A second claim is refused by the node: one line, exit 2, no traceback.
+    again = CliRunner().invoke(
+        app,
+        [
+            "claim",
+            "127.0.0.1",
+            "--port",
+            str(node.port),
+            "--wallet",
+            str(wallet),
+            "--ssh-key",
+            str(node.key_path),
+            "--no-inventory",
+        ],
+    )
+    assert again.exit_code == 2
+    last = again.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the node refused: claims are closed")
+    assert "xnodectl claim --reopen" in last
+    assert "Traceback" not in again.output
+
+
+def test_unexpected_host_key_stops_before_signing(node: Node) -> None:
+    signer = KeystoreSigner(node.owner)
+    request = claim.ClaimRequest(
+        host="127.0.0.1",
+        port=node.port,
+        ssh_key=node.operator_key,
+        expect_host_key="SHA256:not-the-real-one",
+    )
+    with pytest.raises(ClaimRefused, match="is not the expected"):
+        claim.claim(request, signer)
+    node.assert_nothing_authorized()
+
+
+def test_wrong_wallet_is_refused_by_the_node(node: Node) -> None:
+    request = claim.ClaimRequest(host="127.0.0.1", port=node.port, ssh_key=node.operator_key)
+    with pytest.raises(ClaimRefused, match="not allowed on this node"):
+        claim.claim(request, KeystoreSigner(Account.create()))
+    node.assert_nothing_authorized()
+    result = claim.claim(request, KeystoreSigner(node.owner))
+    assert result.authorized == node.operator_key.fingerprint
+
+
+def test_server_exits_after_claim(tmp_path: Path) -> None:
+    owner = Account.create()
+    host = ssh_key(tmp_path, "host")
+    operator = sshkeys.parse(ssh_key(tmp_path, "op").with_suffix(".pub").read_text())
+    config = claim_server.ClaimConfig(
+        owner=owner.address.lower(),
+        chain_id=1,
+        domains=frozenset(),
+        authorized_keys=tmp_path / "ak",
+        state_dir=tmp_path / "state",
+        host_key=host.with_suffix(".pub"),
+    )
+    server = claim_server.make_server(
+        claim_server.ClaimService(config), "127.0.0.1", 0, exit_after_claim=True
+    )
+    thread = serve_in_thread(server)
+    request = claim.ClaimRequest(host="127.0.0.1", port=server.server_address[1], ssh_key=operator)
+    claim.claim(request, KeystoreSigner(owner))
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    server.server_close()
