@@ -33,7 +33,7 @@ pkgs.testers.runNixOSTest {
     # so lighthouse stays up waiting for the state (instead of failing at once on a DNS error)
     # and its command line can be inspected.
     # nixpkgs nixos/modules/config/networking.nix (networking.hosts)
-    networking.hosts."127.0.0.1" = [ checkpointHost ];
+    networking.hosts."127.0.0.1" = [ checkpointHost "sepolia.beaconstate.info" ];
     systemd.services.checkpoint-blackhole = {
       wantedBy = [ "multi-user.target" ];
       before = [ "lighthouse-beacon.service" ];
@@ -126,9 +126,14 @@ pkgs.testers.runNixOSTest {
         t.assertEqual(json.loads(body)["result"], CHAIN_ID)
 
     with subtest("lighthouse beacon_node runs with the expected flags"):
-        node.wait_until_succeeds("pgrep -f 'lighthouse beacon_node'", timeout=120)
-        pid = node.succeed("pgrep -f 'lighthouse beacon_node' | head -n1").strip()
-        cmd = node.succeed(f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+        # Command line and user are read in one go, while the process is there.
+        node.wait_until_succeeds(
+            "pid=$(pgrep -f 'lighthouse beacon_node' | head -n1) && "
+            "tr '\\0' ' ' < /proc/$pid/cmdline > /root/lighthouse.cmdline && "
+            "ps -o user:32= -p $pid > /root/lighthouse.user",
+            timeout=180,
+        )
+        cmd = node.succeed("cat /root/lighthouse.cmdline")
         for flag in (
             "--network sepolia",
             "--execution-endpoint http://127.0.0.1:8551",
@@ -141,7 +146,7 @@ pkgs.testers.runNixOSTest {
             "--metrics-address 127.0.0.1",
         ):
             assert flag in cmd, f"{flag} missing from: {cmd}"
-        t.assertEqual(node.succeed(f"ps -o user:32= -p {pid}").strip(), "lighthouse-beacon")
+        t.assertEqual(node.succeed("cat /root/lighthouse.user").strip(), "lighthouse-beacon")
 
     with subtest("RPC and Engine API listen on loopback only"):
         listening = node.succeed("ss -ltnH")
