@@ -395,6 +395,12 @@ def test_static_web_local_root_tls_and_headers(tmp_path: Path) -> None:
         "acceptTerms": True,
         "defaults": {"email": "webmaster@example.org"},
     }
+    # The local root is created with a placeholder page that never replaces an existing one.
+    assert inner["systemd"]["tmpfiles"]["rules"] == [
+        "d /var/www/site 0755 root root -",
+        "f /var/www/site/index.html 0644 root root - www.example.org is served by xnodectl: "
+        "put the site in /var/www/site",
+    ]
     check = inner["services"]["nginx"]["virtualHosts"]["static-web-check"]
     assert check["listen"] == [{"addr": "127.0.0.1", "port": 8088}]
     assert inner["assertions"] == []
@@ -430,6 +436,7 @@ def test_static_web_pinned_sources(source: str, tmp_path: Path) -> None:
         expected["rev"] = REV
     assert json.loads(rest.removesuffix("/public")) == expected
     assert inner["assertions"] == []
+    assert "systemd" not in inner  # a pinned source needs no directory on the node
 
 
 def test_static_web_unpinned_source_fails_the_build(tmp_path: Path) -> None:

@@ -24,9 +24,10 @@ pkgs.testers.runNixOSTest {
 
     start_all()
 
-    with subtest("site content on the local root"):
-        node.succeed(f"mkdir -p /var/www/example && echo '<h1>{marker}</h1>' > /var/www/example/index.html")
-        node.succeed("chmod -R a+rX /var/www")
+    with subtest("the local root starts with a placeholder page, then gets the site"):
+        node.wait_for_unit("nginx.service")
+        node.succeed("curl -sf http://127.0.0.1:8088/ | grep -F 'put the site in /var/www/example'")
+        node.succeed(f"echo '<h1>{marker}</h1>' > /var/www/example/index.html")
 
     with subtest("health probes of template.toml"):
         node.wait_for_unit("nginx.service")

@@ -54,6 +54,14 @@
           };
         };
 
+        # The site directory, with a placeholder page until the owner uploads the site (an existing
+        # index.html is never touched), so a first deploy serves something and its health probe passes.
+        # nixpkgs nixos/modules/system/boot/systemd/tmpfiles.nix (systemd.tmpfiles.rules)
+        systemd.tmpfiles.rules = [
+          "d ${src} 0755 root root -"
+          "f ${src}/index.html 0644 root root - ${domain} is served by xnodectl: put the site in ${src}"
+        ];
+
         # nixpkgs nixos/modules/security/acme/default.nix (security.acme.{acceptTerms,defaults.email});
         # the module serves a self-signed placeholder until the first order succeeds.
         security.acme = {
