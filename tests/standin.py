@@ -98,6 +98,10 @@ if fault activation-fails; then
   echo "stand-in activation: standin.service failed to start (injected fault)" >&2
   exit 4
 fi
+if fault activation-slow; then
+  echo "stand-in activation: slow start, 2 s (injected)" >&2
+  sleep 2
+fi
 if fault activation-hangs; then
   echo "stand-in activation: hanging (injected fault)" >&2
   exec sleep 2147483647

@@ -62,6 +62,7 @@ class Fault(enum.Enum):
 
     ACTIVATION_FAILS = "activation-fails"  # exits 1 after printing an error
     ACTIVATION_HANGS = "activation-hangs"  # sleeps forever (until killed)
+    ACTIVATION_SLOW = "activation-slow"  # takes 2 s, then succeeds
     HEALTH_FAILS = "health-fails"  # the health server answers 500
     REFUSE_SSH = "refuse-new-connections"  # after switching, new SSH logins are refused
 

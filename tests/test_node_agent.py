@@ -1,0 +1,281 @@
+"""xnode-activate (the node side of the deploy engine) driven over real SSH on real test Xnodes.
+
+Systems are stand-in closures from tests/standin.py (not NixOS); the figures printed are measured
+against them on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import XnodeFactory
+from tests.standin import StandinFlake
+from tests.xnodes import Fault, Node
+from xnodectl import process
+
+CONFIRM = 3  # seconds: the dead-man timer of the tests about it (the others use 30)
+
+
+@pytest.fixture(scope="module")
+def systems(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """Three stand-in system generations (v1, v2, v3) with a health endpoint."""
+    flake = StandinFlake(tmp_path_factory.mktemp("standin") / "flake", ["any"], health=True)
+    flake.write()
+    built = []
+    for version in ("1", "2", "3"):
+        flake.configure(version=version)
+        built.append(flake.build())
+    yield built
+
+
+def push(node: Node, *paths: str) -> None:
+    process.run(["nix", "copy", "--to", node.store_uri, *paths], env=node.nix_env())
+
+
+def helper(node: Node, *args: str, expect: int = 0) -> dict[str, Any]:  # JSON from the node
+    code, out = node.activate_helper(*args)
+    assert code == expect, (args, code, out)
+    return out
+
+
+def begin(
+    node: Node, system: str, deploy_id: str, *extra: str, confirm: int = 30, expect: int = 0
+) -> dict[str, Any]:
+    return helper(node, "begin", "--system", system, "--deploy-id", deploy_id,
+                  "--confirm-timeout", str(confirm), *extra, expect=expect)  # fmt: skip
+
+
+def deploy(node: Node, system: str, deploy_id: str) -> int:
+    """A full, successful two-phase deploy; returns the new generation."""
+    begin(node, system, deploy_id)
+    assert helper(node, "wait", "--deploy-id", deploy_id, "--timeout", "10") == {
+        "state": "activated"
+    }
+    generation = helper(node, "confirm", "--deploy-id", deploy_id)["generation"]
+    assert isinstance(generation, int)
+    return generation
+
+
+def wait_until(check: object, seconds: float) -> float:
+    """Poll `check()` until true; returns the seconds it took (fails the test after `seconds`)."""
+    assert callable(check)
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < seconds, "condition not reached in time"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def node(xnode_factory: XnodeFactory, systems: list[str]) -> Node:
+    """A node running v1 as generation 1 (deployed through the helper itself)."""
+    (fresh,) = xnode_factory(1)
+    push(fresh, *systems)
+    assert deploy(fresh, systems[0], "initial") == 1
+    return fresh
+
+
+def test_happy_two_phase(node: Node, systems: list[str], tmp_path: Path) -> None:
+    v1, v2 = systems[0], systems[1]
+    assert helper(node, "lock", "--holder", "op-1")["took_over"] is None
+    assert begin(node, v2, "happy") == {"deploy_id": "happy", "previous": v1}
+    assert helper(node, "wait", "--deploy-id", "happy", "--timeout", "10")["state"] == "activated"
+    # Running the new system, but the boot default has not moved yet.
+    assert node.current_system() == v2
+    assert (node.generation(), node.boot_system()) == (1, v1)
+    probes = [
+        {"kind": "http", "target": f"http://127.0.0.1:{node.health_port}/", "timeout": 5},
+        {"kind": "tcp", "target": f"127.0.0.1:{node.health_port}", "timeout": 5},
+    ]
+    node.put("/tmp/probes.json", json.dumps(probes))
+    result = helper(node, "probe", "--file", "/tmp/probes.json")
+    assert result["ok"] is True and len(result["results"]) == 2
+    assert helper(node, "confirm", "--deploy-id", "happy") == {"generation": 2}
+    assert (node.generation(), node.boot_system(), node.current_system()) == (2, v2, v2)
+    assert node.activations()[-2:] == [f"activating {v2} test", f"activating {v2} boot"]
+    # A retried confirm (lost connection) gets the same answer; the deploy is no longer active.
+    assert helper(node, "confirm", "--deploy-id", "happy") == {"generation": 2}
+    info = helper(node, "info")
+    assert info["generation"] == 2 and info["active"] is None and info["current"] == v2
+    assert info["lock"] == {
+        "holder": "op-1",
+        "since": info["lock"]["since"],
+        "seen": info["lock"]["seen"],
+    }
+    assert helper(node, "unlock", "--holder", "op-1") == {"unlocked": True}
+    log = node.local("cat /var/lib/xnode/deploy/happy/log").stdout
+    assert "dead-man timer armed" in log and "is the boot default" in log
+
+
+def test_activation_failure_reported_with_log_and_rolled_back(
+    node: Node, systems: list[str]
+) -> None:
+    v1, v2 = systems[0], systems[1]
+    node.set_fault(Fault.ACTIVATION_FAILS, system=v2)
+    started = time.monotonic()
+    begin(node, v2, "fails")
+    out = helper(node, "wait", "--deploy-id", "fails", "--timeout", "10")
+    seconds = time.monotonic() - started
+    print(f"\n[stand-in] activation failure reported {seconds:.2f} s after begin")
+    assert seconds < 5
+    assert out["state"] == "failed" and out["exit_code"] == 4 and out["rolled_back"] is True
+    assert "injected fault" in str(out["log_tail"])
+    assert (node.current_system(), node.generation()) == (v1, 1)
+    helper(node, "confirm", "--deploy-id", "fails", expect=1)
+
+
+def test_activation_hang_times_out_and_dead_man_rolls_back(node: Node, systems: list[str]) -> None:
+    v1, v2 = systems[0], systems[1]
+    node.set_fault(Fault.ACTIVATION_HANGS, system=v2)
+    begin(node, v2, "hangs", "--activation-timeout", "3")
+    out = helper(node, "wait", "--deploy-id", "hangs", "--timeout", "1", expect=5)
+    assert out["error"] == "timeout" and out["state"] == "activating"
+    assert "hanging" in str(out["log_tail"])
+    out = helper(node, "wait", "--deploy-id", "hangs", "--timeout", "10")
+    assert out["state"] == "failed" and "timed out after 3s" in str(out["reason"])
+    assert (node.current_system(), node.generation()) == (v1, 1)
+    assert not node.local("pgrep -f 'sleep 214748364[7]'").ok  # the hung activation was killed
+
+
+def test_no_confirm_rolls_back_within_window(node: Node, systems: list[str]) -> None:
+    v1, v2 = systems[0], systems[1]
+    begin(node, v2, "unconfirmed", confirm=CONFIRM)
+    assert helper(node, "wait", "--deploy-id", "unconfirmed", "--timeout", "10")["state"] == (
+        "activated"
+    )
+    activated = time.monotonic()
+    seconds = wait_until(lambda: node.current_system() == v1, CONFIRM + 5)
+    print(f"\n[stand-in] rollback completed {seconds:.2f} s after activation (window {CONFIRM} s)")
+    assert CONFIRM - 0.5 <= time.monotonic() - activated <= CONFIRM + 5
+    out = helper(node, "wait", "--deploy-id", "unconfirmed", "--timeout", "5")
+    assert out == {"state": "rolled-back", "reason": f"no confirmation within {CONFIRM}s",
+                   "rolled_back": True}  # fmt: skip
+    assert "too late" in str(helper(node, "confirm", "--deploy-id", "unconfirmed", expect=1))
+    assert node.generation() == 1
+
+
+def test_refused_new_connections_roll_back(node: Node, systems: list[str]) -> None:
+    """The new system breaks SSH logins: the confirmation can't arrive, the node heals itself."""
+    v1, v2 = systems[0], systems[1]
+    node.set_fault(Fault.REFUSE_SSH, system=v2)
+    begin(node, v2, "nossh", confirm=CONFIRM)
+    time.sleep(0.5)
+    assert (
+        "Permission denied"
+        in node.run(["xnode-activate", "confirm", "--deploy-id", "nossh"]).stderr
+    )
+    wait_until(lambda: node.current_system() == v1, CONFIRM + 5)
+    assert helper(node, "wait", "--deploy-id", "nossh", "--timeout", "5")["state"] == "rolled-back"
+    assert node.generation() == 1
+
+
+def test_confirm_after_session_killed_mid_activation(node: Node, systems: list[str]) -> None:
+    v2 = systems[1]
+    node.set_fault(Fault.ACTIVATION_SLOW, system=v2)
+    session = process.spawn(node.ssh_argv(
+        f"xnode-activate begin --system {v2} --deploy-id cut --confirm-timeout 10 && "
+        "xnode-activate wait --deploy-id cut --timeout 30"))  # fmt: skip
+    wait_until(lambda: "activating " + v2 + " test" in node.activations(), 5)
+    node.kill_sessions()
+    session.wait(timeout=5)
+    assert node.current_system() != v2  # still mid-activation when the session died
+    out = helper(node, "wait", "--deploy-id", "cut", "--timeout", "10")
+    assert out == {"state": "activated"}
+    assert helper(node, "confirm", "--deploy-id", "cut") == {"generation": 2}
+    assert (node.current_system(), node.boot_system()) == (v2, v2)
+
+
+def test_abort_after_failed_health_probe(node: Node, systems: list[str]) -> None:
+    v1, v2 = systems[0], systems[1]
+    node.set_fault(Fault.HEALTH_FAILS, system=v2)
+    begin(node, v2, "unhealthy")
+    helper(node, "wait", "--deploy-id", "unhealthy", "--timeout", "10")
+    probes = [{"kind": "http", "target": f"http://127.0.0.1:{node.health_port}/", "timeout": 1}]
+    node.put("/tmp/probes.json", json.dumps(probes))
+    result = helper(node, "probe", "--file", "/tmp/probes.json", expect=1)
+    assert result["ok"] is False and "HTTP 500" in json.dumps(result)
+    out = helper(node, "abort", "--deploy-id", "unhealthy", "--reason", "health probe failed")
+    assert out == {"state": "rolled-back", "reason": "health probe failed", "rolled_back": True}
+    assert (node.current_system(), node.generation()) == (v1, 1)
+    healthy = process.run(["curl", "-s", f"http://127.0.0.1:{node.health_port}/"], check=False)
+    assert healthy.stdout.startswith(f"ok {v1}")
+    # Aborting again is harmless; aborting a confirmed deploy is refused.
+    helper(node, "abort", "--deploy-id", "unhealthy", "--reason", "again")
+    helper(node, "abort", "--deploy-id", "initial", "--reason", "x", expect=1)
+
+
+def test_lock_contention_and_stale_takeover(node: Node, systems: list[str]) -> None:
+    assert helper(node, "lock", "--holder", "a")["took_over"] is None
+    refused = helper(node, "lock", "--holder", "b", expect=3)
+    assert refused["error"] == "locked" and refused["holder"] == "a"
+    helper(node, "unlock", "--holder", "b", expect=3)
+    time.sleep(1.1)
+    assert helper(node, "lock", "--holder", "c", "--stale-after", "0")["took_over"] == "a"
+    # A second deploy while one is in flight is refused, lock or not.
+    begin(node, systems[1], "first")
+    assert begin(node, systems[2], "second", expect=3) == {"error": "busy", "deploy_id": "first"}
+    helper(node, "abort", "--deploy-id", "first", "--reason", "test over")
+
+
+def test_generations_and_rollback(node: Node, systems: list[str]) -> None:
+    v1, v2, v3 = systems
+    assert deploy(node, v2, "to-v2") == 2
+    assert deploy(node, v3, "to-v3") == 3
+    gens = helper(node, "generations")["generations"]
+    assert [(g["number"], g["path"], g["current"]) for g in gens] == [
+        (1, v1, False), (2, v2, False), (3, v3, True)]  # fmt: skip
+    assert helper(node, "rollback") == {"generation": 2, "path": v2, "from": 3}
+    assert (node.current_system(), node.generation()) == (v2, 2)
+    assert helper(node, "rollback", "--to", "1")["path"] == v1
+    assert (node.current_system(), node.boot_system()) == (v1, v1)
+    assert helper(node, "rollback", "--to", "9", expect=1)["error"] == "no generation 9"
+    assert node.activations()[-1] == f"activating {v1} switch"
+
+
+def test_full_store_reported(xnode_factory: XnodeFactory) -> None:
+    (small,) = xnode_factory(1, store_size="32m")
+    assert helper(small, "info")["store_free_bytes"] > 16 * 1024 * 1024
+    small.fill_store(leave_bytes=100 * 1024)
+    assert helper(small, "info")["store_free_bytes"] <= 100 * 1024
+
+
+VERIFIER = """#!/bin/sh
+echo "$@" >> /var/lib/xnode-test/verifier-calls
+echo "checking signature" >&2
+[ -e /var/lib/xnode-test/accept ] && exit 0
+echo "signature is not the owner's" >&2
+exit 1
+"""
+
+
+def test_signed_deploys_refuse_before_any_change(node: Node, systems: list[str]) -> None:
+    """A stand-in verifier (the real one is the wallet's xnode-verify-manifest)."""
+    v1, v2 = systems[0], systems[1]
+    verifier = node.workdir / "xnode-test" / "bin" / "fake-verifier"
+    verifier.write_text(VERIFIER)
+    verifier.chmod(0o755)
+    (node.workdir / "etc-xnode" / "verify-manifest-cmd").write_text("fake-verifier\n")
+    (node.workdir / "etc-xnode" / "require-signed-deploys").touch()
+    assert helper(node, "info")["signed_deploys"] is True
+    before = node.activations()
+    out = begin(node, v2, "unsigned", expect=4)
+    assert "requires owner-signed deploys" in str(out["error"])
+    node.put("/tmp/manifest.json", json.dumps({"manifest": {}, "signature": "0x", "address": "0x"}))
+    out = begin(node, v2, "forged", "--manifest", "/tmp/manifest.json", expect=4)
+    assert out == {"error": "refused: signature is not the owner's"}
+    assert node.activations() == before and node.current_system() == v1
+    assert not node.local("test -e /var/lib/xnode/deploy/forged").ok
+    (node.workdir / "xnode-test" / "accept").touch()
+    begin(node, v2, "signed", "--manifest", "/tmp/manifest.json")
+    calls = (node.workdir / "xnode-test" / "verifier-calls").read_text().splitlines()
+    assert (
+        calls[-1]
+        == f"--manifest /tmp/manifest.json --system {v2} --node {node.name} --previous {v1}"
+    )
+    assert helper(node, "wait", "--deploy-id", "signed", "--timeout", "10")["state"] == "activated"
