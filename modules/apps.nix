@@ -27,6 +27,7 @@ let
       public = mkOption { type = types.bool; default = false; description = "Opened in the firewall."; };
       purpose = mkOption { type = types.str; default = ""; description = "What listens there."; };
       metrics = mkOption { type = types.bool; default = false; description = "Serves Prometheus metrics (scraped by the monitoring template)."; };
+      metricsPath = mkOption { type = types.nullOr types.str; default = null; description = "HTTP path of the metrics (default /metrics)."; };
     };
   };
 in

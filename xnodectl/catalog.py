@@ -65,6 +65,7 @@ class PortMeta(_Strict):
     public_if: str | None = None
     # Prometheus metrics are served here: the monitoring template scrapes it automatically.
     metrics: bool = False
+    metrics_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._~/-]*$")
 
 
 class ProbeMeta(_Strict):
@@ -159,7 +160,7 @@ def _check_refs(meta: TemplateMeta, file: Path) -> None:
     def fail(field: str, msg: str) -> TemplateError:
         return TemplateError(f"{file}: {field}: {msg}", hint="fix the template metadata")
 
-    texts: list[tuple[str, str]] = []
+    texts: list[tuple[str, str]] = [(f"users[{i}]", user) for i, user in enumerate(meta.users)]
     for i, port in enumerate(meta.ports):
         texts.append((f"ports[{i}].port", str(port.port)))
         for flag in (port.public_if,):

@@ -33,6 +33,7 @@ class Port:
     public: bool
     purpose: str
     metrics: bool = False
+    metrics_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,10 @@ def _ports(template: Template, values: Mapping[str, Any]) -> tuple[Port, ...]:
         number = int(substitute(str(meta.port), values))
         public = meta.public or (meta.public_if is not None and bool(values.get(meta.public_if)))
         protocols = ("tcp", "udp") if meta.protocol == "both" else (meta.protocol,)
-        out.extend(Port(number, proto, public, meta.purpose, meta.metrics) for proto in protocols)
+        out.extend(
+            Port(number, proto, public, meta.purpose, meta.metrics, meta.metrics_path)
+            for proto in protocols
+        )
     return tuple(out)
 
 
@@ -180,7 +184,7 @@ def render(
         ports=ports,
         probes=probes,
         secrets=secrets,
-        users=tuple(template.meta.users),
+        users=tuple(substitute(u, values) for u in template.meta.users),
         routes=routes,
         source=source,
     )
@@ -219,6 +223,7 @@ def _wrap(
                 "purpose": p.purpose,
                 "metrics": p.metrics,
             }
+            | ({"metricsPath": p.metrics_path} if p.metrics_path else {})
             for p in ports
         ],
     }
