@@ -53,6 +53,7 @@ BAD_WORDS = [
     ("ipfs", "gateway_port=http", "a whole number"),
     ("ipfs", "expose=maybe", "true or false"),
     ("ipfs", "wallet_gate=2", "true or false"),
+    ("ipfs", "gateway_fetch=never", "true or false"),
     # ai-chatbot
     ("ai-chatbot", "model=llama3", "did you mean 'models'"),
     ("ai-chatbot", "models=llama3.2:3b,Bad Model", "matching"),
@@ -217,6 +218,9 @@ def test_ipfs_swarm_port_storage_and_profile(tmp_path: Path) -> None:
     assert all("/4101" in addr for addr in swarm)
     assert inner["services"]["kubo"]["settings"]["Datastore"]["StorageMax"] == "2TB"
     assert inner["services"]["kubo"]["enableGC"] is True  # StorageMax is only enforced with GC
+    assert inner["services"]["kubo"]["settings"]["Gateway"] == {"NoFetch": False}
+    local = _eval(_render("ipfs", gateway_fetch=False), tmp_path, "inner.services.kubo.settings")
+    assert local["Gateway"] == {"NoFetch": True}
     pre = inner["systemd"]["services"]["ipfs"]["preStart"]
     assert pre["_type"] == "order" and pre["content"].strip() == (
         "ipfs --offline config profile apply lowpower"

@@ -1,6 +1,6 @@
 # Rendered by xnodectl 0.1.0 from template 'ipfs' as app 'ipfs'.
 # Do not edit: change the parameters and render again.
-# parameters: storage_max="50GB", profile="server", swarm_port=4001, gateway_port=8080, api_port=5001, expose=false, wallet_gate=false
+# parameters: storage_max="50GB", profile="server", swarm_port=4001, gateway_port=8080, api_port=5001, gateway_fetch=true, expose=false, wallet_gate=false
 { ... }:
 {
   imports = [
@@ -37,6 +37,7 @@
             # Freeform kubo settings (nixpkgs kubo.nix `settings` is a JSON freeform submodule);
             # keys per kubo docs/config.md.
             Datastore.StorageMax = "50GB";
+            Gateway.NoFetch = false;
           };
         };
 
