@@ -93,6 +93,23 @@ def test_two_instances_of_a_template_collide_on_port_and_user() -> None:
         check_collisions([first, moved])
 
 
+def test_ports_and_probes_follow_their_when_flag(tmp_path: Path) -> None:
+    directory = broken(tmp_path, 'purpose = "HTTP"', 'purpose = "HTTP"\nwhen = "open"')
+    meta = directory / "template.toml"
+    meta.write_text(meta.read_text().replace('kind = "http"', 'kind = "http"\nwhen = "open"'))
+    template = catalog.load_template_dir(directory)
+    closed = render(template, OWNER)
+    assert closed.ports == () and [p.kind for p in closed.probes] == ["systemd"]
+    opened = render(template, {**OWNER, "open": "true"})
+    assert [p.port for p in opened.ports] == [8080] and len(opened.probes) == 2
+
+
+def test_when_must_name_a_bool_parameter(tmp_path: Path) -> None:
+    directory = broken(tmp_path, 'purpose = "HTTP"', 'purpose = "HTTP"\nwhen = "title"')
+    with pytest.raises(TemplateError, match=r"ports\[0\]\.when: 'title' is not a bool"):
+        catalog.load_template_dir(directory)
+
+
 def test_app_names_are_checked() -> None:
     template = catalog.load_template_dir(DEMO)
     with pytest.raises(Exception, match="app name"):

@@ -38,6 +38,8 @@ class ParamMeta(_Strict):
     pattern: str | None = None
     items: ParamType | None = None
     max_length: int | None = None
+    # url/path/eth_address/string: the empty string is allowed and means "not set".
+    allow_empty: bool = False
     # For secret parameters: who may read the file on the node (default root only).
     owner: str = "root"
     group: str = "root"
@@ -66,6 +68,8 @@ class PortMeta(_Strict):
     # Prometheus metrics are served here: the monitoring template scrapes it automatically.
     metrics: bool = False
     metrics_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9._~/-]*$")
+    # A bool parameter without which the port is not used at all (e.g. metrics = false).
+    when: str | None = None
 
 
 class ProbeMeta(_Strict):
@@ -75,6 +79,7 @@ class ProbeMeta(_Strict):
     url: str | None = None
     status: int = 200
     timeout: int = Field(default=60, ge=1, le=3600)
+    when: str | None = None  # a bool parameter that enables the probe
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> ProbeMeta:
@@ -151,32 +156,35 @@ def _spec(name: str, meta: ParamMeta) -> ParamSpec:
         pattern=meta.pattern,
         items=meta.items,
         max_length=meta.max_length,
+        allow_empty=meta.allow_empty,
     )
 
 
 def _check_refs(meta: TemplateMeta, file: Path) -> None:
-    """Placeholders and public_if/when must name parameters of the right type."""
+    """Placeholders must name parameters; public_if/when must name bool parameters."""
 
     def fail(field: str, msg: str) -> TemplateError:
         return TemplateError(f"{file}: {field}: {msg}", hint="fix the template metadata")
 
+    flags: list[tuple[str, str | None]] = []
     texts: list[tuple[str, str]] = [(f"users[{i}]", user) for i, user in enumerate(meta.users)]
     for i, port in enumerate(meta.ports):
         texts.append((f"ports[{i}].port", str(port.port)))
-        for flag in (port.public_if,):
-            if flag is not None and (
-                flag not in meta.parameters or meta.parameters[flag].type is not ParamType.BOOL
-            ):
-                raise fail(f"ports[{i}].public_if", f"'{flag}' is not a bool parameter")
+        flags += [(f"ports[{i}].public_if", port.public_if), (f"ports[{i}].when", port.when)]
     for i, probe in enumerate(meta.health):
+        flags.append((f"health[{i}].when", probe.when))
         for field in ("unit", "port", "url"):
             value = getattr(probe, field)
             if value is not None:
                 texts.append((f"health[{i}].{field}", str(value)))
     for i, route in enumerate(meta.routes):
         texts.append((f"routes[{i}].port", str(route.port)))
-        if route.when is not None and route.when not in meta.parameters:
-            raise fail(f"routes[{i}].when", f"'{route.when}' is not a parameter")
+        flags.append((f"routes[{i}].when", route.when))
+    for field, flag in flags:
+        if flag is not None and (
+            flag not in meta.parameters or meta.parameters[flag].type is not ParamType.BOOL
+        ):
+            raise fail(field, f"'{flag}' is not a bool parameter")
     for field, text in texts:
         for ref in _PLACEHOLDER.findall(text):
             if ref not in meta.parameters:

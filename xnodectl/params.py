@@ -48,6 +48,7 @@ class ParamSpec:
     pattern: str | None = None
     items: ParamType | None = None
     max_length: int | None = None
+    allow_empty: bool = False
 
 
 def split_words(words: Sequence[str]) -> dict[str, str]:
@@ -117,6 +118,12 @@ def _fail(spec: ParamSpec, value: object, expected: str) -> ParamError:
 
 
 def _scalar(spec: ParamSpec, kind: ParamType, value: object) -> Any:
+    if spec.allow_empty and value == "":
+        return ""
+    return _typed(spec, kind, value)
+
+
+def _typed(spec: ParamSpec, kind: ParamType, value: object) -> Any:
     from_cli = isinstance(value, str)
     match kind:
         case ParamType.STRING:

@@ -109,6 +109,8 @@ _ENV = _environment()
 def _ports(template: Template, values: Mapping[str, Any]) -> tuple[Port, ...]:
     out: list[Port] = []
     for meta in template.meta.ports:
+        if meta.when is not None and not values.get(meta.when):
+            continue
         number = int(substitute(str(meta.port), values))
         public = meta.public or (meta.public_if is not None and bool(values.get(meta.public_if)))
         protocols = ("tcp", "udp") if meta.protocol == "both" else (meta.protocol,)
@@ -122,6 +124,8 @@ def _ports(template: Template, values: Mapping[str, Any]) -> tuple[Port, ...]:
 def _probes(template: Template, values: Mapping[str, Any]) -> tuple[Probe, ...]:
     out = []
     for meta in template.meta.health:
+        if meta.when is not None and not values.get(meta.when):
+            continue
         target = {"systemd": meta.unit, "tcp": meta.port, "http": meta.url}[meta.kind]
         out.append(Probe(meta.kind, substitute(str(target), values), meta.status, meta.timeout))
     return tuple(out)
