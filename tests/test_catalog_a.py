@@ -207,6 +207,10 @@ def test_ipfs_api_and_gateway_stay_on_loopback(expose: bool, gate: bool, tmp_pat
     for route in routes.values():
         assert route == {"port": 8080, "public": expose, "walletGate": gate}
     assert not any(p.public for p in rendered.ports if p.port in (5001, 8080))
+    # kubo serves Prometheus metrics on the API port, not at /metrics.
+    assert [(p.port, p.metrics_path) for p in rendered.ports if p.metrics] == [
+        (5001, "/debug/metrics/prometheus")
+    ]
 
 
 def test_ipfs_swarm_port_storage_and_profile(tmp_path: Path) -> None:
