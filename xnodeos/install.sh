@@ -29,15 +29,16 @@ boot_disks() {
   done
 }
 
-# Stable names of a disk, for messages that tell the operator what to bake in.
-names_of() {
+# The stable name of a disk (its first /dev/disk/by-id link), for messages that tell the operator
+# what to bake in; the kernel name when it has none.
+stable_name() {
   local dev=$1 link
   for link in /dev/disk/by-id/*; do
     [ -e "$link" ] || continue
     case "$link" in *-part[0-9]*) continue ;; esac
-    [ "$(readlink -f "$link")" = "$dev" ] && echo "$link"
+    if [ "$(readlink -f "$link")" = "$dev" ]; then echo "$link"; return; fi
   done
-  true
+  echo "$dev"
 }
 
 is_empty() {
@@ -52,7 +53,10 @@ why_not() {
   [ "$(lsblk -ndo TYPE "$dev")" = disk ] || { echo "$dev is not a whole disk"; return; }
   [ "$(lsblk -ndo RM "$dev" | tr -d ' ')" = 0 ] || { echo "$dev is removable media"; return; }
   [ "$(lsblk -ndo RO "$dev" | tr -d ' ')" = 0 ] || { echo "$dev is read-only"; return; }
-  if boot_disks | grep -qxF "$dev"; then echo "$dev is the medium this installer booted from"; return; fi
+  # Captured first: with pipefail, `boot_disks | grep -q` could fail on SIGPIPE and miss a match.
+  local boots
+  boots=$(boot_disks)
+  if grep -qxF "$dev" <<< "$boots"; then echo "$dev is the medium this installer booted from"; return; fi
   if [ -n "$(lsblk -nro MOUNTPOINTS "$dev" | tr -d '[:space:]')" ]; then
     echo "$dev has mounted filesystems"; return
   fi
@@ -60,14 +64,14 @@ why_not() {
     echo "$dev is smaller than $((min_bytes / 1024 / 1024 / 1024)) GiB"; return; }
   if ! is_empty "$dev"; then
     if [ "$how" = explicit ] && [ "$wipe" = true ]; then return; fi
-    echo "$dev holds partitions or data (to erase it, build the image with --disk $(names_of "$dev" | head -n1) --wipe)"
+    echo "$dev holds partitions or data (to erase it, build the image with --disk $(stable_name "$dev") --wipe)"
   fi
 }
 
 # True when DEV already holds this exact system (installed earlier by this image).
 already_installed() {
   local dev=$1 root found=1
-  root=$(lsblk -nrpo NAME,LABEL "$dev" | awk '$2 == "nixos" { print $1; exit }')
+  root=$(lsblk -nrpo NAME,LABEL "$dev" | awk '$2 == "nixos" && !found { print $1; found = 1 }')
   [ -n "$root" ] || return 1
   mkdir -p /run/xnode-install/probe
   mount -o ro "$root" /run/xnode-install/probe 2>/dev/null || return 1
@@ -98,13 +102,13 @@ choose_disk() {
   case ${#candidates[@]} in
     1) echo "${candidates[0]}" ;;
     0) refuse "no empty, non-removable disk of at least $((min_bytes / 1024 / 1024 / 1024)) GiB found; build the image with --disk /dev/disk/by-id/... (and --wipe to erase it)" ;;
-    *) refuse "several empty disks (${candidates[*]}); choose one with --disk $(for d in "${candidates[@]}"; do names_of "$d" | head -n1; done | paste -sd' ')" ;;
+    *) refuse "several empty disks (${candidates[*]}); choose one with --disk $(for d in "${candidates[@]}"; do stable_name "$d"; done | paste -sd' ')" ;;
   esac
 }
 
 udevadm settle
 target=$(choose_disk)
-log "installing XnodeOS onto $target ($(names_of "$target" | head -n1))"
+log "installing XnodeOS onto $target ($(stable_name "$target"))"
 
 wipefs --all --quiet "$target"
 sfdisk --quiet --wipe always --wipe-partitions always "$target" < "$layout"

@@ -1,0 +1,150 @@
+# VM test of the XnodeOS installer (xnodeos/installer.nix, the service the installer ISO runs):
+#   - refuses while two empty disks qualify, and never touches a disk holding data or the disk it
+#     runs from;
+#   - with one empty disk: partitions it from the declared layout, installs the embedded XnodeOS
+#     closure with nixos-install (the VM has no network to fetch anything);
+#   - the installed disk boots on its own (UEFI, systemd-boot) into XnodeOS with the baked-in
+#     owner, and is reachable over SSH from another VM with the owner's key;
+#   - the installer run again on the installed machine refuses to wipe it.
+# Like nixpkgs' own installer tests (nixos/tests/installer.nix), the installer runs in a test VM
+# rather than from the ISO, and a second node boots the installed disk image.
+{ pkgs, self }:
+let
+  lib = pkgs.lib;
+  system = pkgs.stdenv.hostPlatform.system;
+  keys = import (pkgs.path + "/nixos/tests/ssh-keys.nix") pkgs;
+  owner = "0x52908400098527886E0F7030069857D2E4169EE7";
+  address = "192.168.1.200";
+
+  # The system the installer installs: an XnodeOS node built by xnodectl.lib.mkXnode, plus what a
+  # test VM needs to be driven (the test backdoor) and a fixed address on the test network.
+  installed = self.lib.mkXnode {
+    name = "installed";
+    inherit system owner;
+    modules = [
+      ({ modulesPath, ... }: {
+        imports = [
+          (modulesPath + "/testing/test-instrumentation.nix")
+          (modulesPath + "/profiles/qemu-guest.nix")
+        ];
+        xnode.owner.sshKeys = [ keys.snakeOilPublicKey ];
+        # nixpkgs nixos/modules/tasks/network-interfaces.nix
+        networking.usePredictableInterfaceNames = false;
+        networking.interfaces.eth1.ipv4.addresses = [ { inherit address; prefixLength = 24; } ];
+      })
+    ];
+  };
+  toplevel = installed.config.system.build.toplevel;
+
+  # Both nodes use the same primary disk file: the installer writes it, the target boots it.
+  disk = "./xnode-target.qcow2";
+in
+pkgs.testers.runNixOSTest {
+  name = "xnodeos-installer";
+  globalTimeout = 2400;
+
+  nodes = {
+    installer = {
+      imports = [ ../xnodeos/installer.nix ];
+      xnode.installer = {
+        inherit toplevel;
+        afterInstall = "none";
+        autoStart = false; # the test starts it after adding a second disk
+        minDiskGiB = 3;
+        espSizeMiB = 256;
+      };
+      # nixpkgs nixos/modules/virtualisation/qemu-vm.nix: the installer's own root lives on the
+      # first extra disk (vdb, 1 GiB); the primary disk (vda, 6 GiB) starts empty and becomes the
+      # target; vdc (4 GiB, empty) is a second candidate that makes the choice ambiguous.
+      virtualisation.diskImage = disk;
+      virtualisation.diskSize = 6144;
+      virtualisation.emptyDiskImages = [ 1024 4096 ];
+      virtualisation.rootDevice = "/dev/vdb";
+      virtualisation.useEFIBoot = true;
+      virtualisation.memorySize = 2048;
+      nix.settings.substituters = lib.mkForce [ ];
+    };
+
+    target = {
+      virtualisation.diskImage = disk;
+      virtualisation.useBootLoader = true;
+      virtualisation.useEFIBoot = true;
+      virtualisation.useDefaultFilesystems = false;
+      virtualisation.efi.keepVariables = false;
+      # Never mounted: the installed system on the disk brings its own configuration.
+      virtualisation.fileSystems."/" = {
+        device = "/dev/disk/by-label/this-is-not-real-and-will-never-be-used";
+        fsType = "ext4";
+      };
+      virtualisation.memorySize = 1536;
+    };
+
+    client = { pkgs, ... }: {
+      environment.systemPackages = [ pkgs.openssh ];
+    };
+  };
+
+  testScript = ''
+    installer.start()
+    installer.wait_for_unit("multi-user.target")
+    installer.succeed("udevadm settle")
+
+    def install():
+        installer.succeed("rm -f /run/xnode-install/refused")
+        # restart: the unit is a RemainAfterExit oneshot, so a plain start would not run it again
+        return installer.execute("systemctl restart xnode-install.service")[0]
+
+    with subtest("two empty disks: the installer refuses and writes nothing"):
+        # vda (6 GiB) and vdc (4 GiB) are empty and qualify; vdb is the installer's own root.
+        assert install() != 0
+        reason = installer.succeed("cat /run/xnode-install/refused")
+        assert "several empty disks" in reason, reason
+        installer.succeed("test -z \"$(wipefs --noheadings /dev/vda)\"")
+        installer.succeed("test -z \"$(wipefs --noheadings /dev/vdc)\"")
+        installer.succeed("journalctl -u xnode-install.service | grep -q '/dev/vdb is the medium'")
+
+    with subtest("a disk holding data is never chosen"):
+        installer.succeed("mkfs.ext4 -q -L keep /dev/vdc")
+        assert install() == 0, installer.succeed("journalctl -u xnode-install.service")
+        installer.succeed("test -e /run/xnode-install/done")
+        installer.succeed("blkid /dev/vdc | grep -q 'LABEL=\"keep\"'")
+
+    with subtest("the target disk got the declared layout and the embedded system"):
+        installer.succeed("udevadm settle")
+        parts = installer.succeed("lsblk -nro NAME,LABEL,PARTLABEL /dev/vda").split("\n")
+        assert any("ESP" in p for p in parts) and any("nixos" in p for p in parts), parts
+        installer.succeed("mount /dev/disk/by-label/nixos /mnt")
+        installer.succeed("test \"$(readlink -f /mnt/nix/var/nix/profiles/system)\" = ${toplevel}")
+        installer.succeed("grep -qx ${toplevel} /mnt/etc/xnode-installed-system")
+        installer.succeed("umount /mnt")
+
+    with subtest("run again, the installer finds no empty disk and wipes nothing"):
+        assert install() != 0
+        reason = installer.succeed("cat /run/xnode-install/refused")
+        assert "no empty, non-removable disk" in reason, reason
+        installer.succeed("blkid /dev/disk/by-label/nixos")
+        installer.shutdown()
+
+    # The same disk file, now booted by its own boot loader.
+    target.state_dir = installer.state_dir
+    target.start()
+    client.start()
+
+    with subtest("the installed system boots and carries the baked-in identity"):
+        target.wait_for_unit("multi-user.target")
+        assert target.succeed("hostname").strip() == "installed"
+        target.succeed("grep -qx '${owner}' /etc/xnode/owner-address")
+        target.succeed("test -e /boot/loader/entries/nixos-generation-1.conf")
+        target.succeed("findmnt -no SOURCE / | xargs blkid | grep -q 'LABEL=\"nixos\"'")
+
+    with subtest("reachable over SSH with the owner's key only"):
+        target.wait_for_unit("sshd.service")
+        client.wait_for_unit("network-online.target")
+        client.succeed("install -m 600 ${keys.snakeOilPrivateKey} /root/owner")
+        ssh = "ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o ConnectTimeout=10"
+        client.wait_until_succeeds(f"{ssh} -i /root/owner root@${address} true", timeout=180)
+        assert client.succeed(f"{ssh} -i /root/owner root@${address} hostname").strip() == "installed"
+        client.succeed("ssh-keygen -q -t ed25519 -N ''' -f /root/stranger")
+        client.fail(f"{ssh} -i /root/stranger -o IdentitiesOnly=yes root@${address} true")
+  '';
+}
