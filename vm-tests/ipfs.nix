@@ -39,6 +39,8 @@ pkgs.testers.runNixOSTest {
             timeout=180,
         )
         t.assertEqual(http_status(node, "http://127.0.0.1:5001/api/v0/version"), "405")
+        # The metrics path the template declares for the monitoring template.
+        node.succeed("curl -sf http://127.0.0.1:5001/debug/metrics/prometheus | grep -q '^go_goroutines'")
 
     with subtest("parameters reached kubo's live config"):
         config = "/var/lib/ipfs/config"
