@@ -236,3 +236,48 @@ def test_wait_for_ssh_times_out_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> 
     ticks = iter(range(0, 1000, 10))
     with pytest.raises(ExternalError, match="did not answer within 30 s"):
         vm.wait_for_ssh(2222, 1, 30, clock=lambda: float(next(ticks)), sleep=lambda s: None)
+
+
+# ---- the NixOS VM tests' Python test scripts --------------------------------------------------
+
+VM_TESTS = Path(__file__).resolve().parent.parent / "vm-tests"
+STUB_FLAKE = """
+let
+  pkgs = {
+    path = %(fake)s;
+    stdenv.hostPlatform.system = "x86_64-linux";
+    lib.mkForce = x: x;
+    testers.runNixOSTest = test: test;
+  };
+  self = {
+    nixosModules.default = { };
+    packages.x86_64-linux.xnodectl = "/nix/store/00000000000000000000000000000000-xnodectl";
+    lib.mkXnode = args: {
+      config.system.build.toplevel = "/nix/store/00000000000000000000000000000000-installed";
+    };
+  };
+  test = import %(file)s { inherit pkgs self; };
+  nodes.gen2.system.build.toplevel = "/nix/store/00000000000000000000000000000000-gen2";
+in
+  if builtins.isFunction test.testScript
+  then test.testScript { inherit nodes; }
+  else test.testScript
+"""
+
+
+@pytest.mark.parametrize("name", ["xnodeos-base", "xnodeos-installer"])
+def test_vm_test_scripts_are_valid_python(tmp_path: Path, name: str) -> None:
+    """The test scripts can only run under a current Nix with KVM (CI); here: they evaluate from
+    the real .nix file (with stand-ins for pkgs and self) and compile as Python."""
+    from tests.nixcheck import eval_json
+
+    fake = tmp_path / "nixpkgs"
+    (fake / "nixos" / "tests").mkdir(parents=True)
+    (fake / "nixos" / "tests" / "ssh-keys.nix").write_text(
+        '_: { snakeOilPrivateKey = "/nix/store/k"; '
+        'snakeOilPublicKey = "ecdsa-sha2-nistp256 AAAA snakeoil"; }'
+    )
+    expr = STUB_FLAKE % {"fake": fake, "file": VM_TESTS / f"{name}.nix"}
+    script = eval_json(expr)
+    assert isinstance(script, str) and "${" not in script
+    compile(script, f"{name} testScript", "exec")
