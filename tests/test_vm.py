@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from xnodectl import inventory, process, vm
 from xnodectl.cli import app
-from xnodectl.errors import ExternalError
+from xnodectl.errors import ExternalError, ToolMissing
 from xnodectl.process import Result
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH9LnEm9E9UYpxJCj1qQB8JmuCQ16E66vzdsNC64sF46"
@@ -281,3 +281,41 @@ def test_vm_test_scripts_are_valid_python(tmp_path: Path, name: str) -> None:
     script = eval_json(expr)
     assert isinstance(script, str) and "${" not in script
     compile(script, f"{name} testScript", "exec")
+
+
+def _qemu_ready() -> bool:
+    import shutil
+
+    try:
+        vm.find_firmware()
+    except ToolMissing:
+        return False
+    return bool(shutil.which(vm.QEMU) and shutil.which(vm.QEMU_IMG))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _qemu_ready(), reason="needs qemu-system-x86_64, qemu-img and OVMF")
+def test_real_qemu_smoke(
+    state_home: Path, tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real QEMU (KVM when usable) on a blank disk: the argv is accepted, the VM daemonizes with
+    its pidfile, the SSH forward listens on loopback, `down` stops it and removes the overlay.
+    No OS boots from a blank disk, so only the host-key scan is stood in for."""
+    import socket
+
+    base = tmp_path / "blank.qcow2"
+    process.run([vm.QEMU_IMG, "create", "-q", "-f", "qcow2", str(base), "64M"])
+    monkeypatch.setattr(vm, "scan_host_key", lambda port: HOST_KEY)
+    port = free_port()
+    state = vm.up(vm.UpOptions(image=base, port=port, memory=256, cpus=1), log=lambda _: None)
+    try:
+        assert vm.status() == state
+        assert state.accel == ("kvm" if vm.kvm_usable() else "tcg")
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # QEMU's user-mode network forwards the port
+        assert inventory.load(workspace / "inventory.toml").nodes["local"].port == port
+    finally:
+        assert vm.down(log=lambda _: None) is True
+    assert not Path(f"/proc/{state.pid}").exists() or not vm._alive(state.pid)
+    assert not (state_home / "overlay.qcow2").exists()
+    assert base.read_bytes()[:4] == b"QFI\xfb"
