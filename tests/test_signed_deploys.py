@@ -36,7 +36,8 @@ VERIFIER = f"{sys.executable} -m xnodectl.nodeside.verify_manifest"
 
 @pytest.fixture
 def owner() -> LocalAccount:
-    return Account.create()
+    account: LocalAccount = Account.create()
+    return account
 
 
 def signed(account: LocalAccount, **over: Any) -> dict[str, Any]:

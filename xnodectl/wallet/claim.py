@@ -28,6 +28,8 @@ from xnodectl.wallet import sign_in, sshkeys
 from xnodectl.wallet.signer import Signer
 
 DEFAULT_PORT = 8740
+CLAIMED_FLAG = "/var/lib/xnode/claim/claimed"
+CLAIM_UNIT = "xnode-claim.service"
 LIFETIME = 300
 # Straight to the node: an HTTP proxy from the environment has no business seeing a claim.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -170,7 +172,7 @@ def claim(request: ClaimRequest, signer: Signer) -> ClaimResult:
 
 
 def reopen(host: str, port: int, user: str, host_key: str, identity: Path | None) -> None:
-    """Run `xnode-claim reopen` on a claimed node over SSH, with its pinned host key."""
+    """Let a claimed node accept one more claim: over SSH with its pinned host key."""
     with tempfile.TemporaryDirectory(prefix="xnodectl-known-") as tmp:
         known = Path(tmp) / "known_hosts"
         name = host if port == 22 else f"[{host}]:{port}"
@@ -190,5 +192,7 @@ def reopen(host: str, port: int, user: str, host_key: str, identity: Path | None
         ]
         if identity is not None:
             argv += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
-        argv += [f"{user}@{host}", shlex.join(["xnode-claim", "reopen"])]
+        # The same steps as `xnode-claim reopen`, spelled out so no node-side PATH is assumed.
+        remote = f"rm -f {shlex.quote(CLAIMED_FLAG)} && systemctl start {shlex.quote(CLAIM_UNIT)}"
+        argv += [f"{user}@{host}", remote]
         process.run(argv, timeout=60)
