@@ -400,3 +400,12 @@ def test_check_builds_twice_and_compares(
     assert lines[1].startswith("size: ") and lines[2].startswith("sha256: ")
     assert lines[3].startswith(f"reproducible: {verdict}")
     assert "building it a second time" in err
+
+
+def test_without_a_key_the_image_relies_on_the_claim_flow(no_nix: None) -> None:
+    code, out, err = run("image", "build", "--owner", OWNER, "--dry-run", "--json")
+    assert code == 0
+    identity = json.loads(out)["files"]["identity.nix"]
+    assert f'xnode.owner.address = "{OWNER}";' in identity
+    assert "xnode.owner.sshKeys = [ ];" in identity
+    assert "xnodectl claim" in err

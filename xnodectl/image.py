@@ -49,7 +49,7 @@ class ImageFormat(StrEnum):
 @dataclass(frozen=True)
 class ImageRequest:
     owner: str  # EIP-55 checksummed
-    key: PublicKey
+    key: PublicKey | None  # None: reachable only through the claim flow (modules/claim.nix)
     format: ImageFormat
     hostname: str
     system: str
@@ -103,7 +103,7 @@ def check_disk(disk: str | None, wipe: bool) -> str | None:
 def request(
     *,
     owner: str,
-    key: PublicKey,
+    key: PublicKey | None,
     fmt: ImageFormat,
     hostname: str | None,
     system: str,
@@ -138,7 +138,7 @@ def plan(req: ImageRequest) -> Plan:
         "disk": req.disk,
         "wipe": req.wipe,
         "owner": req.owner,
-        "ssh_keys": [req.key.line],
+        "ssh_keys": [req.key.line] if req.key is not None else [],
         "version": __version__,
     }
     files = {

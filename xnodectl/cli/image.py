@@ -34,13 +34,14 @@ def build_cmd(
         str, typer.Option("--owner", help="Owner's Ethereum address (0x...).", show_default=False)
     ],
     ssh_key: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--ssh-key",
-            help="SSH public key file allowed to log in as root (e.g. ~/.ssh/id_ed25519.pub).",
+            help="SSH public key file allowed to log in as root (e.g. ~/.ssh/id_ed25519.pub). "
+            "Without it the node is reachable only through `xnodectl claim`.",
             show_default=False,
         ),
-    ],
+    ] = None,
     fmt: Annotated[
         str,
         typer.Option(
@@ -112,7 +113,7 @@ def build_cmd(
         )
     req = image.request(
         owner=owner,
-        key=sshkeys.read(ssh_key.expanduser()),
+        key=sshkeys.read(ssh_key.expanduser()) if ssh_key is not None else None,
         fmt=image.ImageFormat(fmt),
         hostname=hostname,
         system=system,
@@ -124,6 +125,11 @@ def build_cmd(
         raise UsageError(
             "--disk and --wipe apply to the installer ISO only",
             hint="a qcow2/raw image is already the disk; drop --disk/--wipe",
+        )
+    if req.key is None:
+        output.info(
+            "note: no --ssh-key: the node will run the claim service; authorize a key with "
+            "`xnodectl claim HOST --ssh-key KEY.pub` after its first boot"
         )
     plan = image.plan(req)
     if dry_run:
