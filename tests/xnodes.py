@@ -413,6 +413,17 @@ class Node:
                     pids.append(int(entry.name))
         return pids
 
+    def namespace_commands(self) -> list[str]:
+        """Command lines (space-joined) of every process in the node's namespace but the holder."""
+        found = []
+        for pid in self.namespace_pids():
+            try:
+                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue  # exited meanwhile
+            found.append(raw.replace(b"\0", b" ").decode(errors="replace").strip())
+        return found
+
     def reset(self) -> None:
         """Back to a clean node that keeps its store: no deploy state, activations or faults."""
         self.thaw()
