@@ -41,7 +41,8 @@ in
 
   config = mkIf config.xnode.requireSignedDeploys {
     assertions = [{
-      assertion = config.xnode.owner.address != null;
+      # The verifier reads /etc/xnode/owner-address (modules/owner.nix, from xnode.owner.address).
+      assertion = config.environment.etc ? "xnode/owner-address";
       message = "xnode.requireSignedDeploys needs xnode.owner.address: only the owner signs deploys.";
     }];
     # nixpkgs nixos/modules/system/etc/etc.nix (environment.etc.<name>.text)
