@@ -50,6 +50,15 @@ in
       example = [ "time.cloudflare.com" ];
       description = "NTP servers for timesyncd; null keeps NixOS's pool servers.";
     };
+    consoleInfo = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        At boot, show the node's name, owner, addresses and SSH host key fingerprints on the
+        console, so the operator can compare the fingerprint with the one `xnodectl node add
+        --scan` or `xnodectl claim --expect-host-key` sees before trusting it.
+      '';
+    };
     stateVersion = mkOption {
       type = types.str;
       default = "25.11";
@@ -173,6 +182,29 @@ in
     # DHCP on every interface until the operator's host module says otherwise.
     # nixpkgs nixos/modules/tasks/network-interfaces.nix
     networking.useDHCP = mkDefault true;
+
+    # nixpkgs nixos/modules/system/boot/systemd.nix (systemd.services.<name>); systemd.exec(5)
+    # StandardOutput=journal+console: the text reaches the console, not only the journal.
+    systemd.services.xnode-console-info = lib.mkIf cfg.consoleInfo {
+      description = "Show the node's identity and SSH host key fingerprints on the console";
+      wantedBy = [ "multi-user.target" ];
+      # Ordering only (no Wants): addresses are shown if the network is up by then.
+      after = [ "sshd.service" "sshd-keygen.service" "network-online.target" ];
+      path = [ pkgs.openssh pkgs.iproute2 pkgs.coreutils ];
+      serviceConfig = {
+        Type = "oneshot";
+        StandardOutput = "journal+console";
+      };
+      script = ''
+        echo "XnodeOS node $(cat /proc/sys/kernel/hostname)"
+        if [ -e /etc/xnode/owner-address ]; then echo "owner: $(cat /etc/xnode/owner-address)"; fi
+        ip -brief address show scope global || true
+        for key in /etc/ssh/ssh_host_*_key.pub; do
+          [ -e "$key" ] && ssh-keygen -l -f "$key"
+        done
+        true
+      '';
+    };
 
     # Nothing documentation-sized or interactive that a headless node does not need.
     # nixpkgs nixos/modules/misc/documentation.nix

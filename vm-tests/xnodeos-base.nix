@@ -67,6 +67,13 @@ pkgs.testers.runNixOSTest {
           machine.succeed("grep -qx '${owner}' /etc/xnode/owner-address")
           machine.succeed("passwd -S root | grep -qE '^root (L|LK) '")
           machine.succeed("sshd -T | grep -qx 'passwordauthentication no'")
+          # The console shows the host key fingerprint the operator compares when pinning it.
+          fingerprint = machine.succeed(
+              "ssh-keygen -l -f /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f2"
+          ).strip()
+          machine.wait_until_succeeds(
+              f"journalctl -u xnode-console-info.service | grep -qF {fingerprint}"
+          )
           # prohibit-password: sshd -T prints it under its older name without-password
           machine.succeed("sshd -T | grep -qxE 'permitrootlogin (prohibit|without)-password'")
 
