@@ -176,3 +176,16 @@ def test_sessions_expire() -> None:
     assert sessions.get(token, "other:80") is None
     now[0] += 61
     assert sessions.get(token, "node:80") is None
+
+
+def test_address_reported_by_nginx_is_a_valid_domain(gate: Gate) -> None:
+    """Behind nginx the browser's Host is the node's address; nginx vouches for it."""
+    via_nginx = {"Host": "10.0.0.5", "X-Xnode-Server": "10.0.0.5:80"}
+    answer = gate.login(gate.owner, via_nginx)
+    assert answer.status == 200, answer.body
+    cookie = cookie_of(answer)
+    assert gate.call("/auth/check", headers={"Cookie": cookie, "Host": "10.0.0.5"}).status == 204
+    assert gate.call("/auth/check", headers={"Cookie": cookie}).status == 401  # other host
+    # Without nginx's header that address is not this node's.
+    refused = gate.call(f"/auth/nonce?address={gate.owner.address}", headers={"Host": "10.0.0.5"})
+    assert refused.status == 403

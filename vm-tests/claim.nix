@@ -70,9 +70,11 @@ pkgs.testers.runNixOSTest {
 
     # What the owner reads on the node's console, compared by xnodectl before it signs anything.
     fingerprint = node.succeed("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").split()[1]
+    # An operator workspace: the claim pins the node (host key, owner) in its inventory.
+    operator.succeed("mkdir -p /root/ws && touch /root/ws/inventory.toml")
     claim = (
         f"{ENV} xnodectl claim node --port {PORT} --ssh-key /root/.ssh/id_ed25519.pub "
-        f"--expect-host-key {fingerprint} --no-inventory --json"
+        f"--expect-host-key {fingerprint} --node node --workspace /root/ws --json"
     )
 
     with subtest("before the claim the operator key is not accepted"):
@@ -92,6 +94,10 @@ pkgs.testers.runNixOSTest {
         t.assertIn(key, node.succeed("cat /var/lib/xnode/ssh/authorized_keys.d/root"))
         t.assertEqual(node.succeed("stat -c %a /var/lib/xnode/ssh/authorized_keys.d/root").strip(), "600")
         node.succeed("test -e /var/lib/xnode/claim/claimed")
+        inventory = operator.succeed("cat /root/ws/inventory.toml")
+        t.assertIn('[nodes.node]', inventory)
+        t.assertIn(result["host_key"], inventory)
+        t.assertIn(address, inventory)
 
     with subtest("the claim service stops; the port no longer answers"):
         node.wait_until_fails("systemctl is-active xnode-claim.service")
@@ -112,5 +118,13 @@ pkgs.testers.runNixOSTest {
         node.wait_for_unit("multi-user.target")
         node.fail("systemctl is-active xnode-claim.service")
         node.succeed("systemctl show -P ConditionResult xnode-claim.service | grep -x no")
+
+    with subtest("the owner reopens claiming over SSH (pinned host key from the inventory)"):
+        operator.succeed(
+            "xnodectl claim node --reopen --ssh-key /root/.ssh/id_ed25519 --workspace /root/ws"
+        )
+        node.wait_for_unit("xnode-claim.service")
+        operator.wait_until_succeeds(f"nc -z -w 2 node {PORT}")
+        node.fail("test -e /var/lib/xnode/claim/claimed")
   '';
 }
