@@ -1,21 +1,19 @@
 # VM test of the `ipfs` template (golden example render: lowpower profile, 200GB storage cap, gateway
-# route exposed through the proxy). No network: kubo starts, its health probes pass, content added over the RPC
-# socket comes back through `ipfs cat`, the gateway and the proxy route; the API and the raw
-# gateway port are not reachable from a second VM while the swarm port is.
+# route exposed through the proxy behind the wallet sign-in). No network: kubo starts, its health
+# probes pass, the parameters are in kubo's live config, content added over the RPC socket comes
+# back through `ipfs cat` and the gateway, the exposed /ipfs/ and /ipns/ routes answer a stranger
+# with the sign-in redirect, and the API and the raw gateway port are not reachable from a second
+# VM while the swarm port is.
 { pkgs, self }:
 pkgs.testers.runNixOSTest {
   name = "xnode-template-ipfs";
   globalTimeout = 1200;
 
-  nodes.node = { lib, ... }: {
+  nodes.node = { ... }: {
     imports = [ self.nixosModules.default ../tests/golden/ipfs/example.nix ];
     xnode.package = self.packages.${pkgs.stdenv.hostPlatform.system}.xnodectl;
     # A test VM has no owner and no operator key (xnode.owner in modules/owner.nix).
     xnode.owner.allowUnreachable = true;
-    # The example puts the gateway behind the wallet sign-in; that gate has its own VM test, here
-    # the route itself (public, reaching the gateway) is under test.
-    xnode.proxy.routes."/ipfs/".walletGate = lib.mkForce false;
-    xnode.proxy.routes."/ipns/".walletGate = lib.mkForce false;
     virtualisation.memorySize = 2048;
     virtualisation.diskSize = 4096;
   };
@@ -50,19 +48,29 @@ pkgs.testers.runNixOSTest {
         node.succeed(f"grep -F '\"Type\": \"autoclient\"' {config}")
         node.succeed(f"grep -F '/ip4/127.0.0.1/tcp/5001' {config}")
 
-    with subtest("add and cat, through the gateway and the proxy route"):
+    with subtest("add and cat, over the RPC socket and the gateway"):
         api = "ipfs --api /unix/run/ipfs.sock"
         cid = node.succeed(f"echo hello-xnode-ipfs | {api} add --quieter").strip()
         node.succeed(f"{api} cat {cid} | grep -x hello-xnode-ipfs")
         node.succeed(f"curl -sf http://127.0.0.1:8080/ipfs/{cid} | grep -x hello-xnode-ipfs")
-        node.wait_for_open_port(80)
-        node.succeed(f"curl -sf http://127.0.0.1/ipfs/{cid} | grep -x hello-xnode-ipfs")
 
-    with subtest("only the swarm port (and the exposed proxy) face the network"):
+    with subtest("the exposed proxy routes sit behind the wallet sign-in"):
+        # Signing in is covered by vm-tests/wallet-gate.nix; here: both routes exist and are gated.
+        node.wait_for_unit("nginx.service")
+        node.wait_for_open_port(80)
+        for path in (f"/ipfs/{cid}", "/ipns/example.org"):
+            t.assertEqual(http_status(node, f"http://127.0.0.1{path}"), "302")
+
+    with subtest("only the swarm port and the gated proxy face the network"):
         client.wait_for_unit("multi-user.target")
         client.succeed("nc -z -w 5 node 4001")
         client.fail("curl -s --max-time 5 http://node:5001/api/v0/version")
         client.fail("curl -s --max-time 5 http://node:8080/ipfs/bafkqaaa")
-        client.succeed(f"curl -sf --max-time 5 http://node/ipfs/{cid} | grep -x hello-xnode-ipfs")
+        # Public (expose=true) but gated: a stranger is sent to the sign-in page, not the content.
+        location = client.succeed(
+            f"curl -s --max-time 5 -o /dev/null -w '%{{redirect_url}}' http://node/ipfs/{cid}"
+        )
+        t.assertIn("/auth/login", location)
+        client.fail(f"curl -s --max-time 5 http://node/ipfs/{cid} | grep -q hello-xnode-ipfs")
   '';
 }
