@@ -36,6 +36,15 @@ let
   };
   toplevel = installed.config.system.build.toplevel;
 
+  # The installer ISO of the same node (xnodeos/mk-installer.nix). Building it (a squashfs of the
+  # whole closure) is left to packages.xnodeos-iso; recording its derivation path in the installer
+  # VM makes every run of this test evaluate the complete ISO configuration at no build cost.
+  isoDrv = builtins.unsafeDiscardStringContext
+    (import ../xnodeos/mk-installer.nix { inherit (self.inputs) nixpkgs; } {
+      node = installed;
+      baseName = "xnodeos-installed";
+    }).config.system.build.isoImage.drvPath;
+
   # Both nodes use the same primary disk file: the installer writes it, the target boots it.
   disk = "./xnode-target.qcow2";
 in
@@ -63,6 +72,7 @@ pkgs.testers.runNixOSTest {
       virtualisation.useEFIBoot = true;
       virtualisation.memorySize = 2048;
       nix.settings.substituters = lib.mkForce [ ];
+      environment.etc."xnode-installer-iso.drv".text = isoDrv;
     };
 
     target = {
@@ -88,6 +98,7 @@ pkgs.testers.runNixOSTest {
     installer.start()
     installer.wait_for_unit("multi-user.target")
     installer.succeed("udevadm settle")
+    installer.succeed("grep -qE '^/nix/store/.+\\.drv$' /etc/xnode-installer-iso.drv")
 
     def install():
         installer.succeed("rm -f /run/xnode-install/refused")
