@@ -12,7 +12,9 @@ pkgs.testers.runNixOSTest {
   nodes.node = { ... }: {
     imports = [ self.nixosModules.default ../tests/golden/ipfs/example.nix ];
     xnode.package = self.packages.${pkgs.stdenv.hostPlatform.system}.xnodectl;
-    # A test VM has no owner and no operator key (xnode.owner in modules/owner.nix).
+    # The gated routes need someone who may sign in (modules/wallet-gate.nix asserts it); no
+    # operator key in a test VM (modules/owner.nix).
+    xnode.owner.address = "0x52908400098527886E0F7030069857D2E4169EE7";
     xnode.owner.allowUnreachable = true;
     virtualisation.memorySize = 2048;
     virtualisation.diskSize = 4096;
