@@ -12,9 +12,10 @@ pkgs.testers.runNixOSTest {
   nodes.node = { ... }: {
     imports = [ self.nixosModules.default ../tests/golden/ipfs/example.nix ];
     xnode.package = self.packages.${pkgs.stdenv.hostPlatform.system}.xnodectl;
-    # The gated routes need someone who may sign in (modules/wallet-gate.nix asserts it); no
-    # operator key in a test VM (modules/owner.nix).
-    xnode.owner.address = "0x52908400098527886E0F7030069857D2E4169EE7";
+    # The gated routes need someone who may sign in (modules/wallet-gate.nix asserts it). An allowed
+    # address rather than an owner keeps the claim service (modules/claim.nix) out of this test.
+    xnode.walletGate.allow = [ "0x52908400098527886E0F7030069857D2E4169EE7" ];
+    # No owner and no operator key in a test VM (modules/owner.nix).
     xnode.owner.allowUnreachable = true;
     virtualisation.memorySize = 2048;
     virtualisation.diskSize = 4096;
