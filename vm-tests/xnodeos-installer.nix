@@ -46,7 +46,9 @@ let
     }).config.system.build.isoImage.drvPath;
 
   # Both nodes use the same primary disk file: the installer writes it, the target boots it.
-  disk = "./xnode-target.qcow2";
+  # Relative paths resolve in each node's own state directory; one level up is the driver's
+  # directory, which both nodes share.
+  disk = "../xnode-target.qcow2";
 in
 pkgs.testers.runNixOSTest {
   name = "xnodeos-installer";
@@ -69,6 +71,10 @@ pkgs.testers.runNixOSTest {
       virtualisation.diskSize = 6144;
       virtualisation.emptyDiskImages = [ 1024 4096 ];
       virtualisation.rootDevice = "/dev/vdb";
+      virtualisation.fileSystems."/".autoFormat = true;
+      # nixos-install copies the embedded closure out of this store; registering the store paths
+      # at boot needs it writable.
+      virtualisation.writableStore = true;
       virtualisation.useEFIBoot = true;
       virtualisation.memorySize = 2048;
       nix.settings.substituters = lib.mkForce [ ];
@@ -136,8 +142,7 @@ pkgs.testers.runNixOSTest {
         installer.succeed("blkid /dev/disk/by-label/nixos")
         installer.shutdown()
 
-    # The same disk file, now booted by its own boot loader.
-    target.state_dir = installer.state_dir
+    # The same disk file (see `disk` above), now booted by its own boot loader.
     target.start()
     client.start()
 
