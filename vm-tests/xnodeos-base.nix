@@ -21,6 +21,9 @@ let
     # Few generations so the test can watch the garbage collector trim the profile.
     xnode.base.generations = 2;
     environment.etc."xnode-test-generation".text = generation;
+    # Deploys switch generations on a node; test VMs may leave switching off by default.
+    # nixpkgs nixos/modules/system/activation/switchable-system.nix
+    system.switch.enable = true;
     # nixpkgs nixos/modules/virtualisation/qemu-vm.nix
     virtualisation.useBootLoader = true;
     virtualisation.useEFIBoot = true;
@@ -104,6 +107,7 @@ pkgs.testers.runNixOSTest {
           # The VM's disk was not made by nixos-install: record the booted system as generation 1.
           machine.succeed(f"test -e {profile} || nix-env -p {profile} --set /run/current-system")
           gen1 = machine.succeed(f"readlink -f {profile}").strip()
+          machine.succeed("mount -o remount,rw /boot")  # some qemu-vm versions mount the ESP ro
           machine.succeed(f"nix-env -p {profile} --set ${gen2}")
           switch("switch")
           assert generation() == "2"
