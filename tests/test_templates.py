@@ -91,3 +91,21 @@ def test_every_pair_composes_or_reports_a_collision(first: str, second: str) -> 
         return
     combined = "\n".join(a.source for a in apps)
     assert all(parse_ok(a.source) for a in apps), combined[:200]
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_show_prints_an_example_command_that_renders_the_example(name: str) -> None:
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from xnodectl.cli import app
+
+    shown = CliRunner().invoke(app, ["templates", "show", name])
+    assert shown.exit_code == 0
+    line = shown.stdout.strip().splitlines()[-1]
+    assert line.startswith("example: xnodectl render ")
+    words = shlex.split(line.removeprefix("example: xnodectl "))
+    rendered = CliRunner().invoke(app, [*words, "-o", "-"])
+    assert rendered.exit_code == 0, rendered.stderr
+    assert rendered.stdout.rstrip("\n") == golden.path(name, "example").read_text().rstrip("\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,15 @@ def _summary(t: object) -> dict[str, object]:
         "category": meta.category,
         "resources": meta.resources.model_dump(),
     }
+
+
+def _word(value: object) -> str:
+    """A parameter value as the key=value word the CLI reads back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_word(v) for v in value)
+    return str(value)
 
 
 def list_templates(as_json: JsonOpt = False) -> None:
@@ -102,11 +112,9 @@ def show_template(
         target = probe.unit or probe.url or probe.port
         lines.append(f"  {probe.kind} {target}")
     lines.append(
-        "example: xnodectl render template="
-        + t.name
-        + "".join(
-            f" {k}={','.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in t.meta.example.items()
+        "example: xnodectl render "
+        + shlex.join(
+            [f"template={t.name}", *(f"{k}={_word(v)}" for k, v in t.meta.example.items())]
         )
     )
     output.result("\n".join(lines))
