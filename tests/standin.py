@@ -80,7 +80,12 @@ case "$action" in
   *) echo "usage: switch-to-configuration switch|boot|test|dry-activate" >&2; exit 1 ;;
 esac
 mkdir -p /run/xnode-test
-echo "activating $out $action" >> "$T/activations.log"
+# Node.reboot() activates the boot default with XNODE_TEST_BOOTING=1: logged as "boot-up".
+if [ -n "${XNODE_TEST_BOOTING:-}" ]; then
+  echo "activating $out boot-up" >> "$T/activations.log"
+else
+  echo "activating $out $action" >> "$T/activations.log"
+fi
 case "$action" in
   dry-activate) echo "would restart the following units: standin.service"; exit 0 ;;
   boot) exit 0 ;;  # no bootloader here: the boot default is the system profile

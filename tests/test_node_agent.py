@@ -299,3 +299,18 @@ def test_uploaded_helper_runs_without_install(node: Node, systems: list[str]) ->
     assert json.loads(waited.stdout) == {"state": "activated"}
     confirmed = node.run(["bash", "/tmp/xa", "confirm", "--deploy-id", "up"])
     assert json.loads(confirmed.stdout) == {"generation": 2}
+
+
+def test_reboot_before_confirm_boots_the_old_generation(node: Node, systems: list[str]) -> None:
+    """Power loss mid-deploy: the boot default never moved, so the old system comes back."""
+    v1, v2 = systems[0], systems[1]
+    begin(node, v2, "reboot")
+    assert helper(node, "wait", "--deploy-id", "reboot", "--timeout", "10")["state"] == "activated"
+    node.reboot()
+    assert (node.current_system(), node.generation()) == (v1, 1)
+    assert node.activations()[-1] == f"activating {v1} boot-up"
+    out = helper(node, "wait", "--deploy-id", "reboot", "--timeout", "5")
+    assert out["state"] == "interrupted" and v1 in out["reason"]
+    assert "interrupted" in helper(node, "confirm", "--deploy-id", "reboot", expect=1)["error"]
+    assert helper(node, "info")["active"] is None
+    assert deploy(node, v2, "after-reboot") == 2  # the interrupted deploy does not block

@@ -401,6 +401,24 @@ class Node:
             return []
         return [self._sshd.pid, *_descendants(self._sshd.pid)]
 
+    def reboot(self) -> None:
+        """Power-cycle: every process dies, /run empties, the boot default comes up, sshd starts.
+
+        The boot default (the system profile) is activated like NixOS stage 2 would, logged as
+        "activating <path> boot-up".
+        """
+        self.thaw()
+        for pid in self.namespace_pids():
+            _signal(pid, signal.SIGKILL)
+        if self._sshd is not None:
+            self._sshd.wait()
+            self._sshd = None
+        self.local("rm -rf /run/* && mkdir -p /run/sshd /run/xnode-test")
+        boot = self.boot_system()
+        if boot:
+            self.local(f"XNODE_TEST_BOOTING=1 {boot}/bin/switch-to-configuration test")
+        self.start()
+
     def namespace_pids(self) -> list[int]:
         """Every process in the node's mount namespace except the holder."""
         if self._holder is None:
