@@ -183,6 +183,14 @@ def test_up_status_down_registers_local_node(
     assert code == 0 and out.strip() == "not running"
 
 
+def test_wrong_workspace_fails_before_qemu_starts(
+    state_home: Path, qcow2: Path, tmp_path: Path, fake_qemu: FakeQemu
+) -> None:
+    code, out, err = run("vm", "up", "--image", str(qcow2), "-w", str(tmp_path / "nowhere"))
+    assert code == 2 and out == "" and "inventory.toml" in err
+    assert fake_qemu.calls == [] and not (state_home / "overlay.qcow2").exists()
+
+
 def test_stale_state_of_a_dead_vm_is_cleaned(state_home: Path) -> None:
     state_home.mkdir(parents=True)
     sleeper = process.spawn([sys.executable, "-c", "pass"])

@@ -18,9 +18,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xnodectl import process
 from xnodectl.errors import ExternalError, ToolMissing, UsageError
+
+if TYPE_CHECKING:
+    from xnodectl.workspace import Workspace
 
 NODE = "local"
 VM_NAME = "xnodectl-local"
@@ -44,6 +48,7 @@ class UpOptions:
     cpus: int = 2
     timeout: int = 300
     ssh_key: Path | None = None
+    workspace: Path | None = None  # None: the workspace found upwards, if any
 
 
 @dataclass(frozen=True)
@@ -277,13 +282,25 @@ def wait_for_ssh(
     )
 
 
-def register_local(port: int, host_key: str, log: Callable[[str], None]) -> bool:
-    """Add or update node 'local' in the current workspace's inventory (if there is one)."""
-    from xnodectl import inventory, workspace
+def _workspace(explicit: Path | None) -> Workspace | None:
+    """The workspace to register node 'local' in: the one given (must exist), else one found."""
+    from xnodectl import workspace
 
+    if explicit is not None:
+        return workspace.find(explicit)
     try:
-        ws = workspace.find()
+        return workspace.find()
     except UsageError:
+        return None
+
+
+def register_local(
+    ws: Workspace | None, port: int, host_key: str, log: Callable[[str], None]
+) -> bool:
+    """Add or update node 'local' in the workspace's inventory (if there is one)."""
+    from xnodectl import inventory
+
+    if ws is None:
         log("no workspace here: node 'local' was not added (run `vm up` inside a workspace)")
         return False
     inv = ws.load()
@@ -300,6 +317,7 @@ def up(opts: UpOptions, log: Callable[[str], None]) -> VmState:
     root = state_dir()
     if status(root) is not None:
         raise UsageError("the local VM is already running", hint="stop it with: xnodectl vm down")
+    ws = _workspace(opts.workspace)  # a wrong --workspace fails before QEMU starts
     image = check_image(opts.image or root / "xnodeos.qcow2")
     if not _port_free(opts.port):
         raise UsageError(
@@ -363,7 +381,7 @@ def up(opts: UpOptions, log: Callable[[str], None]) -> VmState:
         started=time.time(),
     )
     paths["state"].write_text(json.dumps(state.as_dict(), indent=2) + "\n")
-    register_local(opts.port, host_key, log)
+    register_local(ws, opts.port, host_key, log)
     return state
 
 

@@ -215,17 +215,30 @@ def vm_up(
             show_default=False,
         ),
     ] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "-w",
+            "--workspace",
+            help="Workspace to add node 'local' to (default: find upwards).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Boot XnodeOS in QEMU (KVM when available), wait for SSH and add it as node 'local'."""
     from xnodectl import vm
 
-    state = vm.up(
-        vm.UpOptions(
-            image=image_path, port=port, memory=memory, cpus=cpus, timeout=timeout, ssh_key=ssh_key
-        ),
-        log=output.info,
+    options = vm.UpOptions(
+        image=image_path,
+        port=port,
+        memory=memory,
+        cpus=cpus,
+        timeout=timeout,
+        ssh_key=ssh_key,
+        workspace=workspace,
     )
+    state = vm.up(options, log=output.info)
     _show_state(state, as_json)
 
 
