@@ -91,7 +91,7 @@ in
     # only remote login is an authorized key (xnode.owner.sshKeys). Console login needs a key too,
     # which is the point: Openmesh's debug images shipped a plaintext root password.
     # nixpkgs nixos/modules/config/users-groups.nix
-    users.mutableUsers = false;
+    users.mutableUsers = mkDefault false;
     users.users.root.hashedPassword = mkDefault "!";
     security.sudo.enable = mkDefault false; # root-only node; no wheel users to escalate
 
