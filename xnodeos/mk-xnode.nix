@@ -12,7 +12,8 @@ nixpkgs.lib.nixosSystem {
       # nixpkgs nixos/modules/tasks/network-interfaces.nix
       networking.hostName = name;
       xnode.package = self.packages.${system}.xnodectl;
-      xnode.owner.address = owner;
+      # Only when given: nullOr options refuse a null next to a value (identity.nix may set it).
+      xnode.owner.address = nixpkgs.lib.mkIf (owner != null) owner;
       # A node nobody can reach is a mistake: refuse it at build time (modules/owner.nix).
       xnode.owner.requireAccess = nixpkgs.lib.mkDefault true;
       # Record which xnodectl revision built the system (shown by nixos-version --json).
