@@ -19,13 +19,17 @@ refuse() {
 }
 
 # Whole disks backing what we booted from (the ISO/USB stick, or a test VM's root): never targets.
+# By device number, so it also works when the mount source is a name like /dev/root that has no
+# node in stage 2. (A disk with anything mounted is refused anyway, see why_not.)
 boot_disks() {
-  local mnt src parent
+  local mnt majmin name parent
   for mnt in /iso /nix/.ro-store /; do
-    src=$(findmnt -nvo SOURCE "$mnt" 2>/dev/null) || continue
-    [ -b "$src" ] || continue
-    parent=$(lsblk -ndo PKNAME "$src" 2>/dev/null || true)
-    if [ -n "$parent" ]; then readlink -f "/dev/$parent"; else readlink -f "$src"; fi
+    majmin=$(findmnt -nvo MAJ:MIN "$mnt" 2>/dev/null) || continue
+    majmin=${majmin// /}
+    [ -e "/sys/dev/block/$majmin" ] || continue
+    name=$(basename "$(readlink -f "/sys/dev/block/$majmin")")
+    parent=$(lsblk -ndo PKNAME "/dev/$name" 2>/dev/null || true)
+    echo "/dev/${parent:-$name}"
   done
 }
 
