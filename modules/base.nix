@@ -70,8 +70,9 @@ in
   };
 
   config = {
-    # nixpkgs nixos/modules/misc/version.nix
-    system.stateVersion = mkDefault cfg.stateVersion;
+    # nixpkgs nixos/modules/misc/version.nix. Weaker than mkDefault: the test driver's
+    # instrumentation mkDefaults it to the nixpkgs release, which must not conflict after a bump.
+    system.stateVersion = lib.mkOverride 1100 cfg.stateVersion;
 
     # nixpkgs nixos/modules/services/networking/ssh/sshd.nix
     services.openssh = {
