@@ -90,8 +90,12 @@ def wallet_import(
         raise WalletError(f"{path} already exists", hint="wallets are never overwritten")
     if key_file is None or str(key_file) == "-":
         if sys.stdin.isatty():
-            output.info("paste the private key (hex), then Enter:")
-        text = sys.stdin.readline()
+            import getpass
+
+            # Not echoed: a pasted key must not stay on the screen or in a terminal log.
+            text = getpass.getpass("private key (hex): ", stream=sys.stderr)
+        else:
+            text = sys.stdin.readline()
     else:
         try:
             text = key_file.read_text()
@@ -197,11 +201,10 @@ def _claim(
     no_inventory: bool,
     as_json: bool,
 ) -> None:
-    from xnodectl import workspace as wsmod
     from xnodectl.wallet import claim, keystore
 
     key = claim.read_public_key(ssh_key.expanduser())
-    ws = None if no_inventory else wsmod.find(workspace)
+    ws = None if no_inventory else _find_ws(workspace)
     pinned = _pinned(ws, node)
     if pinned and expect and pinned != expect:
         from xnodectl.errors import UsageError
@@ -233,6 +236,21 @@ def _claim(
         )
     else:
         output.result(f"{name}\t{result.host_key_fingerprint}")
+
+
+def _find_ws(workspace: Path | None) -> Any:
+    """The workspace to pin the node in; found before anything is signed or sent."""
+    from xnodectl import workspace as wsmod
+    from xnodectl.errors import UsageError
+
+    try:
+        return wsmod.find(workspace)
+    except UsageError as exc:
+        raise UsageError(
+            exc.message,
+            hint="run it in a workspace, pass --workspace DIR, or "
+            "--no-inventory to only print the host key",
+        ) from None
 
 
 def _pinned(ws: Any, node: str | None) -> str | None:
