@@ -28,9 +28,16 @@ let
           (modulesPath + "/profiles/qemu-guest.nix")
         ];
         xnode.owner.sshKeys = [ keys.snakeOilPublicKey ];
+        # The test network's NIC of node `target`: the driver gives it the MAC
+        # 52:54:00:12:<vlan>:<node number> (nixpkgs nixos/lib/qemu-common.nix qemuNicMac; node
+        # numbers count the sorted node names: client 1, installer 2, target 3). Named by MAC,
+        # as the driver's own udev rules do, so the kernel's probe order cannot swap it.
+        # nixpkgs nixos/modules/services/hardware/udev.nix (services.udev.extraRules)
+        services.udev.extraRules = ''
+          SUBSYSTEM=="net", ACTION=="add", ATTR{address}=="52:54:00:12:01:03", NAME="testlan"
+        '';
         # nixpkgs nixos/modules/tasks/network-interfaces.nix
-        networking.usePredictableInterfaceNames = false;
-        networking.interfaces.eth1.ipv4.addresses = [ { inherit address; prefixLength = 24; } ];
+        networking.interfaces.testlan.ipv4.addresses = [ { inherit address; prefixLength = 24; } ];
       })
     ];
   };
