@@ -110,6 +110,22 @@ def test_when_must_name_a_bool_parameter(tmp_path: Path) -> None:
         catalog.load_template_dir(directory)
 
 
+def test_requires_rules_are_checked_at_load_and_render(tmp_path: Path) -> None:
+    directory = broken(
+        tmp_path, "[example]", '[[requires]]\nwhen = "open"\nparams = ["tags"]\n\n[example]'
+    )
+    template = catalog.load_template_dir(directory)
+    render(template, OWNER)  # rule not triggered
+    with pytest.raises(Exception, match="parameter 'tags' is needed when open=true"):
+        render(template, {**OWNER, "open": "yes"})
+    assert render(template, {**OWNER, "open": "yes", "tags": "a,b"}).params["tags"] == ["a", "b"]
+    bad = broken(
+        tmp_path / "2", "[example]", '[[requires]]\nwhen = "open"\nparams = ["nope"]\n\n[example]'
+    )
+    with pytest.raises(TemplateError, match=r"requires\[0\]: 'nope' is not a non-secret parameter"):
+        catalog.load_template_dir(bad)
+
+
 def test_app_names_are_checked() -> None:
     template = catalog.load_template_dir(DEMO)
     with pytest.raises(Exception, match="app name"):

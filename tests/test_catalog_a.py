@@ -25,6 +25,7 @@ from tests.nixcheck import eval_json, parse_ok
 from xnodectl import catalog
 from xnodectl.apps import defaults_params, example_params
 from xnodectl.cli import app
+from xnodectl.errors import ParamError
 from xnodectl.render import RenderedApp, check_collisions, render
 
 MINE = ("ipfs", "ai-chatbot", "postgres", "static-web")
@@ -350,8 +351,13 @@ def test_postgres_opened_on_request_with_password_rules(tmp_path: Path) -> None:
     assert _eval(rendered, tmp_path, "inner.assertions")[0]["assertion"] is True
 
 
+def test_postgres_open_firewall_needs_allowed_networks_at_render_time() -> None:
+    with pytest.raises(ParamError, match="'allowed_cidrs' is needed when open_firewall=true"):
+        _render("postgres", open_firewall=True)
+
+
 def test_postgres_open_firewall_on_loopback_fails_the_build(tmp_path: Path) -> None:
-    rendered = _render("postgres", open_firewall=True)
+    rendered = _render("postgres", open_firewall=True, allowed_cidrs=["10.0.0.0/8"])
     assert _eval(rendered, tmp_path, "inner.assertions")[0]["assertion"] is False
 
 
@@ -447,15 +453,18 @@ def test_static_web_pinned_sources(source: str, tmp_path: Path) -> None:
     assert "systemd" not in inner  # a pinned source needs no directory on the node
 
 
-def test_static_web_unpinned_source_fails_the_build(tmp_path: Path) -> None:
-    rendered = _render("static-web", source="git", source_url="https://example.org/site.git")
-    messages = [
-        a["message"] for a in _eval(rendered, tmp_path, "inner.assertions") if not a["assertion"]
-    ]
-    assert messages == [
-        "static-web: source=git needs source_url and source_hash",
-        "static-web: source=git needs source_rev (a full 40-hex commit)",
-    ]
+def test_static_web_unpinned_source_is_refused_at_render_time() -> None:
+    with pytest.raises(ParamError, match="'source_hash' is needed when source=git"):
+        _render("static-web", source="git", source_url="https://example.org/site.git")
+    with pytest.raises(ParamError, match="'source_rev' is needed when source=git"):
+        _render(
+            "static-web",
+            source="git",
+            source_url="https://example.org/site.git",
+            source_hash="sha256-" + "A" * 43 + "=",
+        )
+    with pytest.raises(ParamError, match="'source_url' is needed when source=tarball"):
+        _render("static-web", source="tarball")
 
 
 # Composition and VM tests

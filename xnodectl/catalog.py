@@ -95,6 +95,15 @@ class RouteMeta(_Strict):
     when: str | None = None  # a bool parameter that enables the route
 
 
+class RequireMeta(_Strict):
+    """Parameters that must be set (non-empty) when another parameter has a value."""
+
+    when: str
+    # Values of `when` that trigger the rule; without it, any true/non-empty value does.
+    equals: list[str | int | bool] | None = None
+    params: list[str] = Field(min_length=1)
+
+
 class ResourceMeta(_Strict):
     min_ram_mb: int = Field(ge=0)
     min_disk_gb: int = Field(ge=0)
@@ -113,6 +122,7 @@ class TemplateMeta(_Strict):
     health: list[ProbeMeta] = []
     users: list[str] = []
     routes: list[RouteMeta] = []
+    requires: list[RequireMeta] = []
     resources: ResourceMeta
     example: dict[str, Any] = {}
 
@@ -180,6 +190,10 @@ def _check_refs(meta: TemplateMeta, file: Path) -> None:
     for i, route in enumerate(meta.routes):
         texts.append((f"routes[{i}].port", str(route.port)))
         flags.append((f"routes[{i}].when", route.when))
+    for i, rule in enumerate(meta.requires):
+        for name in (rule.when, *rule.params):
+            if name not in meta.parameters or meta.parameters[name].secret:
+                raise fail(f"requires[{i}]", f"'{name}' is not a non-secret parameter")
     for field, flag in flags:
         if flag is not None and (
             flag not in meta.parameters or meta.parameters[flag].type is not ParamType.BOOL

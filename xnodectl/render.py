@@ -18,7 +18,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from xnodectl import __version__, nixlit
 from xnodectl.catalog import Template, substitute
-from xnodectl.errors import CollisionError, TemplateError, UsageError
+from xnodectl.errors import CollisionError, ParamError, TemplateError, UsageError
 from xnodectl.nixlit import NixExpr
 from xnodectl.params import duration_seconds, resolve, secret_path
 
@@ -152,6 +152,7 @@ def render(
             hint="use lowercase letters, digits and '-', starting with a letter",
         )
     values = resolve(template.params, given, template.name)
+    check_requires(template, values)
     secrets = tuple(
         Secret(
             name,
@@ -244,6 +245,26 @@ def _wrap(
         "}\n",
     ]
     return "".join(lines)
+
+
+def _is_set(value: object) -> bool:
+    return value not in (None, "", [], False)
+
+
+def check_requires(template: Template, values: Mapping[str, Any]) -> None:
+    """Cross-parameter rules of the template's `[[requires]]`, checked before anything renders."""
+    for rule in template.meta.requires:
+        trigger = values.get(rule.when)
+        if not (trigger in rule.equals if rule.equals is not None else _is_set(trigger)):
+            continue
+        for name in rule.params:
+            if not _is_set(values.get(name)):
+                shown = str(trigger).lower() if isinstance(trigger, bool) else trigger
+                spec = template.params[name]
+                raise ParamError(
+                    f"parameter '{name}' is needed when {rule.when}={shown}",
+                    hint=f"add {name}=... ({spec.description})" if spec.description else None,
+                )
 
 
 def check_collisions(apps: Iterable[RenderedApp]) -> None:
