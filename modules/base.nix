@@ -180,9 +180,9 @@ in
     # nixpkgs nixos/modules/tasks/network-interfaces.nix (networking.timeServers)
     networking.timeServers = lib.mkIf (cfg.timeServers != null) cfg.timeServers;
 
-    # DHCP on every interface until the operator's host module says otherwise.
-    # nixpkgs nixos/modules/tasks/network-interfaces.nix
-    networking.useDHCP = mkDefault true;
+    # Networking: NixOS's default (DHCP on every interface, networking.useDHCP) until the
+    # operator's host module says otherwise; not set here so NetworkManager or networkd modules
+    # can change it with their own mkDefault.
 
     # nixpkgs nixos/modules/system/boot/systemd.nix (systemd.services.<name>); systemd.exec(5)
     # StandardOutput=journal+console: the text reaches the console, not only the journal.
