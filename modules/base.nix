@@ -124,10 +124,10 @@ in
       configurationLimit = cfg.generations;
       editor = false; # a kernel command line editor at the console is a root shell (init=/bin/sh)
     };
-    # Don't write NVRAM boot entries: systemd-boot is also installed at the removable-media
-    # fallback path EFI/BOOT/BOOTX64.EFI, which every firmware boots; cloned disks keep working.
-    # nixpkgs nixos/modules/system/boot/loader/efi.nix
-    boot.loader.efi.canTouchEfiVariables = mkDefault false;
+    # boot.loader.efi.canTouchEfiVariables stays at its default, false: no NVRAM boot entries;
+    # systemd-boot is also installed at the removable-media fallback path EFI/BOOT/BOOTX64.EFI,
+    # which every firmware boots, so cloned disks keep working (nixpkgs
+    # nixos/modules/system/boot/loader/efi.nix).
     # nixpkgs nixos/modules/system/boot/loader/grub/grub.nix
     boot.loader.grub.configurationLimit = cfg.generations;
     # nixpkgs nixos/modules/system/boot/loader/loader.nix
@@ -169,14 +169,15 @@ in
     '';
 
     # nixpkgs nixos/modules/system/boot/systemd/journald.nix
-    services.journald.storage = "persistent";
+    services.journald.storage = mkDefault "persistent";
     services.journald.extraConfig = ''
       SystemMaxUse=${cfg.journalMaxUse}
       MaxRetentionSec=${cfg.journalMaxRetention}
     '';
 
     # nixpkgs nixos/modules/system/boot/systemd/timesyncd.nix
-    services.timesyncd.enable = true;
+    # mkDefault: QEMU guests (nixpkgs nixos/modules/virtualisation/qemu-vm.nix) turn it off.
+    services.timesyncd.enable = mkDefault true;
     # nixpkgs nixos/modules/tasks/network-interfaces.nix (networking.timeServers)
     networking.timeServers = lib.mkIf (cfg.timeServers != null) cfg.timeServers;
 
