@@ -27,6 +27,7 @@ class JsonHandler(BaseHTTPRequestHandler):
     server_version = "xnode"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds per socket operation: a stalled client cannot hold a thread forever
     extra_headers: ClassVar[dict[str, str]] = {
         "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff",
@@ -85,7 +86,9 @@ class JsonHandler(BaseHTTPRequestHandler):
         logger.warning(
             "refused %s %s from %s: %s", self.command, self.path, self.client_address[0], reason
         )
-        self.send_json(status, {"error": reason})
+        # A refused request's body may be unread: never parse it as the next request.
+        self.close_connection = True
+        self.send_json(status, {"error": reason}, {"Connection": "close"})
 
 
 def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
