@@ -187,7 +187,14 @@ async def arun(
     except (TimeoutError, asyncio.CancelledError):
         if proc.returncode is None:
             proc.kill()
-            await proc.wait()
+        # asyncio's wait() also waits for the pipes to close, and a grandchild may hold them (an
+        # `ssh` multiplexing master keeps a killed client's stdio): close our ends first.
+        transport = getattr(proc, "_transport", None)
+        for fd in (0, 1, 2):
+            pipe = transport.get_pipe_transport(fd) if transport is not None else None
+            if pipe is not None:
+                pipe.close()
+        await proc.wait()
         if isinstance(asyncio.current_task(), asyncio.Task) and asyncio.current_task().cancelling():  # type: ignore[union-attr]  # current_task is set inside a task
             raise
         raise CommandFailed(argv, -1, f"timed out after {timeout} s") from None

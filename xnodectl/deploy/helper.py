@@ -7,6 +7,7 @@ fresh connection is the point). The helper prints exactly one JSON object; non-z
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class HelperMissing(HelperError):
 
 class _Info(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    version: str = "?"
+    version: int | str = "?"
     current: str | None = None
     profile: str | None = None
     generation: int | None = None
@@ -69,6 +70,7 @@ class WaitResult:
     exit_code: int | None
     log_tail: str
     reason: str | None
+    rolled_back: bool = False  # the helper already returned to the previous system
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ class Helper:
         except ValidationError as exc:
             raise HelperError(self.node, "info", {"error": f"bad reply: {exc}"}) from exc
         return Info(
-            model.version,
+            str(model.version),
             model.current,
             model.generation,
             model.store_free_bytes,
@@ -163,18 +165,15 @@ class Helper:
         system: str,
         deploy_id: str,
         confirm_timeout: int,
+        activation_timeout: float,
         timeout: float,
         manifest: bytes | None = None,
     ) -> str | None:
         args = [
-            "begin",
-            "--system",
-            system,
-            "--deploy-id",
-            deploy_id,
-            "--confirm-timeout",
-            str(confirm_timeout),
-        ]
+            "begin", "--system", system, "--deploy-id", deploy_id,
+            "--confirm-timeout", str(confirm_timeout),
+            "--activation-timeout", str(math.ceil(activation_timeout)),
+        ]  # fmt: skip
         data = await self.call(
             *args, timeout=timeout, file=("--manifest", manifest) if manifest is not None else None
         )
@@ -182,20 +181,17 @@ class Helper:
         return str(previous) if previous else None
 
     async def wait(self, deploy_id: str, wait_s: float, *, fresh: bool = False) -> WaitResult:
+        seconds = math.ceil(wait_s)  # the helper takes whole seconds
         data = await self.call(
-            "wait",
-            "--deploy-id",
-            deploy_id,
-            "--timeout",
-            f"{wait_s:g}",
-            timeout=wait_s + 10,
-            fresh=fresh,
-        )
+            "wait", "--deploy-id", deploy_id, "--timeout", str(seconds),
+            timeout=seconds + 10, fresh=fresh,
+        )  # fmt: skip
         return WaitResult(
             str(data.get("state")),
             data.get("exit_code"),
             str(data.get("log_tail") or ""),
             data.get("reason"),
+            bool(data.get("rolled_back")),
         )
 
     async def probe(self, probes: list[dict[str, Any]], timeout: float) -> ProbeResult:

@@ -250,13 +250,15 @@ async def _activate(run: _Run, helper: Helper, manifest: bytes | None) -> None:
             run.job.system,
             run.opts.deploy_id,
             run.opts.confirm_timeout,
+            run.opts.activation_timeout,
             timeout=STEP_TIMEOUT_S,
             manifest=manifest,
         )
     except HelperError as exc:
         raise run.fail(Phase.ACTIVATE, exc.reason) from exc  # refused before any change
     run.begun = True
-    deadline = time.monotonic() + run.opts.activation_timeout
+    # The helper kills a hung activation at activation_timeout and rolls back; allow it to.
+    deadline = time.monotonic() + run.opts.activation_timeout + run.opts.confirm_timeout + 10
     while True:
         remaining = max(1.0, deadline - time.monotonic())
         try:
@@ -284,13 +286,17 @@ async def _activate(run: _Run, helper: Helper, manifest: bytes | None) -> None:
         case "activated":
             run.emit(Phase.ACTIVATE, Status.OK)
         case "failed":
+            # The node's supervisor already re-activated the previous system.
             tail = result.log_tail.strip().splitlines()[-1:] or [""]
-            await _rollback(
-                run,
-                helper,
-                Phase.ACTIVATE,
-                f"activation exited {result.exit_code}: {tail[0]}".rstrip(": "),
+            reason = result.reason or f"activation exited {result.exit_code}"
+            detail = f"{reason}: {tail[0]}" if tail[0] else reason
+            state = NodeState.OLD if result.rolled_back else NodeState.UNKNOWN
+            run.emit(
+                Phase.ROLLBACK,
+                Status.OK if result.rolled_back else Status.FAILED,
+                rollback_reason=detail,
             )
+            raise run.fail(Phase.ACTIVATE, detail, Outcome.ROLLED_BACK, state, detail)
         case _:
             raise run.fail(
                 Phase.ACTIVATE,
@@ -355,6 +361,7 @@ async def _confirm(run: _Run, helper: Helper) -> None:
         except RemoteError as exc:
             last = exc.message
             await asyncio.sleep(0.5)
+            continue
         except HelperError as exc:
             raise run.fail(
                 Phase.CONFIRM,
@@ -428,6 +435,9 @@ async def deploy_node(
     except NodeFailed:
         pass
     except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # settling the node must not look cancelled to the runner
         await _interrupted(run, helper)
     finally:
         await _cleanup(run, ssh, helper)

@@ -116,8 +116,9 @@ async def build(
     attrs = [nix.toplevel_attr(flake, n) for n in names]
     out: dict[str, str | XnodeError] = {}
     try:
-        out.update(zip(names, await nix.build(attrs, timeout=timeout, fail_fast=fail_fast),
-                       strict=True))
+        out.update(
+            zip(names, await nix.build(attrs, timeout=timeout, fail_fast=fail_fast), strict=True)
+        )
     except CommandFailed as exc:
         if len(names) == 1:
             out[names[0]] = exc

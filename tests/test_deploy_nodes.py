@@ -1,0 +1,394 @@
+"""The deploy engine against real test Xnodes (tests/xnodes.py): real sshd, private Nix stores,
+real `nix copy`, the real xnode-activate. Systems are stand-in closures (tests/standin.py),
+not NixOS.
+
+Every fault of issue 5 is injected for real; each test asserts the node's generation afterwards
+AND the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.standin import StandinFlake
+from tests.xnodes import NIX_CONF, Fault, Node
+from xnodectl import inventory as inv
+from xnodectl import process
+from xnodectl.cli import app
+
+CONFIRM = 3  # seconds: short confirmation window for tests
+
+PROBE_TEMPLATE = """
+name = "probe-web"
+summary = "Test fixture: an HTTP health probe on the stand-in's health server"
+category = "web"
+[resources]
+min_ram_mb = 1
+min_disk_gb = 0
+[parameters.port]
+type = "port"
+required = true
+description = "health port"
+[parameters.token]
+type = "string"
+secret = true
+owner = "root"
+description = "a secret file"
+[[health]]
+kind = "http"
+url = "http://127.0.0.1:{port}/"
+timeout = 3
+"""
+PROBE_MODULE = "{ ... }: { }\n"
+
+
+@dataclass
+class Ws:
+    root: Path
+    flake: StandinFlake
+    nodes: list[Node]
+
+    def deploy(self, *args: str) -> tuple[int, list[dict[str, Any]], dict[str, Any], str]:
+        """`xnodectl deploy --json ARGS`: exit code, events, final report, stderr."""
+        result = CliRunner().invoke(
+            app,
+            [
+                "deploy",
+                "--json",
+                "--workspace",
+                str(self.root),
+                "--confirm-timeout",
+                str(CONFIRM),
+                *args,
+            ],
+        )
+        lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+        events = [x for x in lines if x.get("type") == "event"]
+        reports = [x for x in lines if x.get("type") == "report"]
+        assert "Traceback" not in result.stderr + result.stdout
+        return result.exit_code, events, reports[-1] if reports else {}, result.stderr
+
+    def node_report(self, report: dict[str, Any], name: str) -> dict[str, Any]:
+        found: dict[str, Any] = next(n for n in report["nodes"] if n["node"] == name)
+        return found
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    root = tmp_path / "templates" / "probe-web"
+    root.mkdir(parents=True)
+    (root / "template.toml").write_text(PROBE_TEMPLATE)
+    (root / "module.nix.j2").write_text(PROBE_MODULE)
+    monkeypatch.setenv("XNODECTL_TEMPLATES", str(root.parent))
+    monkeypatch.setenv("NIX_CONFIG", NIX_CONF)
+    yield
+
+
+def make_ws(tmp_path: Path, nodes: list[Node], *, with_app: bool = False, **knobs: Any) -> Ws:
+    names = [n.name for n in nodes]
+    flake = StandinFlake(tmp_path / "ws", names, **knobs).write()
+    inventory = inv.Inventory(settings=inv.Settings(ssh_key=str(nodes[0].key)))
+    for n in nodes:
+        apps = (
+            [inv.AppEntry(template="probe-web", params={"port": n.health_port})] if with_app else []
+        )
+        inventory.nodes[n.name] = inv.Node(
+            host=n.host, port=n.port, host_key=n.host_key, tags=["test"], apps=apps
+        )
+    inv.save(inventory, flake.directory / inv.FILENAME)
+    if with_app:
+        secret = flake.directory / "secrets" / "probe-web" / "token"
+        secret.parent.mkdir(parents=True)
+        secret.write_text("s3cret")
+    return Ws(flake.directory, flake, nodes)
+
+
+def phases(events: list[dict[str, Any]], node: str) -> list[tuple[str, str]]:
+    return [(e["phase"], e["status"]) for e in events if e["node"] == node]
+
+
+def test_deploy_then_noop_then_upgrade(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1], with_app=True, health=True)
+    code, events, report, err = ws.deploy("--all")
+    assert code == 0, (err, report)
+    r = ws.node_report(report, n1.name)
+    assert r["outcome"] == "deployed" and r["state"] == "new"
+    assert n1.current_system() == r["system_after"] and n1.generation() == r["generation_after"]
+    assert n1.local("cat /var/lib/xnode/secrets/probe-web/token").stdout == "s3cret"
+    mode = n1.local("stat -c %a /var/lib/xnode/secrets/probe-web/token").stdout.strip()
+    assert mode == "400"
+    assert ("probe", "ok") in phases(events, n1.name)
+    assert ("confirm", "ok") in phases(events, n1.name)
+    gen = n1.generation()
+    assert gen is not None
+
+    started = time.monotonic()
+    code, events, report, _ = ws.deploy("--all")
+    assert code == 0
+    r = ws.node_report(report, n1.name)
+    assert r["outcome"] == "unchanged" and r["bytes_copied"] == 0
+    assert n1.generation() == gen and time.monotonic() - started < 5
+
+    ws.flake.configure(version="2")
+    code, _, report, _ = ws.deploy("--node", n1.name)
+    r = ws.node_report(report, n1.name)
+    assert code == 0 and r["generation_before"] == gen and r["generation_after"] == gen + 1
+    assert n1.current_system() == r["system_after"] != r["system_before"]
+
+
+def test_unreachable_node_reported_fast_before_copy(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    n1, n2 = xnode_factory(2)
+    ws = make_ws(tmp_path, [n1, n2])
+    n2.stop()
+    code, events, report, _ = ws.deploy("--all")
+    assert code == 3
+    r2 = ws.node_report(report, n2.name)
+    assert r2["outcome"] == "failed" and r2["state"] == "old" and "unreachable" in r2["error"]
+    assert not any(e["phase"] == "copy" for e in events if e["node"] == n2.name)
+    fail = next(e for e in events if e["node"] == n2.name and e["status"] == "failed")
+    start = next(e for e in events if e["node"] == n2.name and e["phase"] == "preflight")
+    assert fail["elapsed"] - start["elapsed"] <= 10
+    assert ws.node_report(report, n1.name)["outcome"] == "deployed"
+    assert n2.current_system() is None
+
+
+def test_hung_node_reported_within_10s(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1])
+    n1.freeze()
+    try:
+        code, _, report, _ = ws.deploy("--all")
+    finally:
+        n1.thaw()
+    r = ws.node_report(report, n1.name)
+    assert code == 4 and r["outcome"] == "failed" and r["state"] == "old"
+    assert r["phases"]["preflight"] <= 11
+    assert n1.current_system() is None
+
+
+def _deploy_v1(ws: Ws, node: Node) -> int:
+    code, _, _, err = ws.deploy("--all")
+    assert code == 0, err
+    gen = node.generation()
+    assert gen is not None
+    ws.flake.configure(version="2")
+    return gen
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.ACTIVATION_FAILS, Fault.ACTIVATION_HANGS, Fault.HEALTH_FAILS, Fault.REFUSE_SSH]
+)
+def test_activation_faults_roll_back(
+    fault: Fault, xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1], with_app=True, health=True)
+    gen = _deploy_v1(ws, n1)
+    old = n1.current_system()
+    n1.set_fault(fault)
+    code, events, report, _ = ws.deploy("--all", "--activation-timeout", "3")
+    r = ws.node_report(report, n1.name)
+    assert code == 4, json.dumps([report, events])
+    assert r["outcome"] == "rolled-back" and r["state"] == "old", r
+    assert n1.current_system() == old and n1.generation() == gen  # boot default never moved
+    assert r["rollback_reason"]
+    act = next(
+        e
+        for e in events
+        if e["node"] == n1.name and e["phase"] == "activate" and e["status"] == "start"
+    )
+    end = next(e for e in events if e["node"] == n1.name and e["status"] == "failed")
+    limit = {
+        Fault.ACTIVATION_FAILS: 5,
+        Fault.ACTIVATION_HANGS: 3 + 5,
+        Fault.HEALTH_FAILS: 3 + 5,
+        Fault.REFUSE_SSH: CONFIRM + 5 + 5,
+    }[fault]
+    assert end["elapsed"] - act["elapsed"] <= limit, (fault, end["elapsed"] - act["elapsed"])
+
+
+def test_host_key_changed_is_refused(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    n1, n2 = xnode_factory(2)
+    ws = make_ws(tmp_path, [n1])
+    inventory = inv.load(ws.root / inv.FILENAME)
+    inventory.nodes[n1.name].host_key = n2.host_key  # someone else's key
+    inv.save(inventory, ws.root / inv.FILENAME)
+    code, events, report, _ = ws.deploy("--all")
+    r = ws.node_report(report, n1.name)
+    assert code == 4 and r["outcome"] == "failed" and r["state"] == "old"
+    assert "host key" in r["error"] and n1.name in r["error"]
+    assert n1.current_system() is None and not any(e["phase"] == "copy" for e in events)
+
+
+def test_store_full_is_refused_before_copy(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1, store_size="64m")
+    ws = make_ws(tmp_path, [n1], size=20, leaf_bytes=100_000)
+    n1.fill_store(leave_bytes=1024 * 1024)
+    code, events, report, _ = ws.deploy("--all")
+    r = ws.node_report(report, n1.name)
+    assert code == 4 and "store full" in r["error"] and r["state"] == "old"
+    assert n1.current_system() is None and not any(e["phase"] == "copy" for e in events)
+
+
+def test_second_deploy_at_same_time_is_refused(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1])
+    code, data = n1.activate_helper("lock", "--holder", "other-operator")
+    assert code == 0, data
+    code, _, report, _ = ws.deploy("--all")
+    r = ws.node_report(report, n1.name)
+    assert code == 4 and "lock" in r["error"] and "other-operator" in r["error"]
+    assert n1.current_system() is None
+
+
+def test_wave_with_one_failing_node(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    nodes = xnode_factory(3)
+    ws = make_ws(tmp_path, nodes, per_node=True)
+    nodes[1].set_fault(Fault.ACTIVATION_FAILS)
+    code, _, report, _ = ws.deploy("--all", "--max-parallel", "3")
+    assert code == 3 and report["failed"] == 1
+    assert ws.node_report(report, nodes[1].name)["outcome"] == "rolled-back"
+    for n in (nodes[0], nodes[2]):
+        r = ws.node_report(report, n.name)
+        assert r["outcome"] == "deployed" and n.current_system() == r["system_after"]
+
+
+def test_canary_failure_stops_later_waves(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    nodes = xnode_factory(2)
+    ws = make_ws(tmp_path, nodes)
+    nodes[0].set_fault(Fault.ACTIVATION_FAILS)
+    code, _, report, _ = ws.deploy("--all", "--canary", "1")
+    assert code == 4
+    assert ws.node_report(report, nodes[1].name)["outcome"] == "skipped"
+    assert nodes[1].current_system() is None
+
+
+def test_sshd_killed_mid_copy(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1], size=120, leaf_bytes=200_000)
+    ws.flake.build(n1.name)
+
+    def killer() -> None:
+        for _ in range(200):
+            if n1.local("ls /nix/store | grep -c standin-leaf || true").stdout.strip() not in (
+                "",
+                "0",
+            ):
+                break
+            time.sleep(0.02)
+        n1.stop()
+
+    import threading
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    code, _, report, _ = ws.deploy("--all")
+    thread.join()
+    r = ws.node_report(report, n1.name)
+    assert code == 4 and r["outcome"] == "failed" and r["state"] == "old", r
+    assert n1.current_system() is None
+    n1.start()
+
+
+def _spawn_deploy(ws: Ws, *extra: str) -> process.Spawned:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return process.spawn(
+        [
+            "xnodectl",
+            "-v",
+            "deploy",
+            "--json",
+            "--workspace",
+            str(ws.root),
+            "--confirm-timeout",
+            str(CONFIRM),
+            "--all",
+            *extra,
+        ],
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def _read_until(
+    proc: process.Spawned,
+    pred: Callable[[dict[str, Any]], bool],
+    seen: list[dict[str, Any]],
+) -> None:
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        event = json.loads(raw)
+        seen.append(event)
+        if pred(event):
+            return
+    raise AssertionError(f"stream ended before the awaited event: {seen[-3:]}")
+
+
+@pytest.mark.parametrize("when", ["copy", "activate"])
+def test_ctrl_c(
+    when: str, xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1], size=120 if when == "copy" else 0, leaf_bytes=200_000)
+    gen = _deploy_v1(ws, n1)
+    old = n1.current_system()
+    if when == "activate":
+        n1.set_fault(Fault.ACTIVATION_HANGS)
+    ws.flake.build(n1.name)
+    proc = _spawn_deploy(ws)
+    seen: list[dict[str, Any]] = []
+    _read_until(
+        proc,
+        lambda e: (
+            e.get("phase") == when
+            and e.get("status") in ("start", "progress")
+            and (when != "activate" or e["status"] == "start")
+        ),
+        seen,
+    )
+    if when == "activate":
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 40
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if proc.poll() is None:
+        proc.kill()
+    out, err = proc.communicate()
+    lines = [json.loads(x) for x in out.splitlines() if x.strip()]
+    report = next(x for x in lines if x.get("type") == "report")
+    assert proc.returncode == 130, err
+    assert report["interrupted"] and report["nodes"][0]["state"] == "old"
+    assert b"old generation" in err
+    assert n1.current_system() == old and n1.generation() == gen
