@@ -36,6 +36,8 @@
         mkXnode = import ./xnodeos/mk-xnode.nix { inherit nixpkgs self; };
         # The same fleet as nixops4 deployments (see xnodeos/nixops4.nix).
         mkNixops4Deployments = import ./xnodeos/nixops4.nix { inherit nixpkgs self; };
+        # mkXnodeImage { ... } -> qcow2/raw images of a node (see xnodeos/mk-image.nix).
+        mkXnodeImage = import ./xnodeos/mk-image.nix { inherit nixpkgs self; };
       };
 
       nixosConfigurations = import ./xnodeos/configurations.nix { inherit nixpkgs self; };
@@ -43,6 +45,11 @@
       packages = forAllSystems (system: pkgs: rec {
         xnodectl = pkgs.callPackage ./package.nix { src = self; };
         default = xnodectl;
+      } // lib.optionalAttrs (system == "x86_64-linux") {
+        # Generic XnodeOS images (no owner baked in: `xnodectl image build` makes owned ones).
+        xnodeos-iso = self.nixosConfigurations.xnodeos-installer.config.system.build.isoImage;
+        xnodeos-qcow2 = self.nixosConfigurations.xnodeos.config.system.build.images.qemu-efi;
+        xnodeos-raw = self.nixosConfigurations.xnodeos.config.system.build.images.raw-efi;
       });
 
       apps = forAllSystems (system: pkgs: {

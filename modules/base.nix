@@ -61,7 +61,7 @@ in
     };
     stateVersion = mkOption {
       type = types.str;
-      default = "25.11";
+      default = "26.05"; # the pinned release (flake.lock): what new nodes are installed with
       description = ''
         NixOS state version the node was installed with. It pins on-disk data formats of
         services; never raise it on an installed node without reading the release notes.
