@@ -6,6 +6,7 @@ Every refusal is a 4xx with a clear reason, and nothing is authorized.
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import time
 import urllib.error
@@ -366,3 +367,74 @@ def test_server_exits_after_claim(tmp_path: Path) -> None:
     thread.join(timeout=10)
     assert not thread.is_alive()
     server.server_close()
+
+
+@pytest.fixture
+def sshd(node: Node, tmp_path: Path) -> Iterator[int]:
+    """A real sshd that reads the claim's authorized_keys file, with the node's host key."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        f"ListenAddress 127.0.0.1:{port}\n"
+        f"HostKey {node.service.config.host_key.with_suffix('')}\n"
+        f"PidFile {tmp_path}/sshd.pid\n"
+        f"AuthorizedKeysFile {node.authorized.parent}/%u\n"
+        "StrictModes no\n"  # pytest's tmp dirs sit under the world-writable /tmp
+        "PermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+    )
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    daemon = process.spawn(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)])
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as client:
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        assert daemon.poll() is None and time.monotonic() < deadline, "sshd did not start"
+        time.sleep(0.05)
+    yield port
+    daemon.terminate()
+    daemon.wait(timeout=10)
+
+
+def test_claimed_key_logs_in_with_the_pinned_host_key(
+    node: Node, sshd: int, tmp_path: Path
+) -> None:
+    """After the claim a real sshd accepts the key, checked against the pinned host key."""
+
+    def ssh() -> process.Result:
+        return process.run(
+            [
+                "ssh",
+                "-p",
+                str(sshd),
+                "-i",
+                str(node.key_path),
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                f"UserKnownHostsFile={tmp_path}/known_hosts",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "root@127.0.0.1",
+                "echo claimed",
+            ],
+            check=False,
+            timeout=30,
+        )
+
+    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{sshd} {node.host_key.line()}\n")
+    refused = ssh()
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr
+    request = claim.ClaimRequest(host="127.0.0.1", port=node.port, ssh_key=node.operator_key)
+    result = claim.claim(request, KeystoreSigner(node.owner))
+    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{sshd} {result.host_key}\n")
+    accepted = ssh()
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout.strip() == "claimed"
