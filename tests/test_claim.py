@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import stat
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -438,3 +439,17 @@ def test_claimed_key_logs_in_with_the_pinned_host_key(
     accepted = ssh()
     assert accepted.returncode == 0, accepted.stderr
     assert accepted.stdout.strip() == "claimed"
+
+
+NODE_SIDE_PROBE = """
+import json, sys
+import xnodectl.nodeside.claim_server, xnodectl.nodeside.gate_server
+import xnodectl.nodeside.verify_manifest
+print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))
+"""
+
+
+def test_node_side_programs_start_without_siwe_or_web3() -> None:
+    """siwe imports web3 (about a second); the services load it in the background after start."""
+    loaded = set(json.loads(process.run([sys.executable, "-c", NODE_SIDE_PROBE]).stdout))
+    assert not loaded & {"siwe", "web3", "eth_account", "pydantic"}
