@@ -1,0 +1,149 @@
+"""deploy/plan/node CLI without nodes: the README's offline main job, bad input, inventory
+errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xnodectl import inventory as inv
+from xnodectl.cli import app
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    assert "Traceback" not in result.stdout + result.stderr
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    code, out, err = run("init", str(tmp_path / "ws"), "template=ethereum-node")
+    assert code == 0, err
+    return Path(out.strip())
+
+
+def test_offline_plan_is_useful_and_quick(ws: Path) -> None:
+    """No node, no network: exit 0 within ~15 s, with the unknowns and their reasons."""
+    started = time.monotonic()
+    code, out, err = run("deploy", "--plan", "--workspace", str(ws))
+    assert code == 0, err
+    assert time.monotonic() - started < 15
+    assert "node local (root@127.0.0.1:2222)" in out
+    assert "app ethereum-node (ethereum-node): unchanged" in out
+    assert "health probes: systemd" in out and "resources: >= " in out
+    assert "unknown node: node 'local' has no pinned host key" in out
+    assert "unknown closure:" in out
+
+
+def test_plan_json_with_template_words_changes_nothing(ws: Path) -> None:
+    before = (ws / inv.FILENAME).read_text()
+    code, out, err = run(
+        "plan", "--json", "--workspace", str(ws), "template=ipfs", "--node", "local"
+    )
+    assert code == 0, err
+    node = json.loads(out)["nodes"][0]
+    assert node["changes"] is True
+    assert {a["app"]: a["change"] for a in node["apps"]}["ipfs"] == "added"
+    assert (
+        "+++ b/apps/local/ipfs.nix" in next(a for a in node["apps"] if a["app"] == "ipfs")["diff"]
+    )
+    assert "node" in node["unknown"] and "closure" in node["unknown"]
+    assert (ws / inv.FILENAME).read_text() == before
+    assert not (ws / "apps" / "local" / "ipfs.nix").exists()
+
+
+def test_plan_shows_missing_secret(ws: Path) -> None:
+    code, out, _ = run(
+        "plan",
+        "--workspace",
+        str(ws),
+        "template=vaultwarden",
+        "domain=https://vault.example.org",
+        "--node",
+        "local",
+    )
+    assert code == 0
+    assert "MISSING" in out and "XNODE_SECRET_VAULTWARDEN_" in out
+
+
+def test_deploy_missing_secret_is_bad_input_before_anything(ws: Path) -> None:
+    before = (ws / inv.FILENAME).read_text()
+    code, _, err = run(
+        "deploy",
+        "--workspace",
+        str(ws),
+        "template=vaultwarden",
+        "domain=https://vault.example.org",
+        "--node",
+        "local",
+    )
+    assert code == 2 and "needs secret" in err and "hint:" in err
+    assert (ws / inv.FILENAME).read_text() == before
+
+
+def test_node_add_list_remove(ws: Path) -> None:
+    code, _, err = run(
+        "node",
+        "add",
+        "edge-1",
+        "10.0.0.7",
+        "--port",
+        "2200",
+        "--tag",
+        "eu",
+        "--host-key",
+        KEY,
+        "--workspace",
+        str(ws),
+    )
+    assert code == 0, err
+    code, out, _ = run("node", "list", "--json", "--workspace", str(ws))
+    data = json.loads(out)
+    assert data["edge-1"]["port"] == 2200 and data["edge-1"]["host_key"] == KEY
+    assert data["edge-1"]["tags"] == ["eu"]
+    code, out, _ = run("node", "list", "--workspace", str(ws))
+    assert "edge-1" in out and "NOT PINNED" in out  # 'local' has no key yet
+    assert run("node", "remove", "edge-1", "--workspace", str(ws))[0] == 0
+    assert "edge-1" not in inv.load(ws / inv.FILENAME).nodes
+
+
+@pytest.mark.parametrize("args", [
+    ["node", "add", "Bad_Name", "h"],
+    ["node", "add", "n2", "h", "--host-key", "not a key"],
+    ["node", "remove", "nope"],
+    ["deploy", "--node", "nope"],
+    ["deploy", "--tag", "nope"],
+    ["deploy", "--engine", "teleport"],
+    ["deploy", "template=nope"],
+    ["rollback", "--node", "nope"],
+])  # fmt: skip
+def test_bad_input_exits_2_with_one_line(ws: Path, args: list[str]) -> None:
+    code, out, err = run(*args, "--workspace", str(ws))
+    assert code == 2, (code, out, err)
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_inventory_error_has_line_number(ws: Path) -> None:
+    path = ws / inv.FILENAME
+    path.write_text(path.read_text().replace("port = 2222", "port = 99999"))
+    code, _, err = run("node", "list", "--workspace", str(ws))
+    assert code == 2 and f"{path}:" in err and "port" in err
+
+
+def test_nixops4_missing_says_how_to_get_it(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    code, _, err = run("deploy", "--engine", "nixops4", "--workspace", str(ws))
+    assert code == 5 and "nixops4" in err and "nix shell github:nixops4/nixops4" in err
+
+
+def test_help_lists_commands() -> None:
+    _, out, _ = run("--help")
+    for cmd in ("deploy", "plan", "status", "rollback", "generations", "node"):
+        assert cmd in out

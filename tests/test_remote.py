@@ -1,0 +1,84 @@
+"""xnodectl.remote: the one SSH configuration (exact argv), host-key pinning, error classification.
+The runner is patched as seen from the module; test_deploy_nodes.py covers real sshd nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from typing import Any
+
+import pytest
+
+from xnodectl import remote
+from xnodectl.process import Result
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+@pytest.fixture
+def session() -> Any:
+    s = remote.Session()
+    yield s
+    s.close()
+
+
+def test_known_hosts_is_pinned_and_options_are_strict(session: remote.Session) -> None:
+    ssh = session.ssh(remote.Target("n1", "10.0.0.5", 2222, "root", KEY))
+    assert ssh.known_hosts.read_text() == f"xnode-n1 {KEY}\n"
+    opts = ssh.options()
+    pairs = dict(zip(opts[::2], opts[1::2], strict=True))
+    assert pairs["-p"] == "2222"
+    joined = " ".join(opts)
+    for want in (
+        "StrictHostKeyChecking=yes",
+        "BatchMode=yes",
+        "HostKeyAlias=xnode-n1",
+        f"UserKnownHostsFile={ssh.known_hosts}",
+        "GlobalKnownHostsFile=/dev/null",
+        "ControlMaster=auto",
+        f"ControlPath={ssh.control}",
+    ):
+        assert want in joined
+    fresh = " ".join(ssh.options(fresh=True))
+    assert "ControlMaster=no" in fresh and "ControlPath=none" in fresh
+    assert "ControlMaster=auto" not in fresh
+    assert ssh.sshopts() == joined  # nix copy uses exactly the same configuration
+
+
+def test_missing_host_key_is_refused(session: remote.Session) -> None:
+    with pytest.raises(remote.HostKeyMissing) as info:
+        session.ssh(remote.Target("n1", "10.0.0.5"))
+    assert "n1" in info.value.message and "--scan" in (info.value.hint or "")
+
+
+def test_run_quotes_remote_args(monkeypatch: pytest.MonkeyPatch, session: remote.Session) -> None:
+    calls: list[list[str]] = []
+
+    async def fake(argv: list[str], **kw: Any) -> Result:
+        calls.append(list(argv))
+        return Result(tuple(argv), 0, "ok", "", 0.0)
+
+    monkeypatch.setattr("xnodectl.remote.process.arun", fake)
+    ssh = session.ssh(remote.Target("n1", "h", 22, "root", KEY))
+    asyncio.run(ssh.run(["echo", "a b; rm -rf /"], timeout=5))
+    argv = calls[0]
+    assert argv[0] == "ssh" and argv[-3:] == ["root@h", "--", "echo 'a b; rm -rf /'"]
+    assert shlex.split(argv[-1]) == ["echo", "a b; rm -rf /"]
+
+
+@pytest.mark.parametrize(("stderr", "kind"), [
+    ("@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@", remote.HostKeyMismatch),
+    ("Host key verification failed.", remote.HostKeyMismatch),
+    ("ssh: connect to host h port 22: Connection refused", remote.Unreachable),
+])  # fmt: skip
+def test_ssh_errors_name_the_node(
+    monkeypatch: pytest.MonkeyPatch, session: remote.Session, stderr: str, kind: type[Exception]
+) -> None:
+    async def fake(argv: list[str], **kw: Any) -> Result:
+        return Result(tuple(argv), 255, "", stderr, 0.0)
+
+    monkeypatch.setattr("xnodectl.remote.process.arun", fake)
+    ssh = session.ssh(remote.Target("edge-7", "h", 22, "root", KEY))
+    with pytest.raises(kind) as info:
+        asyncio.run(ssh.run(["true"], timeout=5))
+    assert "edge-7" in str(info.value)
