@@ -76,10 +76,19 @@ def wait_until(check: object, seconds: float) -> float:
 
 @pytest.fixture
 def node(xnode_factory: XnodeFactory, systems: list[str]) -> Node:
-    """A node running v1 as generation 1 (deployed through the helper itself)."""
+    """A node running v1 as generation 1, deployed through the helper itself.
+
+    Set up inside the node's namespace (no SSH round trips) to keep the suite fast; the tests
+    themselves drive the helper over SSH.
+    """
     (fresh,) = xnode_factory(1)
     push(fresh, *systems)
-    assert deploy(fresh, systems[0], "initial") == 1
+    setup = fresh.local(
+        f"xnode-activate begin --system {systems[0]} --deploy-id initial --confirm-timeout 30 && "
+        "xnode-activate wait --deploy-id initial --timeout 10 && "
+        "xnode-activate confirm --deploy-id initial"
+    )
+    assert setup.ok and fresh.generation() == 1, setup.stdout
     return fresh
 
 
@@ -314,3 +323,38 @@ def test_reboot_before_confirm_boots_the_old_generation(node: Node, systems: lis
     assert "interrupted" in helper(node, "confirm", "--deploy-id", "reboot", expect=1)["error"]
     assert helper(node, "info")["active"] is None
     assert deploy(node, v2, "after-reboot") == 2  # the interrupted deploy does not block
+
+
+@pytest.mark.parametrize("without", ["", "curl python3", "curl python3 jq"])
+def test_probe_fallbacks_on_bare_nodes(node: Node, without: str) -> None:
+    """Probes work with python3/jq/curl or, on a bare node, with nix eval and bash /dev/tcp."""
+    probes = [
+        {"kind": "http", "target": f"http://127.0.0.1:{node.health_port}/health", "timeout": 3},
+        {"kind": "http", "target": f"http://127.0.0.1:{node.health_port}/", "status": 404,
+         "timeout": 1},
+        {"kind": "tcp", "target": f"127.0.0.1:{node.port}", "timeout": 2},
+        {"kind": "systemd", "target": "sshd.service", "timeout": 1},
+    ]  # fmt: skip
+    node.put("/tmp/probes.json", json.dumps(probes))
+    run = node.run(
+        f"XNODE_ACTIVATE_WITHOUT='{without}' xnode-activate probe --file /tmp/probes.json"
+    )
+    out = json.loads(run.stdout)
+    assert run.returncode == 1 and out["ok"] is False
+    assert [(r["kind"], r["ok"], r["detail"]) for r in out["results"]] == [
+        ("http", True, "HTTP 200"),
+        ("http", False, "HTTP 200"),  # wanted 404
+        ("tcp", True, "connected"),
+        ("systemd", False, "systemd is not running on this node"),  # as on test Xnodes
+    ]
+
+
+def test_concurrent_lock_has_one_winner(node: Node) -> None:
+    contenders = [
+        process.spawn(node.ssh_argv(["xnode-activate", "lock", "--holder", f"h{i}"]))
+        for i in range(6)
+    ]
+    codes = [proc.wait(timeout=30) for proc in contenders]
+    assert sorted(codes) == [0, 3, 3, 3, 3, 3]
+    winner = f"h{codes.index(0)}"
+    assert helper(node, "info")["lock"]["holder"] == winner
