@@ -453,3 +453,29 @@ def test_node_side_programs_start_without_siwe_or_web3() -> None:
     """siwe imports web3 (about a second); the services load it in the background after start."""
     loaded = set(json.loads(process.run([sys.executable, "-c", NODE_SIDE_PROBE]).stdout))
     assert not loaded & {"siwe", "web3", "eth_account", "pydantic"}
+
+
+def test_claim_dates_the_message_by_the_node_clock(tmp_path: Path) -> None:
+    """A fresh node whose clock is 10 minutes ahead (no time sync yet) can still be claimed."""
+    owner = Account.create()
+    host = ssh_key(tmp_path, "host")
+    operator = sshkeys.parse(ssh_key(tmp_path, "op").with_suffix(".pub").read_text())
+    config = claim_server.ClaimConfig(
+        owner=owner.address.lower(),
+        chain_id=1,
+        domains=frozenset(),
+        authorized_keys=tmp_path / "ak",
+        state_dir=tmp_path / "state",
+        host_key=host.with_suffix(".pub"),
+    )
+    service = claim_server.ClaimService(config, clock=lambda: time.time() + 600)
+    server = claim_server.make_server(service, "127.0.0.1", 0)
+    serve_in_thread(server)
+    try:
+        request = claim.ClaimRequest(
+            host="127.0.0.1", port=server.server_address[1], ssh_key=operator
+        )
+        assert claim.claim(request, KeystoreSigner(owner)).authorized == operator.fingerprint
+    finally:
+        server.shutdown()
+        server.server_close()

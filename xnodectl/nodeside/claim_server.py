@@ -84,6 +84,7 @@ class ClaimService:
         return {
             "nonce": self.nonces.issue(),
             "expires_in": self.config.nonce_ttl,
+            "time": int(self.clock()),  # the operator dates its message by the node's clock
             "chain_id": self.config.chain_id,
             "node": self.config.node_name,
             "host_key": key.line(),

@@ -13,9 +13,11 @@ access to the real node. Pass `expect_host_key` (read from the node's console) t
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ from xnodectl import process
 from xnodectl.errors import ClaimRefused, NodeUnreachable, UsageError
 from xnodectl.wallet import sign_in, sshkeys
 from xnodectl.wallet.signer import Signer
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8740
 CLAIMED_FLAG = "/var/lib/xnode/claim/claimed"
@@ -131,6 +135,20 @@ def _host_key(info: dict[str, Any], request: ClaimRequest) -> sshkeys.PublicKey:
     return key
 
 
+def _node_time(info: dict[str, Any]) -> float:
+    """The node's clock: a fresh node may not have synced its time yet, and only its clock decides
+    whether the message is current. (A forged time only gets the claim refused by the node.)"""
+    now = time.time()
+    node = info.get("time")
+    if not isinstance(node, int) or isinstance(node, bool):
+        return now
+    if abs(node - now) > 60:
+        logger.warning(
+            "the node's clock is %+d s off ours; the message uses the node's time", node - now
+        )
+    return float(node)
+
+
 def claim(request: ClaimRequest, signer: Signer) -> ClaimResult:
     """Claim the node at request.host for `signer`'s address, authorizing request.ssh_key."""
     base = f"http://{request.domain}"
@@ -145,6 +163,7 @@ def claim(request: ClaimRequest, signer: Signer) -> ClaimResult:
         address=signer.address,
         chain_id=request.chain_id,
         nonce=nonce,
+        now=_node_time(info),
         statement=sign_in.claim_statement(request.ssh_key.fingerprint),
         resources=[sign_in.host_key_resource(host_key.fingerprint)],
         lifetime=LIFETIME,
