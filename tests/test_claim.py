@@ -479,3 +479,12 @@ def test_claim_dates_the_message_by_the_node_clock(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_claim_appends_to_existing_keys_without_gluing_lines(node: Node) -> None:
+    other = sshkeys.parse(ssh_key(node.key_path.parent, "earlier").with_suffix(".pub").read_text())
+    node.authorized.parent.mkdir(parents=True)
+    node.authorized.write_text(other.line())  # no trailing newline
+    code, answer = call(node.base + "/claim", node.body(node.nonce()))
+    assert code == 200, answer
+    assert node.authorized.read_text().splitlines() == [other.line(), node.operator_key.line()]

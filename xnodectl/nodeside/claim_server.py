@@ -116,11 +116,8 @@ class ClaimService:
                 message, signature, self.policy(local_domains), now=self.clock()
             )
         except sign_in.Rejected as exc:
-            status = (
-                HTTPStatus.BAD_REQUEST
-                if exc.reason.startswith("malformed")
-                else (HTTPStatus.FORBIDDEN)
-            )
+            malformed = exc.reason.startswith("malformed")
+            status = HTTPStatus.BAD_REQUEST if malformed else HTTPStatus.FORBIDDEN
             raise BadRequest(status, exc.reason) from None
         self._check_terms(signed, key)
         with self._lock:  # one claim at a time: check-and-set of the flag and the nonce
@@ -159,11 +156,15 @@ class ClaimService:
     def _authorize(self, key: sshkeys.PublicKey, signed: sign_in.SignIn) -> None:
         path = self.config.authorized_keys
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        existing = path.read_text().splitlines() if path.exists() else []
-        if key.line() not in existing:
+        existing = path.read_text() if path.exists() else ""
+        # Same key already there (whatever its comment): nothing to add.
+        known = {line.split()[1] for line in existing.splitlines() if len(line.split()) >= 2}
+        if key.line().split()[1] not in known:
+            # Never glue the new key onto a last line that lacks its newline.
+            line = ("\n" if existing and not existing.endswith("\n") else "") + key.line() + "\n"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
-                os.write(fd, (key.line() + "\n").encode())
+                os.write(fd, line.encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)
