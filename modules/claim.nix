@@ -53,7 +53,7 @@ in
       description = "EIP-155 chain id a claim message must carry (`xnodectl claim --chain-id`).";
     };
     domains = mkOption {
-      type = types.listOf (types.strMatching "[A-Za-z0-9.:\\[\\]-]+");
+      type = types.listOf (types.strMatching "[]A-Za-z0-9.:[-]+");
       default = [ ];
       example = [ "node1.example.org:8740" "203.0.113.7:8740" ];
       description = ''

@@ -52,8 +52,8 @@ in
       description = "Addresses allowed besides the owner (xnode.owner.address).";
     };
     domains = mkOption {
-      type = types.listOf (types.strMatching "[A-Za-z0-9.:\\[\\]-]+");
-      default = [ config.networking.hostName ]
+      type = types.listOf (types.strMatching "[]A-Za-z0-9.:[-]+");
+      default = lib.filter (name: name != "") [ config.networking.hostName ]
         ++ lib.optional (config.networking.domain != null) config.networking.fqdn;
       defaultText = lib.literalExpression "[ networking.hostName networking.fqdn ]";
       example = [ "apps.example.org" ];
