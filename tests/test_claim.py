@@ -21,6 +21,8 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from siwe import SiweMessage
 from typer.testing import CliRunner
 
@@ -488,3 +490,46 @@ def test_claim_appends_to_existing_keys_without_gluing_lines(node: Node) -> None
     code, answer = call(node.base + "/claim", node.body(node.nonce()))
     assert code == 200, answer
     assert node.authorized.read_text().splitlines() == [other.line(), node.operator_key.line()]
+
+
+FUZZ_ACCOUNT = Account.create()
+FUZZ_POLICY = sign_in.Policy(
+    domains=frozenset({"node:8740"}),
+    uri_for=lambda d: f"http://{d}/claim",
+    chain_id=1,
+    allowed=frozenset({FUZZ_ACCOUNT.address.lower()}),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.integers(0, 10_000),
+            st.sampled_from(
+                ["", "x", ":", "\n", " ", "0", "Z", "/", "é", "\r", "\x00", "Chain ID: 5"]
+            ),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_any_altered_message_is_rejected_with_a_reason(edits: list[tuple[int, str]]) -> None:
+    """Edited messages never pass and never raise anything but a refusal."""
+    message = sign_in.build(
+        domain="node:8740",
+        uri="http://node:8740/claim",
+        address=FUZZ_ACCOUNT.address,
+        chain_id=1,
+        nonce="0123456789abcdef",
+        statement="Authorize SSH key SHA256:x as root.",
+    )
+    signature = sign(FUZZ_ACCOUNT, message)
+    text = message
+    for position, insert in edits:
+        at = position % len(text)
+        text = text[:at] + insert + text[at + 1 :]
+    if text == message:
+        return
+    with pytest.raises(sign_in.Rejected):
+        sign_in.verify(text, signature, FUZZ_POLICY)
