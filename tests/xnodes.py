@@ -443,14 +443,22 @@ class Node:
         return found
 
     def reset(self) -> None:
-        """Back to a clean node that keeps its store: no deploy state, activations or faults."""
+        """Back to a clean node that keeps its store (and its nix.conf, keys): no system profile,
+        deploy state, node facts beyond its name, activations, faults or extra processes."""
         self.thaw()
         for pid in self.namespace_pids():
             if self._sshd is None or pid not in self._sshd_pids():
                 _signal(pid, signal.SIGKILL)
         self.clear_faults()
         self.unfill_store()
-        self.local("rm -rf /var/lib/xnode/* /run/current-system /run/xnode-test/*")
+        self.local(
+            "rm -rf /var/lib/xnode/* /run/current-system /run/xnode-test/* "
+            "/nix/var/nix/profiles/system /nix/var/nix/profiles/system-*-link "
+            "/var/lib/xnode-test/activations.log /var/lib/xnode-test/verifier-calls "
+            "/var/lib/xnode-test/accept /etc/xnode/*"
+        )
+        (self.workdir / "etc-xnode" / "node-name").write_text(self.name + "\n")
+        self.install_helper()
         self.start()
 
     def destroy(self) -> None:
