@@ -26,14 +26,19 @@ _PRELUDE = (
     'xa() { if command -v xnode-activate >/dev/null 2>&1; then xnode-activate "$@"; '
     f'else {HELPER_PATH} "$@"; fi; }}; '
 )
-# A file argument is sent on stdin, written to a private temp file, passed by path, then removed.
-_WITH_FILE = 'f=$(mktemp) && cat >"$f" && {{ xa "$@" {flag} "$f"; rc=$?; rm -f "$f"; exit $rc; }}'
 NOT_FOUND = 127
 
 
 class HelperError(ExternalError):
-    def __init__(self, node: str, command: str, data: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        node: str,
+        command: str,
+        data: dict[str, Any],
+        done: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.data = data
+        self.done = done or []  # replies of the chained commands that ran before this one
         self.reason = str(data.get("error", "unknown error"))
         super().__init__(f"node '{node}': xnode-activate {command}: {self.reason}")
 
@@ -90,6 +95,29 @@ class ProbeResult:
         )
 
 
+def _parse_reply(lines: list[str], stderr: str, code: int) -> dict[str, Any]:
+    try:
+        parsed = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        parsed = {"error": f"not JSON: {lines[-1][:200]}"}
+    if not isinstance(parsed, dict):
+        parsed = {"error": f"not a JSON object: {lines[-1][:200]}"}
+    if code != 0 and "error" not in parsed:
+        tail = stderr.strip().splitlines()[-1:] or [f"exit {code}"]
+        parsed["error"] = tail[0]
+    return parsed
+
+
+def wait_result(data: dict[str, Any]) -> WaitResult:
+    return WaitResult(
+        str(data.get("state")),
+        data.get("exit_code"),
+        str(data.get("log_tail") or ""),
+        data.get("reason"),
+        bool(data.get("rolled_back")),
+    )
+
+
 def bundled_source() -> bytes:
     """The helper shipped with xnodectl (uploaded to nodes that lack it)."""
     return (
@@ -102,33 +130,67 @@ class Helper:
         self.ssh = ssh
         self.node = ssh.target.node
 
-    def command(self, args: Sequence[str], file_flag: str | None = None) -> list[str]:
-        script = _PRELUDE + (_WITH_FILE.format(flag=file_flag) if file_flag else 'xa "$@"')
-        return ["sh", "-c", script, "xnode-activate", *args]
+    def command(self, chain: Sequence[Sequence[str]], file_flag: str | None = None) -> list[str]:
+        """One `sh -c` running helper commands in order, stopping at the first failure.
+
+        Each command's exit code follows its JSON line as `@@rc N`; a file (manifest, probes) comes
+        on stdin, is written to a private temp file and passed to the FIRST command by path.
+        """
+        parts = [_PRELUDE]
+        if file_flag:
+            parts.append('f=$(mktemp) && trap \'rm -f "$f"\' EXIT && cat >"$f" || exit 1; ')
+        for index, args in enumerate(chain):
+            extra = f' {file_flag} "$f"' if file_flag and index == 0 else ""
+            parts.append(
+                f"xa {shlex.join(args)}{extra}; rc=$?; printf '\\n@@rc %s\\n' $rc; "
+                "[ $rc -eq 0 ] || exit $rc; "
+            )
+        return ["sh", "-c", "".join(parts)]
+
+    async def chain(
+        self,
+        *chain: Sequence[str],
+        timeout: float,
+        fresh: bool = False,
+        file: tuple[str, bytes] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Several helper commands in ONE SSH round trip; HelperError at the first that failed."""
+        flag, data = file if file else (None, None)
+        result = await self.ssh.run(
+            self.command(chain, flag), timeout=timeout, fresh=fresh, input=data
+        )
+        replies: list[dict[str, Any]] = []
+        pending: list[str] = []
+        for line in result.stdout.splitlines():
+            if line.startswith("@@rc "):
+                code = int(line.split()[1])
+                reply = _parse_reply(pending, result.stderr, code)
+                if code == NOT_FOUND and "error" in reply and not pending:
+                    raise HelperMissing(
+                        self.node,
+                        chain[len(replies)][0],
+                        {"error": "xnode-activate is not installed"},
+                    )
+                if code != 0:
+                    raise HelperError(self.node, chain[len(replies)][0], reply, replies)
+                replies.append(reply)
+                pending = []
+            elif line.strip():
+                pending.append(line)
+        if len(replies) < len(chain):  # the session ended early (killed, connection lost)
+            raise HelperError(
+                self.node,
+                chain[len(replies)][0],
+                _parse_reply(pending, result.stderr, result.returncode),
+                replies,
+            )
+        return replies
 
     async def call(
         self, *args: str, timeout: float, fresh: bool = False, file: tuple[str, bytes] | None = None
     ) -> dict[str, Any]:
         """Run one helper command; its JSON object, or HelperError with the helper's reason."""
-        flag, data = file if file else (None, None)
-        result = await self.ssh.run(
-            self.command(args, flag), timeout=timeout, fresh=fresh, input=data
-        )
-        lines = [line for line in result.stdout.splitlines() if line.strip()]
-        if result.returncode == NOT_FOUND and not lines:
-            raise HelperMissing(self.node, args[0], {"error": "xnode-activate is not installed"})
-        try:
-            parsed = json.loads(lines[-1]) if lines else {}
-        except json.JSONDecodeError:
-            parsed = {"error": f"not JSON: {lines[-1][:200]}"}
-        if not isinstance(parsed, dict):
-            parsed = {"error": f"not a JSON object: {lines[-1][:200]}"}
-        if result.returncode != 0:
-            if "error" not in parsed:
-                tail = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]
-                parsed["error"] = tail[0]
-            raise HelperError(self.node, args[0], parsed)
-        return parsed
+        return (await self.chain(args, timeout=timeout, fresh=fresh, file=file))[0]
 
     async def install(self, source: bytes, timeout: float = 20) -> None:
         tmp = f"{HELPER_PATH}.new"
@@ -140,7 +202,9 @@ class Helper:
             raise HelperError(self.node, "install", {"error": result.stderr.strip()[-200:]})
 
     async def info(self, timeout: float) -> Info:
-        data = await self.call("info", timeout=timeout)
+        return self.parse_info(await self.call("info", timeout=timeout))
+
+    def parse_info(self, data: dict[str, Any]) -> Info:
         try:
             model = _Info.model_validate(data)
         except ValidationError as exc:
@@ -160,39 +224,23 @@ class Helper:
     async def unlock(self, holder: str, timeout: float) -> None:
         await self.call("unlock", "--holder", holder, timeout=timeout)
 
-    async def begin(
-        self,
-        system: str,
-        deploy_id: str,
-        confirm_timeout: int,
-        activation_timeout: float,
-        timeout: float,
-        manifest: bytes | None = None,
-    ) -> str | None:
-        args = [
+    def begin_args(
+        self, system: str, deploy_id: str, confirm_timeout: int, activation_timeout: float
+    ) -> list[str]:
+        return [
             "begin", "--system", system, "--deploy-id", deploy_id,
             "--confirm-timeout", str(confirm_timeout),
             "--activation-timeout", str(math.ceil(activation_timeout)),
         ]  # fmt: skip
-        data = await self.call(
-            *args, timeout=timeout, file=("--manifest", manifest) if manifest is not None else None
-        )
-        previous = data.get("previous")
-        return str(previous) if previous else None
+
+    def wait_args(self, deploy_id: str, wait_s: float) -> list[str]:
+        return ["wait", "--deploy-id", deploy_id, "--timeout", str(math.ceil(wait_s))]
 
     async def wait(self, deploy_id: str, wait_s: float, *, fresh: bool = False) -> WaitResult:
-        seconds = math.ceil(wait_s)  # the helper takes whole seconds
         data = await self.call(
-            "wait", "--deploy-id", deploy_id, "--timeout", str(seconds),
-            timeout=seconds + 10, fresh=fresh,
-        )  # fmt: skip
-        return WaitResult(
-            str(data.get("state")),
-            data.get("exit_code"),
-            str(data.get("log_tail") or ""),
-            data.get("reason"),
-            bool(data.get("rolled_back")),
+            *self.wait_args(deploy_id, wait_s), timeout=math.ceil(wait_s) + 10, fresh=fresh
         )
+        return wait_result(data)
 
     async def probe(self, probes: list[dict[str, Any]], timeout: float) -> ProbeResult:
         try:
@@ -205,11 +253,25 @@ class Helper:
             data = exc.data
         return ProbeResult(bool(data.get("ok")), list(data.get("results") or []))
 
-    async def confirm(self, deploy_id: str, timeout: float) -> int | None:
-        """Always over a NEW connection: proves the new system still accepts SSH logins."""
-        data = await self.call("confirm", "--deploy-id", deploy_id, timeout=timeout, fresh=True)
-        gen = data.get("generation")
-        return int(gen) if gen is not None else None
+    async def confirm(
+        self, deploy_id: str, timeout: float, unlock_holder: str | None = None
+    ) -> tuple[int | None, bool]:
+        """Always over a NEW connection: proves the new system still accepts SSH logins.
+
+        With `unlock_holder`, the deploy lock is released in the same round trip; returns
+        (generation, whether the lock was released).
+        """
+        chain: list[list[str]] = [["confirm", "--deploy-id", deploy_id]]
+        if unlock_holder is not None:
+            chain.append(["unlock", "--holder", unlock_holder])
+        try:
+            replies = await self.chain(*chain, timeout=timeout, fresh=True)
+        except HelperError as exc:
+            if not exc.done:
+                raise
+            replies = exc.done  # confirmed; only the unlock failed
+        gen = replies[0].get("generation")
+        return (int(gen) if gen is not None else None), len(replies) == len(chain)
 
     async def abort(self, deploy_id: str, reason: str, timeout: float) -> dict[str, Any]:
         return await self.call(

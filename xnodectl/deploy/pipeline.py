@@ -27,7 +27,15 @@ from xnodectl.deploy.events import (
     Sink,
     Status,
 )
-from xnodectl.deploy.helper import Helper, HelperError, HelperMissing, Info, bundled_source
+from xnodectl.deploy.helper import (
+    Helper,
+    HelperError,
+    HelperMissing,
+    Info,
+    WaitResult,
+    bundled_source,
+    wait_result,
+)
 from xnodectl.errors import CommandFailed, XnodeError
 from xnodectl.remote import RemoteError, Session, Ssh, Target, Unreachable
 from xnodectl.render import Probe
@@ -106,20 +114,34 @@ class _Run:
 
 
 async def _preflight(run: _Run, helper: Helper) -> Info:
-    """Reachable (bounded), host key matches (ssh enforces), helper present, system known."""
+    """ONE round trip: reachable (bounded), host key (ssh enforces), helper present, node facts,
+    and the deploy lock taken. A lock refusal still reports what the node runs."""
     run.emit(Phase.PREFLIGHT, Status.START)
+    lock = ["lock", "--holder", run.opts.deploy_id]
     deadline = run.opts.preflight_timeout
     try:
         try:
-            info = await helper.info(timeout=deadline)
+            replies = await helper.chain(["info"], lock, timeout=deadline)
         except HelperMissing:
             run.emit(Phase.HELPER, Status.START)
             await helper.install(bundled_source())
             run.emit(Phase.HELPER, Status.OK)
-            info = await helper.info(timeout=deadline)
-    except (RemoteError, HelperError) as exc:
+            replies = await helper.chain(["info"], lock, timeout=deadline)
+    except HelperError as exc:
+        if exc.done:
+            _facts(run, helper.parse_info(exc.done[0]))
+        holder = exc.data.get("holder")
+        msg = (
+            f"another deploy holds the node's lock ({holder}, since {exc.data.get('since')})"
+            if exc.reason == "locked"
+            else exc.message
+        )
+        raise run.fail(Phase.PREFLIGHT, msg) from exc
+    except RemoteError as exc:
         raise run.fail(Phase.PREFLIGHT, exc.message) from exc
-    run.report.system_before, run.report.generation_before = info.current, info.generation
+    run.locked = True
+    info = helper.parse_info(replies[0])
+    _facts(run, info)
     if info.current is None and info.generation is not None:
         # A profile exists but nothing runs: we could not say what "roll back" would return to.
         raise run.fail(
@@ -130,8 +152,12 @@ async def _preflight(run: _Run, helper: Helper) -> Info:
     return info
 
 
+def _facts(run: _Run, info: Info) -> None:
+    run.report.system_before, run.report.generation_before = info.current, info.generation
+
+
 async def _missing_paths(run: _Run, helper: Helper) -> list[nix.PathInfo]:
-    """The closure's paths the node lacks (one round trip): byte progress, space check."""
+    """The closure's paths the node lacks (one round trip), asked only when space is tight."""
     paths = "\n".join(run.job.closure.paths).encode()
     out = await helper.run_script(
         "xargs -r nix-store --check-validity --print-invalid",
@@ -143,10 +169,10 @@ async def _missing_paths(run: _Run, helper: Helper) -> list[nix.PathInfo]:
     return [p for p in run.job.closure.paths.values() if p.path in invalid]
 
 
-async def _copy(run: _Run, ssh: Ssh, missing: list[nix.PathInfo]) -> None:
-    total = sum(p.nar_size for p in missing)
+async def _copy(run: _Run, ssh: Ssh, total: int) -> None:
+    """`nix copy` skips what the node has; bytes = NAR sizes of the paths it reports copied."""
     run.emit(Phase.COPY, Status.START, bytes=0, paths=0, total_bytes=total)
-    sizes = {p.path: p.nar_size for p in missing}
+    sizes = {p.path: p.nar_size for p in run.job.closure.paths.values()}
 
     def on_path(path: str) -> None:
         run.report.paths_copied += 1
@@ -172,41 +198,30 @@ async def _copy(run: _Run, ssh: Ssh, missing: list[nix.PathInfo]) -> None:
         )
     except CommandFailed as exc:
         raise run.fail(Phase.COPY, f"copy failed: {exc.message}") from exc
-    # nix reports only paths it actually copied; a path already present counts as done.
-    run.report.bytes_copied, run.report.paths_copied = total, len(missing)
-    run.emit(Phase.COPY, Status.OK, bytes=total, paths=len(missing), total_bytes=total)
+    run.emit(
+        Phase.COPY,
+        Status.OK,
+        bytes=run.report.bytes_copied,
+        paths=run.report.paths_copied,
+        total_bytes=total,
+    )
 
 
 async def _stage(run: _Run, ssh: Ssh, helper: Helper, info: Info) -> bytes | None:
-    """Lock, space check, copy, secrets, manifest: all before the node changes."""
-    try:
-        await helper.lock(run.opts.deploy_id, timeout=STEP_TIMEOUT_S)
-        run.locked = True
-    except HelperError as exc:
-        holder = exc.data.get("holder")
-        msg = (
-            f"another deploy holds the node's lock ({holder}, since {exc.data.get('since')})"
-            if exc.reason == "locked"
-            else exc.message
-        )
-        raise run.fail(Phase.PREFLIGHT, msg) from exc
-    missing = await _missing_paths(run, helper)
-    need = sum(p.nar_size for p in missing)
-    if info.store_free_bytes is not None and info.store_free_bytes < need + FREE_MARGIN_BYTES:
-        raise run.fail(
-            Phase.PREFLIGHT,
-            f"store full: {info.store_free_bytes} bytes free, "
-            f"{need + FREE_MARGIN_BYTES} needed ({need} to copy + margin)",
-        )
-    run.emit(
-        Phase.PREFLIGHT,
-        Status.OK,
-        generation_before=info.generation,
-        total_bytes=need,
-        paths=len(missing),
-    )
-    if missing:
-        await _copy(run, ssh, missing)
+    """Space check, copy, secrets, manifest: all before the node changes."""
+    need = run.job.closure.nar_size  # upper bound; exact only when it matters
+    free = info.store_free_bytes
+    if free is not None and free < need + FREE_MARGIN_BYTES:
+        need = sum(p.nar_size for p in await _missing_paths(run, helper))
+        if free < need + FREE_MARGIN_BYTES:
+            raise run.fail(
+                Phase.PREFLIGHT,
+                f"store full: {free} bytes free, "
+                f"{need + FREE_MARGIN_BYTES} needed ({need} to copy + margin)",
+            )
+    run.emit(Phase.PREFLIGHT, Status.OK, generation_before=info.generation)
+    if need:
+        await _copy(run, ssh, need)
     else:
         run.emit(Phase.COPY, Status.SKIPPED, bytes=0, paths=0, message="all paths present")
     if run.job.secrets:
@@ -243,45 +258,32 @@ def _manifest(run: _Run, info: Info) -> bytes | None:
 
 
 async def _activate(run: _Run, helper: Helper, manifest: bytes | None) -> None:
-    """begin -> wait. A failed or hung activation is rolled back now, not at the timer."""
+    """begin + wait in one round trip. A failed or hung activation is rolled back by the node."""
     run.emit(Phase.ACTIVATE, Status.START)
+    # The helper kills a hung activation at activation_timeout and rolls back; allow for that.
+    wait_s = run.opts.activation_timeout + run.opts.confirm_timeout + 10
+    deadline = time.monotonic() + wait_s
+    begin = helper.begin_args(
+        run.job.system, run.opts.deploy_id, run.opts.confirm_timeout, run.opts.activation_timeout
+    )
     try:
-        run.previous = await helper.begin(
-            run.job.system,
-            run.opts.deploy_id,
-            run.opts.confirm_timeout,
-            run.opts.activation_timeout,
-            timeout=STEP_TIMEOUT_S,
-            manifest=manifest,
+        replies = await helper.chain(
+            begin,
+            helper.wait_args(run.opts.deploy_id, wait_s),
+            timeout=wait_s + 10,
+            file=("--manifest", manifest) if manifest is not None else None,
         )
+        run.begun = True
+        result = wait_result(replies[1])
     except HelperError as exc:
-        raise run.fail(Phase.ACTIVATE, exc.reason) from exc  # refused before any change
-    run.begun = True
-    # The helper kills a hung activation at activation_timeout and rolls back; allow it to.
-    deadline = time.monotonic() + run.opts.activation_timeout + run.opts.confirm_timeout + 10
-    while True:
-        remaining = max(1.0, deadline - time.monotonic())
-        try:
-            result = await helper.wait(run.opts.deploy_id, remaining)
-            break
-        except Unreachable:
-            # Activation may restart sshd or the network: ask again over a new connection.
-            if time.monotonic() >= deadline:
-                return await _rollback(
-                    run, helper, Phase.ACTIVATE, "node unreachable during activation"
-                )
-            await asyncio.sleep(1.0)
-        except HelperError as exc:
-            if "timeout" in exc.reason or "timed out" in exc.reason:
-                return await _rollback(
-                    run,
-                    helper,
-                    Phase.ACTIVATE,
-                    f"activation did not finish within {run.opts.activation_timeout:g} s",
-                )
-            raise run.fail(
-                Phase.ACTIVATE, exc.message, Outcome.ROLLED_BACK, NodeState.UNKNOWN
-            ) from exc
+        if not exc.done:  # begin itself refused: nothing changed
+            raise run.fail(Phase.ACTIVATE, exc.reason) from exc
+        run.begun = True
+        result = await _wait_again(run, helper, deadline, exc)
+    except Unreachable:
+        # Activation may restart sshd or the network: ask again over new connections.
+        run.begun = True
+        result = await _wait_again(run, helper, deadline, None)
     match result.state:
         case "activated":
             run.emit(Phase.ACTIVATE, Status.OK)
@@ -306,6 +308,35 @@ async def _activate(run: _Run, helper: Helper, manifest: bytes | None) -> None:
                 result.reason or result.state,
             )
     return None
+
+
+async def _wait_again(
+    run: _Run, helper: Helper, deadline: float, error: HelperError | None
+) -> WaitResult:
+    """The begin+wait session broke: wait again (fresh connections) until the deadline."""
+    if error is not None and ("timeout" in error.reason or "timed out" in error.reason):
+        await _rollback(
+            run,
+            helper,
+            Phase.ACTIVATE,
+            f"activation did not finish within {run.opts.activation_timeout:g} s",
+        )
+    while True:
+        try:
+            return await helper.wait(
+                run.opts.deploy_id, max(1.0, deadline - time.monotonic()), fresh=True
+            )
+        except Unreachable:
+            if time.monotonic() >= deadline:
+                await _rollback(run, helper, Phase.ACTIVATE, "node unreachable during activation")
+            await asyncio.sleep(1.0)
+        except HelperError as exc:
+            if exc.reason.startswith("no deploy"):  # begin never ran: nothing changed
+                run.begun = False
+                raise run.fail(Phase.ACTIVATE, "connection lost before activation began") from exc
+            raise run.fail(
+                Phase.ACTIVATE, exc.message, Outcome.ROLLED_BACK, NodeState.UNKNOWN
+            ) from exc
 
 
 async def _rollback(run: _Run, helper: Helper, phase: Phase, reason: str) -> None:
@@ -355,9 +386,12 @@ async def _confirm(run: _Run, helper: Helper) -> None:
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            run.report.generation_after = await helper.confirm(
-                run.opts.deploy_id, timeout=max(2.0, deadline - time.monotonic())
+            run.report.generation_after, unlocked = await helper.confirm(
+                run.opts.deploy_id,
+                timeout=max(2.0, deadline - time.monotonic()),
+                unlock_holder=run.opts.deploy_id,
             )
+            run.locked = not unlocked
         except RemoteError as exc:
             last = exc.message
             await asyncio.sleep(0.5)

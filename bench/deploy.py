@@ -1,0 +1,124 @@
+"""Deploy benchmark against test Xnodes (tests/xnodes.py). Prints one JSON object as its LAST line.
+
+The closure is a stand-in (tests/standin.py: ~300 leaf paths, ~50 MB), NOT NixOS; every figure
+says so. Fresh nodes for every measurement, so every copy moves the whole closure:
+  raw_seconds            plain `nix copy` + ssh `nix-env --set` + `switch-to-configuration switch`
+  xnodectl_seconds       `xnodectl deploy` of the same change (CLI start, eval, preflight, lock,
+                         copy, two-phase activation, confirmation over a new connection)
+  overhead_seconds       xnodectl - raw (target <= 2.0)
+  noop_seconds           redeploy of the unchanged system (target <= 2.0, noop_bytes_copied 0)
+  fleet_seconds          one `xnodectl deploy --all` to 8 fresh nodes
+  parallel_raw_seconds   the raw copy + switch on 8 fresh nodes at once (target ratio <= 1.15)
+  serial_raw_seconds     the raw loop one node after another
+
+Run from the repository root: python bench/deploy.py [--nodes 8] [--size 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.standin import StandinFlake  # noqa: E402 - needs the path above
+from tests.xnodes import NIX_CONF, Fleet, Node  # noqa: E402
+from xnodectl import inventory as inv  # noqa: E402
+from xnodectl import process  # noqa: E402
+
+
+async def raw(node: Node, system: str) -> None:
+    """What a careful operator would type: copy, set the profile, switch."""
+    await process.arun(["nix", "copy", "--to", node.store_uri, system], env=node.nix_env())
+    cmd = (f"nix-env -p /nix/var/nix/profiles/system --set {shlex.quote(system)} && "
+           f"{shlex.quote(system)}/bin/switch-to-configuration switch")
+    await process.arun(node.ssh_argv(cmd))
+
+
+def workspace(base: Path, name: str, nodes: list[Node], size: int) -> Path:
+    flake = StandinFlake(base / name, [n.name for n in nodes], size=size).write()
+    inventory = inv.Inventory(settings=inv.Settings(ssh_key=str(nodes[0].key)))
+    for n in nodes:
+        inventory.nodes[n.name] = inv.Node(host=n.host, port=n.port, host_key=n.host_key)
+    inv.save(inventory, flake.directory / inv.FILENAME)
+    return flake.directory
+
+
+def xnodectl(ws: Path) -> tuple[float, dict[str, object]]:
+    started = time.monotonic()
+    result = process.run(["xnodectl", "deploy", "--all", "--json", "--workspace", str(ws)],
+                         check=False, timeout=600)
+    seconds = time.monotonic() - started
+    report = json.loads(result.stdout.splitlines()[-1])
+    if not report.get("ok"):
+        raise SystemExit(f"xnodectl deploy failed: {json.dumps(report)[:2000]} {result.stderr}")
+    return seconds, report
+
+
+def timed(coro: object) -> float:
+    started = time.monotonic()
+    asyncio.run(coro)  # type: ignore[arg-type]  # a coroutine object
+    return time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--nodes", type=int, default=8)
+    parser.add_argument("--size", type=int, default=300)
+    args = parser.parse_args()
+    os.environ["NIX_CONFIG"] = NIX_CONF
+    base = Path(tempfile.mkdtemp(prefix="xnbench-"))
+    fleet = Fleet(base / "nodes")
+    try:
+        n = args.nodes
+        nodes = [fleet.new() for _ in range(2 + 3 * n)]
+        one_raw, one_x = nodes[0], nodes[1]
+        fleet_x, par_raw, ser_raw = nodes[2:2 + n], nodes[2 + n:2 + 2 * n], nodes[2 + 2 * n:]
+        ws_one = workspace(base, "ws-one", [one_x], args.size)
+        ws_fleet = workspace(base, "ws-fleet", fleet_x, args.size)
+        t = time.monotonic()
+        system = StandinFlake(ws_one, [one_x.name], size=args.size).build(one_x.name)
+        build_s = time.monotonic() - t
+        closure = json.loads(process.run(["nix", "path-info", "--json", "--recursive", system]
+                                         ).stdout)
+        size_bytes = sum(p["narSize"] for p in closure)
+
+        raw_s = timed(raw(one_raw, system))
+        x_s, _ = xnodectl(ws_one)
+        noop_s, noop = xnodectl(ws_one)
+        noop_bytes = sum(int(node["bytes_copied"]) for node in noop["nodes"])  # type: ignore[attr-defined,index,union-attr]  # JSON
+        fleet_s, _ = xnodectl(ws_fleet)
+
+        async def all_raw() -> None:
+            await asyncio.gather(*(raw(node, system) for node in par_raw))
+
+        par_s = timed(all_raw())
+        started = time.monotonic()
+        for node in ser_raw:
+            asyncio.run(raw(node, system))
+        ser_s = time.monotonic() - started
+    finally:
+        fleet.destroy()
+    result = {
+        "closure": "stand-in (tests/standin.py), not NixOS", "closure_paths": len(closure),
+        "closure_bytes": size_bytes, "build_seconds": round(build_s, 3),
+        "raw_seconds": round(raw_s, 3), "xnodectl_seconds": round(x_s, 3),
+        "overhead_seconds": round(x_s - raw_s, 3), "noop_seconds": round(noop_s, 3),
+        "noop_bytes_copied": noop_bytes, "fleet_nodes": n, "fleet_seconds": round(fleet_s, 3),
+        "parallel_raw_seconds": round(par_s, 3), "serial_raw_seconds": round(ser_s, 3),
+        "fleet_vs_parallel_raw": round(fleet_s / par_s, 3),
+        "fleet_vs_serial_raw": round(fleet_s / ser_s, 3),
+        "targets": {"overhead_seconds": 2.0, "noop_seconds": 2.0, "fleet_vs_parallel_raw": 1.15},
+    }  # fmt: skip
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
