@@ -28,17 +28,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.standin import StandinFlake  # noqa: E402 - needs the path above
-from tests.xnodes import NIX_CONF, Fleet, Node  # noqa: E402
-from xnodectl import inventory as inv  # noqa: E402
-from xnodectl import process  # noqa: E402
+from tests.standin import StandinFlake
+from tests.xnodes import NIX_CONF, Fleet, Node
+from xnodectl import inventory as inv
+from xnodectl import process
 
 
 async def raw(node: Node, system: str) -> None:
     """What a careful operator would type: copy, set the profile, switch."""
     await process.arun(["nix", "copy", "--to", node.store_uri, system], env=node.nix_env())
-    cmd = (f"nix-env -p /nix/var/nix/profiles/system --set {shlex.quote(system)} && "
-           f"{shlex.quote(system)}/bin/switch-to-configuration switch")
+    cmd = (
+        f"nix-env -p /nix/var/nix/profiles/system --set {shlex.quote(system)} && "
+        f"{shlex.quote(system)}/bin/switch-to-configuration switch"
+    )
     await process.arun(node.ssh_argv(cmd))
 
 
@@ -53,8 +55,9 @@ def workspace(base: Path, name: str, nodes: list[Node], size: int) -> Path:
 
 def xnodectl(ws: Path) -> tuple[float, dict[str, object]]:
     started = time.monotonic()
-    result = process.run(["xnodectl", "deploy", "--all", "--json", "--workspace", str(ws)],
-                         check=False, timeout=600)
+    result = process.run(
+        ["xnodectl", "deploy", "--all", "--json", "--workspace", str(ws)], check=False, timeout=600
+    )
     seconds = time.monotonic() - started
     report = json.loads(result.stdout.splitlines()[-1])
     if not report.get("ok"):
@@ -80,14 +83,15 @@ def main() -> None:
         n = args.nodes
         nodes = [fleet.new() for _ in range(2 + 3 * n)]
         one_raw, one_x = nodes[0], nodes[1]
-        fleet_x, par_raw, ser_raw = nodes[2:2 + n], nodes[2 + n:2 + 2 * n], nodes[2 + 2 * n:]
+        fleet_x, par_raw, ser_raw = nodes[2 : 2 + n], nodes[2 + n : 2 + 2 * n], nodes[2 + 2 * n :]
         ws_one = workspace(base, "ws-one", [one_x], args.size)
         ws_fleet = workspace(base, "ws-fleet", fleet_x, args.size)
         t = time.monotonic()
         system = StandinFlake(ws_one, [one_x.name], size=args.size).build(one_x.name)
         build_s = time.monotonic() - t
-        closure = json.loads(process.run(["nix", "path-info", "--json", "--recursive", system]
-                                         ).stdout)
+        closure = json.loads(
+            process.run(["nix", "path-info", "--json", "--recursive", system]).stdout
+        )
         size_bytes = sum(p["narSize"] for p in closure)
 
         raw_s = timed(raw(one_raw, system))
