@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
+from xnodectl import process
 from xnodectl.nodeside import gate_server
 from xnodectl.nodeside.httpbase import serve_in_thread
 
@@ -108,6 +112,10 @@ def test_owner_login_check_logout(gate: Gate) -> None:
     cookie = cookie_of(answer)
     check = gate.call("/auth/check", headers={"Cookie": cookie})
     assert check.status == 204
+    session = gate.call("/auth/session", headers={"Cookie": cookie})
+    assert session.status == 200 and session.json()["address"] == gate.owner.address
+    assert 0 < session.json()["expires_in"] <= 600
+    assert gate.call("/auth/session").status == 401
     assert check.headers["X-Xnode-Address"] == gate.owner.address
     # Bound to the node it was issued for: another Host does not pass.
     other = gate.call("/auth/check", headers={"Cookie": cookie, "Host": "other.example"})
@@ -189,3 +197,96 @@ def test_address_reported_by_nginx_is_a_valid_domain(gate: Gate) -> None:
     # Without nginx's header that address is not this node's.
     refused = gate.call(f"/auth/nonce?address={gate.owner.address}", headers={"Host": "10.0.0.5"})
     assert refused.status == 403
+
+
+# The sign-in page's own script, run by Node.js with a stand-in DOM and a stand-in wallet whose
+# personal_sign asks the test (over HTTP) to sign with the owner's real key.
+SCRIPT_HARNESS = r"""
+const [base, signer, next] = process.argv.slice(2);
+const elements = {};
+const status = { textContent: '', className: '' };
+const element = (id) => ({ addEventListener: (event, fn) => { elements[id] = fn; } });
+global.document = { getElementById: (id) => (id === 'status' ? status : element(id)) };
+const realFetch = global.fetch;
+let cookie = '';
+global.fetch = async (path, options = {}) => {
+  const headers = Object.assign({}, options.headers || {}, cookie ? { Cookie: cookie } : {});
+  const response = await realFetch(base + path, Object.assign({}, options, { headers }));
+  const set = response.headers.get('set-cookie');
+  if (set) cookie = set.split(';')[0];
+  return response;
+};
+let address = null;
+global.window = {
+  location: { search: '?next=' + encodeURIComponent(next),
+              assign: (url) => { console.log(JSON.stringify({ went: url, cookie })); },
+              replace: (url) => { console.log(JSON.stringify({ replaced: url })); } },
+  ethereum: { request: async ({ method, params }) => {
+    if (method === 'eth_requestAccounts') {
+      address = (await (await realFetch(signer)).json()).address.toLowerCase();
+      return [address];
+    }
+    if (method === 'personal_sign') {
+      if (params[1] !== address) throw new Error('personal_sign params are [message, address]');
+      const answer = await realFetch(signer, { method: 'POST', body: params[0] });
+      return (await answer.json()).signature;
+    }
+    throw new Error('unexpected wallet method ' + method);
+  } },
+};
+require(process.argv[5]);  // the page's script
+setTimeout(async () => {
+  await elements.signin();
+  if (status.className === 'error') console.log(JSON.stringify({ error: status.textContent }));
+}, 200);
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_sign_in_page_script_signs_in_with_a_wallet(gate: Gate, tmp_path: Path) -> None:
+    owner = gate.owner
+
+    class Wallet(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self._answer({"address": owner.address})
+
+        def do_POST(self) -> None:
+            text = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            signature = owner.sign_message(encode_defunct(text=text)).signature
+            self._answer({"signature": "0x" + bytes(signature).hex()})
+
+        def _answer(self, data: dict[str, str]) -> None:
+            body = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    wallet = ThreadingHTTPServer(("127.0.0.1", 0), Wallet)
+    serve_in_thread(wallet)
+    try:
+        script = tmp_path / "signin.js"
+        script.write_bytes(gate.call("/auth/signin.js").body)
+        harness = tmp_path / "harness.js"
+        harness.write_text(SCRIPT_HARNESS)
+        result = process.run(
+            [
+                "node",
+                str(harness),
+                gate.base,
+                f"http://127.0.0.1:{wallet.server_address[1]}/",
+                "/grafana/?tab=1",
+                str(script),
+            ],
+            timeout=30,
+        )
+    finally:
+        wallet.shutdown()
+        wallet.server_close()
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["went"] == "/grafana/?tab=1", result.stdout + result.stderr
+    cookie = events[-1]["cookie"]
+    assert gate.call("/auth/check", headers={"Cookie": cookie}).status == 204

@@ -77,6 +77,11 @@ SCRIPT = r"""'use strict';
     await fetch('/auth/logout', { method: 'POST', credentials: 'same-origin' });
     show('Signed out.');
   }
+  // Arriving from another site, the browser withholds the SameSite=Strict cookie; this
+  // same-origin request carries it, so a signed-in owner goes straight on.
+  fetch('/auth/session', { credentials: 'same-origin', cache: 'no-store' }).then((response) => {
+    if (response.ok) window.location.replace(nextPath());
+  }).catch(() => {});
   document.getElementById('signin').addEventListener('click', signIn);
   document.getElementById('signout').addEventListener('click', signOut);
 })();

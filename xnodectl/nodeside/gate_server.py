@@ -184,6 +184,8 @@ class GateHandler(JsonHandler):
             match url.path:
                 case "/auth/check":
                     self._check()
+                case "/auth/session":
+                    self._session()
                 case "/auth/nonce":
                     self._nonce(parse_qs(url.query).get("address", [""])[0])
                 case "/auth/login" | "/auth/" | "/auth":
@@ -212,6 +214,17 @@ class GateHandler(JsonHandler):
             self.send(HTTPStatus.UNAUTHORIZED, b"", "text/plain")
             return
         self.send(HTTPStatus.NO_CONTENT, b"", "text/plain", {"X-Xnode-Address": session.address})
+
+    def _session(self) -> None:
+        """For the sign-in page: is this browser signed in already? (A SameSite=Strict cookie is
+        not sent on a cross-site navigation, but is on the page's own same-origin request.)"""
+        token = self._token()
+        session = self.gate.sessions.get(token, self.headers.get("Host", "")) if token else None
+        if session is None:
+            self.send_json(HTTPStatus.UNAUTHORIZED, {"error": "not signed in"})
+            return
+        left = int(session.expires_at - self.gate.clock())
+        self.send_json(HTTPStatus.OK, {"address": session.address, "expires_in": left})
 
     def _nonce(self, address: str) -> None:
         if not address:
