@@ -20,6 +20,7 @@ tests/standin.py.
 
 from __future__ import annotations
 
+import atexit
 import enum
 import json
 import os
@@ -522,6 +523,8 @@ class Fleet:
         self.seed = _seed_store(directory)
         self.nodes: list[Node] = []
         self._made = 0
+        # Scripts (benchmarks) that crash before destroy() must not leave nodes running.
+        atexit.register(self.destroy)
 
     def new(
         self, name: str | None = None, *, store_size: str | None = None, start: bool = True
