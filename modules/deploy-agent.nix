@@ -22,7 +22,7 @@ let
       pkgs.util-linux # setsid
       pkgs.curl # http probes
       pkgs.jq # probe list parsing (python3 or nix eval otherwise)
-      config.nix.package # nix-env, nix-store; nixpkgs nixos/modules/config/nix.nix
+      config.nix.package # nix-env, nix-store; nixpkgs nixos/modules/services/system/nix-daemon.nix
       config.systemd.package # systemd-run, systemctl; nixpkgs nixos/modules/system/boot/systemd.nix
     ];
     # The script checks every step itself and reports failures as JSON; errexit would end it
