@@ -392,3 +392,54 @@ def test_ctrl_c(
     assert report["interrupted"] and report["nodes"][0]["state"] == "old"
     assert b"old generation" in err
     assert n1.current_system() == old and n1.generation() == gen
+
+
+def _cli(ws: Ws, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, [*args, "--workspace", str(ws.root)])
+    assert "Traceback" not in result.stdout + result.stderr
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_status_generations_rollback(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1], with_app=True, health=True)
+    gen1 = _deploy_v1(ws, n1)  # now the workspace wants version 2: drift
+    code, out, err = _cli(ws, "status", "--json")
+    assert code == 0, err
+    (st,) = json.loads(out)
+    assert st["reachable"] and st["current_generation"] == gen1
+    assert st["drift"] is True and st["healthy"] is True
+    assert ws.deploy("--all")[0] == 0
+    code, out, _ = _cli(ws, "status", "--json")
+    assert json.loads(out)[0]["drift"] is False
+
+    code, out, _ = _cli(ws, "generations", "--node", n1.name, "--json")
+    gens = json.loads(out)
+    assert [g["number"] for g in gens] == [gen1, gen1 + 1]
+    assert [g["current"] for g in gens] == [False, True]
+
+    code, out, err = _cli(ws, "rollback", "--node", n1.name, "--json")
+    assert code == 0, err
+    assert json.loads(out)["generation"] == gen1 and n1.generation() == gen1
+    code, out, _ = _cli(ws, "status", "--json")
+    assert json.loads(out)[0]["drift"] is True
+
+
+def test_revert_wave_on_failure(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    nodes = xnode_factory(2)
+    ws = make_ws(tmp_path, nodes)
+    gen0 = _deploy_v1(ws, nodes[0])
+    olds = [n.current_system() for n in nodes]
+    nodes[1].set_fault(Fault.ACTIVATION_FAILS)
+    code, _, report, _ = ws.deploy("--all", "--revert-wave-on-failure")
+    assert code == 4
+    for node, old in zip(nodes, olds, strict=True):
+        r = ws.node_report(report, node.name)
+        assert r["outcome"] == "rolled-back" and r["state"] == "old", r
+        assert node.current_system() == old
+    assert "wave 1 reverted" in ws.node_report(report, nodes[0].name)["rollback_reason"]
+    assert nodes[0].generation() == gen0
