@@ -443,3 +443,17 @@ def test_revert_wave_on_failure(
         assert node.current_system() == old
     assert "wave 1 reverted" in ws.node_report(report, nodes[0].name)["rollback_reason"]
     assert nodes[0].generation() == gen0
+
+
+def test_text_output_progress_on_stderr_table_on_stdout(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1], size=5, leaf_bytes=10_000)
+    result = CliRunner().invoke(app, ["deploy", "--workspace", str(ws.root), "--all"])
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "preflight" in result.stderr and "confirm" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NODE", "OUTCOME", "ON"]
+    assert lines[1].split()[:3] == [n1.name, "deployed", "new"]

@@ -182,24 +182,23 @@ def _deploy(ws: Any, req: Any, as_json: bool) -> None:
     else:
         rows = [
             [
-                n.node,
-                n.outcome.value,
-                n.state.value,
-                f"{n.generation_before} -> {n.generation_after}"
-                if n.generation_after
-                else str(n.generation_before or "-"),
-                str(n.bytes_copied),
-                f"{n.seconds:.1f}s",
+                n.node, n.outcome.value, n.state.value, _generations(n),
+                events.human_bytes(n.bytes_copied), f"{n.seconds:.1f}s",
                 n.rollback_reason or n.error or "",
             ]
             for n in report.nodes
-        ]
+        ]  # fmt: skip
         output.result(
             output.table(rows, ["NODE", "OUTCOME", "ON", "GENERATION", "BYTES", "TIME", "DETAIL"])
         )
     error = service.exit_error(report)
     if error is not None:
         raise error
+
+
+def _generations(n: Any) -> str:
+    before = "-" if n.generation_before is None else str(n.generation_before)
+    return f"{before} -> {n.generation_after}" if n.generation_after is not None else before
 
 
 def plan_cmd(

@@ -131,7 +131,7 @@ def json_sink(event: Event) -> None:
     sys.stdout.flush()
 
 
-def _human_bytes(n: int) -> str:
+def human_bytes(n: int) -> str:
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
@@ -146,7 +146,7 @@ class ConsoleSink:
     def __init__(self) -> None:
         from rich.console import Console  # lazy: keeps `xnodectl --help` fast
 
-        self.console = Console(stderr=True, highlight=False)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self._last_progress: dict[str, float] = {}
 
     def __call__(self, event: Event) -> None:
@@ -165,12 +165,13 @@ class ConsoleSink:
             event.status.value,
         ]
         if event.bytes is not None:
-            total = f"/{_human_bytes(event.total_bytes)}" if event.total_bytes else ""
-            parts.append(f"{_human_bytes(event.bytes)}{total}")
+            total = f"/{human_bytes(event.total_bytes)}" if event.total_bytes else ""
+            parts.append(f"{human_bytes(event.bytes)}{total}")
         if event.seconds is not None:
             parts.append(f"({event.seconds:.1f}s)")
         if event.generation_after is not None:
-            parts.append(f"generation {event.generation_before} -> {event.generation_after}")
+            before = "-" if event.generation_before is None else event.generation_before
+            parts.append(f"generation {before} -> {event.generation_after}")
         if event.message:
             parts.append(f"- {event.message}")
         if event.rollback_reason:
