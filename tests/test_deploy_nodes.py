@@ -457,3 +457,22 @@ def test_text_output_progress_on_stderr_table_on_stdout(
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["NODE", "OUTCOME", "ON"]
     assert lines[1].split()[:3] == [n1.name, "deployed", "new"]
+
+
+def test_plan_against_a_reachable_node(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1], size=3, leaf_bytes=10_000)
+    gen = _deploy_v1(ws, n1)  # the workspace now wants version 2 with new leaves
+    ws.flake.configure(leaf_salt="2")
+    before = n1.activations()
+    code, out, err = _cli(ws, "plan", "--json")
+    assert code == 0, err
+    (plan,) = json.loads(out)["nodes"]
+    assert plan["current_generation"] == gen and plan["current_system"] == n1.current_system()
+    assert plan["desired_system"] != plan["current_system"] and plan["changes"]
+    assert plan["paths_to_copy"] == 4 and plan["bytes_to_copy"] > 30_000
+    assert any("standin-1 -> " in u or "->" in u for u in plan["packages"]["upgraded"])
+    assert "node" not in plan["unknown"] and "closure" not in plan["unknown"]
+    assert n1.activations() == before and n1.generation() == gen  # the plan changed nothing
