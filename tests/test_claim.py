@@ -27,12 +27,12 @@ from siwe import SiweMessage
 from typer.testing import CliRunner
 
 from xnodectl import inventory as inv
-from xnodectl import process
+from xnodectl import process, sshkeys
 from xnodectl.cli import app
 from xnodectl.errors import ClaimRefused
 from xnodectl.nodeside import claim_server
 from xnodectl.nodeside.httpbase import serve_in_thread
-from xnodectl.wallet import claim, keystore, sign_in, sshkeys
+from xnodectl.wallet import claim, keystore, sign_in
 from xnodectl.wallet.signer import KeystoreSigner
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -303,6 +303,8 @@ def test_operator_claim_pins_host_key_in_inventory(
     assert result.stdout.strip() == f"node-a\t{node.host_key.fingerprint}"
     entry = inv.load(ws / inv.FILENAME).nodes["node-a"]
     assert entry.host_key == " ".join(node.host_key.line().split()[:2])
+    # The claimed key becomes xnode.owner.sshKeys at the next deploy, so no deploy locks it out.
+    assert entry.authorized_keys == [node.operator_key.line()]
     assert entry.host == "127.0.0.1" and entry.owner == node.owner.address
     assert node.authorized.read_text().strip() == node.operator_key.line()
     # A second claim is refused by the node: one line, exit 2, no traceback.

@@ -271,7 +271,7 @@ def test_real_keys_of_every_type_parse(tmp_path: Path) -> None:
         argv = ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "me@host", "-f", str(path)]
         process.run([*argv, *(["-b", bits] if bits else [])])
         key = sshkeys.read(path.with_suffix(".pub"))
-        assert key.line == path.with_suffix(".pub").read_text().strip()
+        assert key.line() == path.with_suffix(".pub").read_text().strip()
         with pytest.raises(UsageError, match="PRIVATE"):
             sshkeys.read(path)
 

@@ -138,7 +138,7 @@ def plan(req: ImageRequest) -> Plan:
         "disk": req.disk,
         "wipe": req.wipe,
         "owner": req.owner,
-        "ssh_keys": [req.key.line] if req.key is not None else [],
+        "ssh_keys": [req.key.line()] if req.key is not None else [],
         "version": __version__,
     }
     files = {

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from xnodectl import tomlw
 from xnodectl.errors import InventoryError, did_you_mean
@@ -39,6 +39,20 @@ class Node(_Strict):
     tags: list[str] = []
     system: str = "x86_64-linux"
     owner: str | None = None
+    # Public keys that may log in as root. They become xnode.owner.sshKeys of the node's system, so
+    # a deploy can never lock out the operator (set by `claim`, `node add --authorized-key`).
+    authorized_keys: list[str] = []
+
+    @field_validator("authorized_keys")
+    @classmethod
+    def _public_keys(cls, keys: list[str]) -> list[str]:
+        from xnodectl import sshkeys
+        from xnodectl.errors import UsageError
+
+        try:
+            return [sshkeys.parse(key, "authorized key").line() for key in keys]
+        except UsageError as exc:
+            raise ValueError(exc.message) from exc
     # The node only activates owner-signed deploy manifests (/etc/xnode/require-signed-deploys).
     signed_deploys: bool = False
     apps: list[AppEntry] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import struct
 from dataclasses import dataclass
@@ -32,13 +33,22 @@ class PublicKey:
     comment: str
 
     @property
+    def kind(self) -> str:
+        return self.type
+
+    @property
+    def fingerprint(self) -> str:
+        """'SHA256:<base64 without padding>', the form `ssh-keygen -lf` prints."""
+        digest = hashlib.sha256(base64.b64decode(self.blob)).digest()
+        return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
     def line(self) -> str:
         """The authorized_keys line: no options, just type, key and comment."""
         return " ".join(part for part in (self.type, self.blob, self.comment) if part)
 
 
-class KeyError_(UsageError):  # noqa: N801 - trailing underscore: KeyError is a builtin
-    pass
+class KeyError_(UsageError, ValueError):  # noqa: N801 - trailing underscore: KeyError is a builtin
+    """A bad key: a usage error for the CLI, a ValueError for the node-side services."""
 
 
 def _fields(blob: bytes, what: str) -> list[bytes]:

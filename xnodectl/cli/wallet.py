@@ -257,7 +257,7 @@ def _pinned(ws: Any, node: str | None) -> str | None:
     """The inventory's pinned host key fingerprint for `node`, if any."""
     if ws is None or node is None:
         return None
-    from xnodectl.wallet import sshkeys
+    from xnodectl import sshkeys
 
     entry = ws.load().nodes.get(node)
     if entry is None or not entry.host_key:
@@ -280,10 +280,15 @@ def _pin(ws: Any, name: str, host: str, result: Any) -> None:
     inventory = ws.load()
     entry = inventory.nodes.get(name)
     if entry is None:
-        inventory.nodes[name] = inv.Node(host=host, host_key=result.host_key, owner=result.address)
+        entry = inv.Node(host=host, host_key=result.host_key, owner=result.address)
+        inventory.nodes[name] = entry
     else:
         entry.host_key = result.host_key
         entry.owner = result.address
+    # The claimed key goes into the node's NixOS config at the next deploy, which also turns the
+    # claim service off (modules/claim.nix: enabled only while the owner has no key).
+    if result.authorized_key not in entry.authorized_keys:
+        entry.authorized_keys.append(result.authorized_key)
     ws.save(inventory)
 
 

@@ -25,8 +25,9 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from xnodectl import sshkeys
 from xnodectl.nodeside.httpbase import BadRequest, JsonHandler, logger, warm_up_siwe
-from xnodectl.wallet import sign_in, sshkeys
+from xnodectl.wallet import sign_in
 
 DEFAULT_PORT = 8740
 OWNER_FILE = Path("/etc/xnode/owner-address")

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xnodectl import process
+from xnodectl import process, sshkeys
 from xnodectl.errors import ClaimRefused, NodeUnreachable, UsageError
-from xnodectl.wallet import sign_in, sshkeys
+from xnodectl.wallet import sign_in
 from xnodectl.wallet.signer import Signer
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ class ClaimRequest:
 class ClaimResult:
     node: str
     address: str
-    authorized: str
+    authorized: str  # fingerprint of the key the node authorized
+    authorized_key: str  # that key's authorized_keys line
     host_key: str  # "<type> <base64>", as pinned in the inventory
     host_key_fingerprint: str
 
@@ -185,6 +186,7 @@ def claim(request: ClaimRequest, signer: Signer) -> ClaimResult:
         node=str(answer.get("node") or ""),
         address=str(answer.get("address") or signer.address),
         authorized=request.ssh_key.fingerprint,
+        authorized_key=request.ssh_key.line(),
         host_key=f"{host_key.kind} {host_key.line().split()[1]}",
         host_key_fingerprint=host_key.fingerprint,
     )
