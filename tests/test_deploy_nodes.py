@@ -476,3 +476,14 @@ def test_plan_against_a_reachable_node(
     assert any("standin-1 -> " in u or "->" in u for u in plan["packages"]["upgraded"])
     assert "node" not in plan["unknown"] and "closure" not in plan["unknown"]
     assert n1.activations() == before and n1.generation() == gen  # the plan changed nothing
+
+
+def test_node_add_scan_pins_the_real_key(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1])
+    code, out, err = _cli(ws, "node", "add", "n9", n1.host, "--port", str(n1.port), "--scan")
+    assert code == 0, err
+    assert "SHA256:" in err and out.strip() == "n9"
+    assert inv.load(ws.root / inv.FILENAME).nodes["n9"].host_key == n1.host_key
