@@ -5,7 +5,8 @@ whose `bin/switch-to-configuration` behaves like NixOS's for the deploy engine's
 `test`/`switch` point /run/current-system at it, every call logs "activating <path> <action>" to
 /var/lib/xnode-test/activations.log, a `health` system (re)starts a tiny HTTP server on the port in
 /var/lib/xnode-test/health-port, and it obeys the fault files of tests/xnodes.py (`Fault`).
-`boot` only logs (there is no bootloader); the boot default is the system profile.
+`boot` only logs (there is no bootloader; the boot default is the system profile), slowly under
+the BOOT_SLOW fault.
 
 Knobs: `version` (two versions are two different systems sharing their leaves), `size` (that many
 leaf paths of `leaf_bytes` random bytes each under the system: 300 x 170 KB is about 50 MB),
@@ -86,11 +87,6 @@ if [ -n "${XNODE_TEST_BOOTING:-}" ]; then
 else
   echo "activating $out $action" >> "$T/activations.log"
 fi
-case "$action" in
-  dry-activate) echo "would restart the following units: standin.service"; exit 0 ;;
-  boot) exit 0 ;;  # no bootloader here: the boot default is the system profile
-esac
-
 # A fault applies when its file is empty or names this system; it is used up by applying it.
 fault() {
   local f="$T/faults/$1" target
@@ -99,6 +95,12 @@ fault() {
   if [ -z "$target" ] || [ "$target" = "$out" ]; then rm -f "$f"; return 0; fi
   return 1
 }
+case "$action" in
+  dry-activate) echo "would restart the following units: standin.service"; exit 0 ;;
+  boot)  # no bootloader here: the boot default is the system profile
+    if fault boot-slow; then sleep 2; echo "stand-in boot entry written (slowly)"; fi
+    exit 0 ;;
+esac
 if fault activation-fails; then
   echo "stand-in activation: standin.service failed to start (injected fault)" >&2
   exit 4

@@ -205,6 +205,41 @@ def test_confirm_after_session_killed_mid_activation(node: Node, systems: list[s
     assert (node.current_system(), node.boot_system()) == (v2, v2)
 
 
+def test_session_killed_mid_confirm_still_confirms(node: Node, systems: list[str]) -> None:
+    """The connection drops while `confirm` writes the boot entry: confirm still completes."""
+    v2 = systems[1]
+    begin(node, v2, "cut-confirm")
+    helper(node, "wait", "--deploy-id", "cut-confirm", "--timeout", "10")
+    node.set_fault(Fault.BOOT_SLOW)
+    session = process.spawn(node.ssh_argv("xnode-activate confirm --deploy-id cut-confirm"))
+    wait_until(lambda: f"activating {v2} boot" in node.activations(), 5)
+    node.kill_sessions()
+    session.wait(timeout=5)
+    assert node.generation() == 2  # the profile was set before the boot entry
+    wait_until(lambda: "is the boot default" in node.local(
+        "cat /var/lib/xnode/deploy/cut-confirm/log").stdout, 5)  # fmt: skip
+    assert helper(node, "confirm", "--deploy-id", "cut-confirm") == {"generation": 2}
+    assert (node.current_system(), node.boot_system()) == (v2, v2)
+
+
+def test_confirm_killed_half_way_is_resumed(node: Node, systems: list[str]) -> None:
+    """kill -9 of `confirm` after the profile moved: a retried confirm finishes the job once."""
+    v2 = systems[1]
+    begin(node, v2, "resume")
+    helper(node, "wait", "--deploy-id", "resume", "--timeout", "10")
+    node.set_fault(Fault.BOOT_SLOW)
+    session = process.spawn(node.ssh_argv("xnode-activate confirm --deploy-id resume"))
+    wait_until(lambda: f"activating {v2} boot" in node.activations(), 5)
+    pid = node.local("cat /var/lib/xnode/deploy/resume/confirm.pid").stdout.strip()
+    node.local(f"pkill -KILL -P {pid}; kill -KILL {pid}")
+    session.wait(timeout=5)
+    assert node.local("cat /var/lib/xnode/deploy/resume/state").stdout.strip() == "confirming"
+    assert helper(node, "confirm", "--deploy-id", "resume") == {"generation": 2}
+    assert node.activations()[-2:] == [f"activating {v2} boot"] * 2  # boot entry written again
+    assert len(helper(node, "generations")["generations"]) == 2  # no extra generation
+    assert helper(node, "info")["active"] is None
+
+
 def test_abort_after_failed_health_probe(node: Node, systems: list[str]) -> None:
     v1, v2 = systems[0], systems[1]
     node.set_fault(Fault.HEALTH_FAILS, system=v2)

@@ -64,6 +64,7 @@ class Fault(enum.Enum):
     ACTIVATION_FAILS = "activation-fails"  # exits 1 after printing an error
     ACTIVATION_HANGS = "activation-hangs"  # sleeps forever (until killed)
     ACTIVATION_SLOW = "activation-slow"  # takes 2 s, then succeeds
+    BOOT_SLOW = "boot-slow"  # `switch-to-configuration boot` takes 2 s (not used up by test/switch)
     HEALTH_FAILS = "health-fails"  # the health server answers 500
     REFUSE_SSH = "refuse-new-connections"  # after switching, new SSH logins are refused
 
@@ -391,10 +392,14 @@ class Node:
             _signal(pid, signal.SIGCONT)
 
     def kill_sessions(self) -> None:
-        """Kill every SSH session (sshd's children), keeping the listener: 'the connection died'."""
+        """Kill every SSH session's sshd process, keeping the listener: 'the connection died'.
+
+        The commands those sessions ran are left alone, as when a network link drops: they see
+        their pipes close (EOF, SIGPIPE) and must cope.
+        """
         assert self._sshd is not None
         for pid in self._sshd_pids():
-            if pid != self._sshd.pid:
+            if pid != self._sshd.pid and _comm(pid) == "sshd":
                 _signal(pid, signal.SIGKILL)
 
     def _sshd_pids(self) -> list[int]:
@@ -479,6 +484,13 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _mnt_ns(pid: int) -> str | None:
