@@ -210,19 +210,24 @@ def test_activation_faults_roll_back(
     assert r["outcome"] == "rolled-back" and r["state"] == "old", r
     assert n1.current_system() == old and n1.generation() == gen  # boot default never moved
     assert r["rollback_reason"]
-    act = next(
-        e
-        for e in events
-        if e["node"] == n1.name and e["phase"] == "activate" and e["status"] == "start"
-    )
+    # Timing targets of issue 5, measured from the moment the fault can first be seen: failed
+    # activation reported <= 5 s after it ended; a hung one killed at the activation timeout (3 s)
+    # and reported <= 5 s later; a failed probe rolled back <= 5 s after its 3 s probe timeout;
+    # no confirmation -> rolled back (and verified) within the confirm window + 5 s.
+    start_phase = "confirm" if fault is Fault.REFUSE_SSH else "activate"
+    start = next(
+        e for e in events
+        if e["node"] == n1.name and e["phase"] == start_phase and e["status"] == "start"
+    )  # fmt: skip
     end = next(e for e in events if e["node"] == n1.name and e["status"] == "failed")
     limit = {
         Fault.ACTIVATION_FAILS: 5,
         Fault.ACTIVATION_HANGS: 3 + 5,
         Fault.HEALTH_FAILS: 3 + 5,
-        Fault.REFUSE_SSH: CONFIRM + 5 + 5,
+        Fault.REFUSE_SSH: CONFIRM + 5,
     }[fault]
-    assert end["elapsed"] - act["elapsed"] <= limit, (fault, end["elapsed"] - act["elapsed"])
+    took = end["elapsed"] - start["elapsed"]
+    assert took <= limit, (fault, took)
 
 
 def test_host_key_changed_is_refused(
@@ -487,3 +492,16 @@ def test_node_add_scan_pins_the_real_key(
     assert code == 0, err
     assert "SHA256:" in err and out.strip() == "n9"
     assert inv.load(ws.root / inv.FILENAME).nodes["n9"].host_key == n1.host_key
+
+
+def test_helper_is_uploaded_when_missing(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    n1.local("rm -f /var/lib/xnode-test/bin/xnode-activate")
+    ws = make_ws(tmp_path, [n1])
+    code, events, report, err = ws.deploy("--all")
+    assert code == 0, (err, report)
+    assert ("upload-helper", "ok") in phases(events, n1.name)
+    assert n1.local("test -x /var/lib/xnode/bin/xnode-activate").returncode == 0
+    assert n1.current_system() == ws.node_report(report, n1.name)["system_after"]
