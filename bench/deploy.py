@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -53,7 +54,7 @@ def workspace(base: Path, name: str, nodes: list[Node], size: int) -> Path:
     return flake.directory
 
 
-def xnodectl(ws: Path) -> tuple[float, dict[str, object]]:
+def xnodectl(ws: Path) -> tuple[float, dict[str, Any]]:
     started = time.monotonic()
     result = process.run(
         ["xnodectl", "deploy", "--all", "--json", "--workspace", str(ws)], check=False, timeout=600
@@ -97,7 +98,7 @@ def main() -> None:
         raw_s = timed(raw(one_raw, system))
         x_s, _ = xnodectl(ws_one)
         noop_s, noop = xnodectl(ws_one)
-        noop_bytes = sum(int(node["bytes_copied"]) for node in noop["nodes"])  # type: ignore[attr-defined,index,union-attr]  # JSON
+        noop_bytes = sum(int(node["bytes_copied"]) for node in noop["nodes"])
         fleet_s, _ = xnodectl(ws_fleet)
 
         async def all_raw() -> None:

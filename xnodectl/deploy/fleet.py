@@ -107,6 +107,33 @@ async def _revert(
         await ssh.close()
 
 
+async def _collect_interrupted(
+    jobs: Sequence[NodeJob],
+    wave: Sequence[NodeJob],
+    tasks: Sequence[asyncio.Future[NodeReport]],
+    reports: dict[str, NodeReport],
+    sink: Sink,
+    clock: Clock,
+) -> None:
+    """Ctrl-C: gather cancelled the wave's tasks; each settles its node and returns its report."""
+    await asyncio.wait(tasks)
+    for job, task in zip(wave, tasks, strict=True):
+        reports[job.target.node] = (
+            task.result()
+            if not task.cancelled()
+            else skipped(job.target.node, "interrupted", sink, clock, Outcome.INTERRUPTED)
+        )
+    for job in jobs:
+        if job.target.node not in reports:
+            reports[job.target.node] = skipped(
+                job.target.node,
+                "interrupted before it started; the node is on its old generation",
+                sink,
+                clock,
+                Outcome.INTERRUPTED,
+            )
+
+
 async def run(
     jobs: Sequence[NodeJob],
     opts: DeployOptions,
@@ -127,23 +154,7 @@ async def run(
         try:
             results = await asyncio.gather(*tasks)
         except asyncio.CancelledError:
-            # gather cancelled the tasks; each settles its node and returns its report.
-            await asyncio.wait(tasks)
-            for job, task in zip(wave, tasks, strict=True):
-                reports[job.target.node] = (
-                    task.result()
-                    if not task.cancelled()
-                    else skipped(job.target.node, "interrupted", sink, clock, Outcome.INTERRUPTED)
-                )
-            for job in jobs:
-                if job.target.node not in reports:
-                    reports[job.target.node] = skipped(
-                        job.target.node,
-                        "interrupted before it started; the node is on its old generation",
-                        sink,
-                        clock,
-                        Outcome.INTERRUPTED,
-                    )
+            await _collect_interrupted(jobs, wave, tasks, reports, sink, clock)
             return [reports[j.target.node] for j in jobs], True
         for job, report in zip(wave, results, strict=True):
             reports[job.target.node] = report

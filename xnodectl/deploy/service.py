@@ -157,7 +157,7 @@ def manifest_maker(settings: inv.Settings) -> ManifestMaker:
     from xnodectl.errors import ToolMissing
 
     try:
-        from xnodectl.wallet import keystore, manifest  # type: ignore[attr-defined,unused-ignore]  # written by the wallet area
+        from xnodectl.wallet import keystore, manifest
     except ImportError as exc:
         raise ToolMissing(
             "signed deploys need xnodectl.wallet.manifest, which this build lacks",
