@@ -1,0 +1,94 @@
+"""The xnode-activate client: chained commands in one SSH session, reply parsing, error mapping.
+SSH is replaced by a scripted stand-in (unit level); the real helper runs in
+test_deploy_nodes.py."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from typing import Any
+
+import pytest
+
+from xnodectl.deploy.helper import Helper, HelperError, HelperMissing
+from xnodectl.process import Result
+from xnodectl.remote import Session, Ssh, Target
+
+
+class FakeSsh(Ssh):
+    def __init__(self, session: Session, stdout: str, code: int = 0, stderr: str = "") -> None:
+        super().__init__(Target("n1", "h", 22, "root", "ssh-ed25519 AAAA"), session)
+        self.stdout, self.code, self.stderr = stdout, code, stderr
+        self.calls: list[dict[str, Any]] = []
+
+    async def run(
+        self,
+        command: Any,
+        *,
+        timeout: float,
+        input: bytes | None = None,
+        fresh: bool = False,
+    ) -> Result:
+        self.calls.append({"command": list(command), "input": input, "fresh": fresh})
+        return Result(("ssh",), self.code, self.stdout, self.stderr, 0.0)
+
+
+@pytest.fixture
+def session() -> Any:
+    s = Session()
+    yield s
+    s.close()
+
+
+def test_chain_parses_each_reply(session: Session) -> None:
+    ssh = FakeSsh(
+        session, '{"version": 1, "current": "/nix/store/a"}\n@@rc 0\n{"holder": "d1"}\n@@rc 0\n'
+    )
+    replies = asyncio.run(Helper(ssh).chain(["info"], ["lock", "--holder", "d 1"], timeout=5))
+    assert replies == [{"version": 1, "current": "/nix/store/a"}, {"holder": "d1"}]
+    script = ssh.calls[0]["command"][2]
+    assert ssh.calls[0]["command"][:2] == ["sh", "-c"]
+    assert "xa info;" in script and f"xa lock --holder {shlex.quote('d 1')};" in script
+
+
+def test_chain_failure_keeps_earlier_replies(session: Session) -> None:
+    ssh = FakeSsh(
+        session,
+        '{"current": "/nix/store/a"}\n@@rc 0\n'
+        '{"error": "locked", "holder": "other", "since": 5}\n@@rc 3\n',
+        code=3,
+    )
+    with pytest.raises(HelperError) as info:
+        asyncio.run(Helper(ssh).chain(["info"], ["lock", "--holder", "d1"], timeout=5))
+    assert info.value.reason == "locked" and info.value.data["holder"] == "other"
+    assert info.value.done == [{"current": "/nix/store/a"}]
+
+
+def test_missing_helper(session: Session) -> None:
+    ssh = FakeSsh(session, "\n@@rc 127\n", code=127, stderr="sh: xnode-activate: not found")
+    with pytest.raises(HelperMissing):
+        asyncio.run(Helper(ssh).info(timeout=5))
+
+
+def test_session_cut_short_is_an_error_not_a_success(session: Session) -> None:
+    ssh = FakeSsh(session, '{"deploy_id": "d1", "previous": null}\n@@rc 0\n', code=-1)
+    with pytest.raises(HelperError) as info:
+        asyncio.run(Helper(ssh).chain(["begin"], ["wait"], timeout=5))
+    assert info.value.done == [{"deploy_id": "d1", "previous": None}]
+
+
+def test_file_goes_on_stdin_and_confirm_is_fresh(session: Session) -> None:
+    ssh = FakeSsh(session, '{"ok": true, "results": []}\n@@rc 0\n')
+    result = asyncio.run(Helper(ssh).probe([{"kind": "tcp", "target": "80"}], timeout=5))
+    assert result.ok and ssh.calls[0]["input"] == b'[{"kind": "tcp", "target": "80"}]'
+    assert '--file "$f"' in ssh.calls[0]["command"][2] and not ssh.calls[0]["fresh"]
+    ssh.stdout = '{"generation": 7}\n@@rc 0\n{"unlocked": true}\n@@rc 0\n'
+    gen, unlocked = asyncio.run(Helper(ssh).confirm("d1", timeout=5, unlock_holder="d1"))
+    assert (gen, unlocked) == (7, True) and ssh.calls[1]["fresh"] is True
+
+
+def test_confirmed_even_if_unlock_fails(session: Session) -> None:
+    ssh = FakeSsh(
+        session, '{"generation": 7}\n@@rc 0\n{"error": "not the holder"}\n@@rc 3\n', code=3
+    )
+    assert asyncio.run(Helper(ssh).confirm("d1", timeout=5, unlock_holder="d1")) == (7, False)
