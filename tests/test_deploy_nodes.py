@@ -397,6 +397,9 @@ def test_ctrl_c(
     assert report["interrupted"] and report["nodes"][0]["state"] == "old"
     assert b"old generation" in err
     assert n1.current_system() == old and n1.generation() == gen
+    if when == "activate":  # the hung activation was aborted, not left to its timers
+        code, info = n1.activate_helper("info")
+        assert code == 0 and info["active"] is None, info
 
 
 def _cli(ws: Ws, *args: str) -> tuple[int, str, str]:

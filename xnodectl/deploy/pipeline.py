@@ -266,6 +266,8 @@ async def _activate(run: _Run, helper: Helper, manifest: bytes | None) -> None:
     begin = helper.begin_args(
         run.job.system, run.opts.deploy_id, run.opts.confirm_timeout, run.opts.activation_timeout
     )
+    # From here an interrupt must abort: `begin` may have run even if its reply never arrives.
+    run.begun = True
     try:
         replies = await helper.chain(
             begin,
@@ -273,16 +275,14 @@ async def _activate(run: _Run, helper: Helper, manifest: bytes | None) -> None:
             timeout=wait_s + 10,
             file=("--manifest", manifest) if manifest is not None else None,
         )
-        run.begun = True
         result = wait_result(replies[1])
     except HelperError as exc:
         if not exc.done:  # begin itself refused: nothing changed
+            run.begun = False
             raise run.fail(Phase.ACTIVATE, exc.reason) from exc
-        run.begun = True
         result = await _wait_again(run, helper, deadline, exc)
     except Unreachable:
         # Activation may restart sshd or the network: ask again over new connections.
-        run.begun = True
         result = await _wait_again(run, helper, deadline, None)
     match result.state:
         case "activated":
