@@ -139,12 +139,6 @@ async def closure(
     return _closure(path, _parse(_PathInfo, result.stdout, argv))
 
 
-def closure_sync(path: str, *, timeout: float | None = None) -> Closure:
-    argv = path_info_argv([path])
-    result = process.run(argv, timeout=timeout)
-    return _closure(path, _parse(_PathInfo, result.stdout, argv))
-
-
 def copy_argv(uri: str, paths: Sequence[str], *, substitute: bool) -> list[str]:
     argv = [*BASE, "copy", "--to", uri, "--log-format", "internal-json", "-v"]
     if substitute:
@@ -212,10 +206,6 @@ def _plain_errors(stderr: str) -> str:
         elif line.strip():
             lines.append(line)
     return "\n".join(" ".join(line.split()) for line in lines)
-
-
-def flake_metadata_argv(flake: Path) -> list[str]:
-    return [*BASE, "flake", "metadata", "--json", "--no-write-lock-file", str(flake)]
 
 
 # ---- closure diffs (pure: computed from two path lists) ----

@@ -218,9 +218,6 @@ class Helper:
             model.signed_deploys,
         )
 
-    async def lock(self, holder: str, timeout: float) -> None:
-        await self.call("lock", "--holder", holder, timeout=timeout)
-
     async def unlock(self, holder: str, timeout: float) -> None:
         await self.call("unlock", "--holder", holder, timeout=timeout)
 
