@@ -63,6 +63,7 @@ class _Info(BaseModel):
 class Info:
     version: str
     current: str | None
+    profile: str | None  # the system profile = the boot default
     generation: int | None
     store_free_bytes: int | None
     lock: Any
@@ -212,6 +213,7 @@ class Helper:
         return Info(
             str(model.version),
             model.current,
+            model.profile,
             model.generation,
             model.store_free_bytes,
             model.lock,

@@ -481,7 +481,8 @@ async def deploy_node(
 
 async def _pipeline(run: _Run, ssh: Ssh, helper: Helper) -> None:
     info = await _preflight(run, helper)
-    if info.current == run.job.system:
+    # No-op only when the desired system both runs AND is the boot default.
+    if info.current == run.job.system and info.profile == run.job.system:
         run.report.outcome, run.report.state = Outcome.UNCHANGED, NodeState.NEW
         run.report.generation_after = info.generation
         run.emit(Phase.PREFLIGHT, Status.OK, generation_before=info.generation)
