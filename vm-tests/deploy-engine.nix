@@ -91,6 +91,10 @@ pkgs.testers.runNixOSTest {
       services.openssh.settings.PermitRootLogin = "prohibit-password";
       # nixpkgs nixos/modules/system/activation/switchable-system.nix
       system.switch.enable = true;
+      # nixpkgs nixos/modules/virtualisation/qemu-vm.nix: a real boot loader, so `confirm`'s
+      # `switch-to-configuration boot` writes real boot entries.
+      virtualisation.useBootLoader = true;
+      virtualisation.useEFIBoot = true;
       virtualisation.memorySize = 1024;
       # nixpkgs nixos/modules/system/activation/specialisation.nix (specialisation.<name>.configuration)
       specialisation.good.configuration = {
