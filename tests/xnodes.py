@@ -361,22 +361,38 @@ class Node:
         )  # fmt: skip
         _wait_for(self._accepts, 5, f"{self.name}: sshd did not start on port {self.port}")
 
+    def first_start(self, attempts: int = 3) -> None:
+        """Start a new node; if its port was taken meanwhile (parallel test runs), take another."""
+        for attempt in range(attempts):
+            try:
+                self.start()
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+                (self.workdir / "sshd_config").write_text(self._sshd_config())
+                self.known_hosts.write_text(self.known_hosts_line + "\n")
+            else:
+                return
+
     @property
     def is_up(self) -> bool:
         return self._sshd is not None and self._sshd.poll() is None
 
     def _accepts(self) -> bool:
+        # sshd writes its PidFile once it listens; a connect() alone could reach another
+        # program that grabbed the port (parallel test runs).
         assert self._sshd is not None
         if self._sshd.poll() is not None:
             raise RuntimeError(f"{self.name}: sshd exited with {self._sshd.returncode}")
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            return sock.connect_ex((self.host, self.port)) == 0
+        pidfile = self.workdir / "xnode-test" / "sshd.pid"
+        return pidfile.exists() and pidfile.read_text().strip() == str(self._sshd.pid)
 
     def stop(self) -> None:
         """Kill sshd and its sessions: the node is down; its namespace (and activations) live on."""
         if self._sshd is None:
             return
+        (self.workdir / "xnode-test" / "sshd.pid").unlink(missing_ok=True)
         for pid in self._sshd_pids():
             _signal(pid, signal.SIGKILL)
         self._sshd.wait()
@@ -556,7 +572,7 @@ class Fleet:
         node.create(self.seed)
         self.nodes.append(node)
         if start:
-            node.start()
+            node.first_start()
         return node
 
     def known_hosts(self) -> Path:
