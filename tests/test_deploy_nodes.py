@@ -321,6 +321,7 @@ def test_sshd_killed_mid_copy(
     thread.join()
     r = ws.node_report(report, n1.name)
     assert code == 4 and r["outcome"] == "failed" and r["state"] == "old", r
+    assert r["error"].startswith("copy failed"), r  # it died mid-copy, not before
     assert n1.current_system() is None
     n1.start()
 
