@@ -9,9 +9,12 @@ let
   cfg = config.xnode.walletGate;
   proxy = config.xnode.proxy;
   gated = lib.filterAttrs (_: route: route.walletGate) proxy.routes;
+  gatedSites = lib.filterAttrs (_: site: site.walletGate) proxy.sites;
   upstream = "http://127.0.0.1:${toString cfg.port}";
   # Every name with and without the proxy port: browsers omit the port only when it is 80/443.
-  domains = lib.unique (lib.concatMap (d: [ d "${d}:${toString proxy.port}" ]) cfg.domains);
+  # Sites on ports of their own add their ports too.
+  ports = [ proxy.port ] ++ map (site: site.listenPort) (builtins.attrValues gatedSites);
+  domains = lib.unique (lib.concatMap (d: [ d ] ++ map (p: "${d}:${toString p}") ports) cfg.domains);
   args = [
     "--listen" "127.0.0.1"
     "--port" (toString cfg.port)
@@ -31,13 +34,46 @@ let
     proxy_set_header X-Xnode-Server $server_addr:$server_port;
     proxy_set_header X-Real-IP $remote_addr;
   '';
+  # nixpkgs nixos/modules/services/web-servers/nginx/vhost-options.nix (locations) and
+  # nginx/location-options.nix (proxyPass, recommendedProxySettings, return, extraConfig);
+  # directives: nginx ngx_http_auth_request_module (auth_request, auth_request_set).
+  # The sign-in endpoints every gated virtual host carries.
+  gateLocations = {
+    "/auth/" = {
+      proxyPass = upstream;
+      recommendedProxySettings = false; # its Host is $host (no port); the gate needs $http_host
+      extraConfig = gateHeaders;
+    };
+    # The subrequest target: internal, so a browser cannot probe it directly.
+    "= /auth/check" = {
+      proxyPass = "${upstream}/auth/check";
+      recommendedProxySettings = false;
+      extraConfig = ''
+        internal;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+      '' + gateHeaders;
+    };
+    "@xnode_signin" = {
+      return = "302 /auth/login?next=$request_uri";
+    };
+  };
+  # Merged into modules/proxy.nix's location of a gated route or site (which sets proxyPass).
+  gatedLocation = {
+    extraConfig = ''
+      auth_request /auth/check;
+      error_page 401 = @xnode_signin;
+      auth_request_set $xnode_address $upstream_http_x_xnode_address;
+      proxy_set_header X-Xnode-Address $xnode_address;
+    '';
+  };
 in
 {
   options.xnode.walletGate = {
     enable = mkOption {
       type = types.bool;
-      default = gated != { };
-      defaultText = lib.literalExpression "any xnode.proxy route has walletGate = true";
+      default = gated != { } || gatedSites != { };
+      defaultText = lib.literalExpression "any xnode.proxy route or site has walletGate = true";
       description = "Run the wallet sign-in gate (on whenever a proxy route asks for it).";
     };
     port = mkOption {
@@ -117,35 +153,14 @@ in
     # nixpkgs nixos/modules/services/web-servers/nginx/vhost-options.nix (locations) and
     # nginx/location-options.nix (proxyPass, recommendedProxySettings, return, extraConfig);
     # directives: nginx ngx_http_auth_request_module (auth_request, auth_request_set).
-    services.nginx.virtualHosts."xnode-proxy".locations = {
-      "/auth/" = {
-        proxyPass = upstream;
-        recommendedProxySettings = false; # its Host is $host (no port); the gate needs $http_host
-        extraConfig = gateHeaders;
-      };
-      # The subrequest target: internal, so a browser cannot probe it directly.
-      "= /auth/check" = {
-        proxyPass = "${upstream}/auth/check";
-        recommendedProxySettings = false;
-        extraConfig = ''
-          internal;
-          proxy_pass_request_body off;
-          proxy_set_header Content-Length "";
-        '' + gateHeaders;
-      };
-      "@xnode_signin" = {
-        return = "302 /auth/login?next=$request_uri";
-      };
-    } // lib.mapAttrs
-      (_: _: {
-        # Merged into xnode.proxy's location for the route (modules/proxy.nix sets proxyPass).
-        extraConfig = ''
-          auth_request /auth/check;
-          error_page 401 = @xnode_signin;
-          auth_request_set $xnode_address $upstream_http_x_xnode_address;
-          proxy_set_header X-Xnode-Address $xnode_address;
-        '';
-      })
-      gated;
+    services.nginx.virtualHosts =
+      lib.optionalAttrs (gated != { }) {
+        "xnode-proxy".locations = gateLocations // lib.mapAttrs (_: _: gatedLocation) gated;
+      }
+      // lib.mapAttrs'
+        (name: _: lib.nameValuePair "xnode-site-${name}" {
+          locations = gateLocations // { "/" = gatedLocation; };
+        })
+        gatedSites;
   };
 }

@@ -255,24 +255,31 @@ def test_ai_chatbot_package_variant_and_loopback(accel: str, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("expose", "gate"), list(itertools.product([False, True], repeat=2)))
-def test_ai_chatbot_route_is_the_only_way_in(expose: bool, gate: bool, tmp_path: Path) -> None:
+def test_ai_chatbot_proxy_site_is_the_only_way_in(expose: bool, gate: bool, tmp_path: Path) -> None:
     rendered = _render(
         "ai-chatbot",
         expose=expose,
         wallet_gate=gate,
         webui_port=8181,
         ollama_port=11500,
+        port=8282,
         webui_auth=False,
     )
-    assert _firewall(rendered) == ([], [])
+    # Only the proxy's port may open, and only when exposed; ollama and Open WebUI never do.
+    assert _firewall(rendered) == ([8282] if expose else [], [])
     inner = _eval(rendered, tmp_path, "inner")
-    assert inner["xnode"]["proxy"]["routes"] == {
-        "/chat/": {"port": 8181, "public": expose, "walletGate": gate, "stripPrefix": True}
+    assert inner["xnode"]["proxy"]["sites"] == {
+        "ai-chatbot": {
+            "listenPort": 8282,
+            "backendPort": 8181,
+            "public": expose,
+            "walletGate": gate,
+        }
     }
     assert inner["services"]["open-webui"]["port"] == 8181
     assert inner["services"]["open-webui"]["environment"]["WEBUI_AUTH"] == "False"
     assert inner["services"]["open-webui"]["environment"]["OLLAMA_BASE_URL"].endswith(":11500")
-    assert rendered.routes == (("/chat/", 8181),)
+    assert rendered.routes == ()
 
 
 # postgres

@@ -124,7 +124,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     }
     config = evaluate(
         "modules/wallet-gate.nix",
-        base_config(walletGate=gate_cfg, proxy={"port": nginx_port, "routes": routes}),
+        base_config(walletGate=gate_cfg, proxy={"port": nginx_port, "routes": routes, "sites": {}}),
     )
     locations = config["services"]["nginx"]["virtualHosts"]["xnode-proxy"]["locations"]
     # modules/proxy.nix's own part of the route's location.

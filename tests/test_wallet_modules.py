@@ -54,6 +54,9 @@ in rec {
   unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
   filter = builtins.filter;
   mapAttrs = builtins.mapAttrs;
+  optionalAttrs = cond: set: if cond then set else { };
+  nameValuePair = name: value: { inherit name value; };
+  "mapAttrs'" = f: set: builtins.listToAttrs (map (n: f n set.${n}) (builtins.attrNames set));
   filterAttrs = pred: set: builtins.listToAttrs (concatMap
     (name: if pred name set.${name} then [ { inherit name; value = set.${name}; } ] else [ ])
     (builtins.attrNames set));
@@ -81,6 +84,8 @@ def evaluate(module: str, config: dict[str, Any], expr: str = "m.config") -> Any
 
 
 def base_config(**xnode: Any) -> dict[str, Any]:
+    if "proxy" in xnode:
+        xnode["proxy"] = {"sites": {}, **xnode["proxy"]}
     return {
         "networking": {"hostName": "node-a", "domain": None, "fqdn": "node-a"},
         "environment": {"etc": {"xnode/owner-address": {}}},
@@ -200,6 +205,28 @@ def test_wallet_gate_guards_only_gated_routes() -> None:
     assert args.listen == "127.0.0.1" and args.port == 8741
     assert args.domain == ["node-a", "node-a:80"] and args.allow == GATE["allow"]
     assert [a["assertion"] for a in config["assertions"]] == [True]
+
+
+def test_wallet_gate_guards_gated_sites_on_their_own_port() -> None:
+    sites = {
+        "chat": {"listenPort": 8082, "backendPort": 8081, "walletGate": True},
+        "open": {"listenPort": 8083, "backendPort": 8084, "walletGate": False},
+    }
+    config = evaluate(
+        "modules/wallet-gate.nix",
+        base_config(walletGate=GATE, proxy={"port": 80, "routes": {}, "sites": sites}),
+    )
+    hosts = config["services"]["nginx"]["virtualHosts"]
+    assert set(hosts) == {"xnode-site-chat"}  # no xnode-proxy vhost without gated routes
+    locations = hosts["xnode-site-chat"]["locations"]
+    assert "auth_request /auth/check;" in locations["/"]["extraConfig"]
+    assert locations["/auth/"]["proxyPass"] == "http://127.0.0.1:8741"
+    assert locations["@xnode_signin"]["return"] == "302 /auth/login?next=$request_uri"
+    from xnodectl.nodeside import gate_server
+
+    argv = shlex.split(config["systemd"]["services"]["xnode-gate"]["serviceConfig"]["ExecStart"])
+    # A SIWE message for the site names its port; the gate accepts exactly these domains.
+    assert gate_server._args(argv[1:]).domain == ["node-a", "node-a:80", "node-a:8082"]
 
 
 def test_wallet_gate_defaults() -> None:

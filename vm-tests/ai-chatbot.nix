@@ -1,5 +1,5 @@
 # VM test of the `ai-chatbot` template (golden defaults render: CPU ollama, Open WebUI on 8081 behind
-# the local-only /chat/ proxy route). No network, so no model can be pulled: the test proves ollama's
+# the node's proxy on its own local-only port 8082). No network, so no model can be pulled: the test proves ollama's
 # API answers, Open WebUI serves its page directly and through the proxy, the health probes pass,
 # and neither ollama, Open WebUI nor the private proxy is reachable from a second VM.
 { pkgs, self }:
@@ -42,10 +42,14 @@ pkgs.testers.runNixOSTest {
         node.succeed("curl -sf http://127.0.0.1:8081/ | grep -i '<html'")
         node.succeed("ss -Htln 'sport = :8081' | grep -F 127.0.0.1:8081")
 
-    with subtest("the /chat/ route of the node's proxy reaches Open WebUI"):
+    with subtest("the node's proxy serves Open WebUI at the root of port 8082, absolute paths too"):
         node.wait_for_unit("nginx.service")
-        node.wait_for_open_port(80)
-        node.succeed("curl -sf http://127.0.0.1/chat/ | grep -i '<html'")
+        node.wait_for_open_port(8082)
+        node.succeed("curl -sf http://127.0.0.1:8082/ | grep -i '<html'")
+        # Open WebUI's own root paths (API, health) work through the proxy: a full session can.
+        node.succeed("curl -sf http://127.0.0.1:8082/health")
+        node.succeed("curl -sf http://127.0.0.1:8082/api/config | grep -F '\"name\"'")
+        node.succeed("ss -Htln 'sport = :8082' | grep -F 127.0.0.1:8082")
 
     with subtest("the model loader was configured with the template's model list"):
         # (It cannot succeed offline; its script must name the model.)
@@ -56,7 +60,7 @@ pkgs.testers.runNixOSTest {
 
     with subtest("nothing is reachable from the network"):
         client.wait_for_unit("multi-user.target")
-        for port in (11434, 8081, 80):
+        for port in (11434, 8081, 8082):
             client.fail(f"nc -z -w 5 node {port}")
   '';
 }

@@ -1,6 +1,6 @@
 # Rendered by xnodectl 0.1.0 from template 'ai-chatbot' as app 'ai-chatbot'.
 # Do not edit: change the parameters and render again.
-# parameters: models=[ "qwen2.5:7b" "nomic-embed-text" ], accel="vulkan", ollama_port=11434, webui_port=8081, webui_auth=true, expose=true, wallet_gate=true
+# parameters: models=[ "qwen2.5:7b" "nomic-embed-text" ], accel="vulkan", ollama_port=11434, webui_port=8081, port=8082, webui_auth=true, expose=true, wallet_gate=true
 { ... }:
 {
   imports = [
@@ -53,21 +53,23 @@
           wants = [ "ollama.service" ];
         };
 
-        # Behind the node's reverse proxy (modules/proxy.nix); local-only unless exposed.
-        xnode.proxy.routes."/chat/" = {
-          port = 8081;
+        # Behind the node's reverse proxy (modules/proxy.nix) on a port of its own: Open WebUI uses
+        # absolute paths (/_app/, /api/, /ws/) and cannot live under a path prefix. Local-only unless
+        # exposed; the proxy, not Open WebUI, is what the firewall opens.
+        xnode.proxy.sites.ai-chatbot = {
+          listenPort = 8082;
+          backendPort = 8081;
           public = true;
           walletGate = true;
-          stripPrefix = true;
         };
       }
     )
   ];
 
   # Ports the template declares public, opened only where its parameters ask.
-  networking.firewall.allowedTCPPorts = [ ];
+  networking.firewall.allowedTCPPorts = [ 8082 ];
   networking.firewall.allowedUDPPorts = [ ];
 
   # What the deploy engine reads back: health probes, secret files, ports.
-  xnode.apps.ai-chatbot = { template = "ai-chatbot"; health = [ { kind = "systemd"; target = "ollama.service"; status = 200; timeout = 60; } { kind = "systemd"; target = "open-webui.service"; status = 200; timeout = 60; } { kind = "tcp"; target = "11434"; status = 200; timeout = 60; } { kind = "http"; target = "http://127.0.0.1:11434/api/version"; status = 200; timeout = 120; } { kind = "http"; target = "http://127.0.0.1:8081/health"; status = 200; timeout = 900; } ]; secrets = [ ]; ports = [ { port = 11434; protocol = "tcp"; public = false; purpose = "ollama API (127.0.0.1)"; metrics = false; } { port = 8081; protocol = "tcp"; public = false; purpose = "Open WebUI (127.0.0.1; public only through the proxy)"; metrics = false; } ]; };
+  xnode.apps.ai-chatbot = { template = "ai-chatbot"; health = [ { kind = "systemd"; target = "ollama.service"; status = 200; timeout = 60; } { kind = "systemd"; target = "open-webui.service"; status = 200; timeout = 60; } { kind = "tcp"; target = "11434"; status = 200; timeout = 60; } { kind = "http"; target = "http://127.0.0.1:11434/api/version"; status = 200; timeout = 120; } { kind = "http"; target = "http://127.0.0.1:8081/health"; status = 200; timeout = 900; } { kind = "tcp"; target = "8082"; status = 200; timeout = 120; } ]; secrets = [ ]; ports = [ { port = 11434; protocol = "tcp"; public = false; purpose = "ollama API (127.0.0.1)"; metrics = false; } { port = 8081; protocol = "tcp"; public = false; purpose = "Open WebUI (127.0.0.1; reached through the proxy)"; metrics = false; } { port = 8082; protocol = "tcp"; public = true; purpose = "Open WebUI through the node's reverse proxy (wallet gate when asked)"; metrics = false; } ]; };
 }
