@@ -24,7 +24,7 @@ pkgs.testers.runNixOSTest {
     environment.systemPackages = [ pkgs.netcat ];
   };
 
-  testScript = ''
+  testScript = builtins.readFile ./lib/probes.py + ''
     start_all()
 
     with subtest("ollama: unit, port and API (health probes of template.toml)"):
@@ -50,6 +50,9 @@ pkgs.testers.runNixOSTest {
         node.succeed("curl -sf http://127.0.0.1:8082/health")
         node.succeed("curl -sf http://127.0.0.1:8082/api/config | grep -F '\"name\"'")
         node.succeed("ss -Htln 'sport = :8082' | grep -F 127.0.0.1:8082")
+
+    with subtest("every health probe of the template passes, for the node's deploy agent too"):
+        run_health_probes(node, "ai-chatbot")
 
     with subtest("the model loader was configured with the template's model list"):
         # (It cannot succeed offline; its script must name the model.)

@@ -67,7 +67,7 @@ pkgs.testers.runNixOSTest {
     environment.systemPackages = [ pkgs.sqlite pkgs.procps pkgs.gnutar ];
   };
 
-  testScript = ''
+  testScript = builtins.readFile ./lib/probes.py + ''
     DB = "${db}"
     MARKER = "${dataDir}/.slashing-protection-initialized"
     SECRETS = "${secrets}"
@@ -129,6 +129,9 @@ pkgs.testers.runNixOSTest {
         ):
             assert flag in cmd, f"{flag} missing from: {cmd}"
         t.assertEqual(machine.succeed(f"ps -o user:32= -p {pid}").strip(), "lighthouse-validator")
+
+    with subtest("every health probe of the template passes, for the node's deploy agent too"):
+        run_health_probes(machine, "ethereum-validator")
 
     with subtest("the slashing protection database exists in the state directory"):
         machine.wait_until_succeeds(f"test -s {DB}", timeout=120)

@@ -24,7 +24,7 @@ pkgs.testers.runNixOSTest {
     environment.systemPackages = [ pkgs.netcat ];
   };
 
-  testScript = ''
+  testScript = builtins.readFile ./lib/probes.py + ''
     def http_status(machine, url):
         return machine.succeed(f"curl -s -o /dev/null -w '%{{http_code}}' {url}").strip()
 
@@ -42,6 +42,9 @@ pkgs.testers.runNixOSTest {
         t.assertEqual(http_status(node, "http://127.0.0.1:5001/api/v0/version"), "405")
         # The metrics path the template declares for the monitoring template.
         node.succeed("curl -sf http://127.0.0.1:5001/debug/metrics/prometheus | grep -q '^go_goroutines'")
+
+    with subtest("every health probe of the template passes, for the node's deploy agent too"):
+        run_health_probes(node, "ipfs")
 
     with subtest("parameters reached kubo's live config"):
         config = "/var/lib/ipfs/config"

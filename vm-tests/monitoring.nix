@@ -60,24 +60,7 @@ pkgs.testers.runNixOSTest {
 
   nodes.client = { };
 
-  testScript = ''
-    import json
-
-    def run_health_probes(machine, app):
-        """Every probe the app declares, as the deploy engine runs them after an activation."""
-        apps = json.loads(machine.succeed("cat /etc/xnode/apps.json"))
-        for probe in apps[app]["health"]:
-            kind, target, timeout = probe["kind"], probe["target"], probe["timeout"]
-            if kind == "systemd":
-                machine.wait_for_unit(target, timeout=timeout)
-            elif kind == "tcp":
-                machine.wait_for_open_port(int(target), timeout=timeout)
-            else:
-                machine.wait_until_succeeds(
-                    f"test \"$(curl -s -o /dev/null -w '%{{http_code}}' '{target}')\" = {probe['status']}",
-                    timeout=timeout,
-                )
-
+  testScript = builtins.readFile ./lib/probes.py + ''
     def prom_value(query):
         out = machine.succeed(
             f"curl -sf http://127.0.0.1:9090/api/v1/query --data-urlencode 'query={query}'"

@@ -25,7 +25,7 @@ pkgs.testers.runNixOSTest {
     environment.systemPackages = [ pkgs.netcat ];
   };
 
-  testScript = ''
+  testScript = builtins.readFile ./lib/probes.py + ''
     import secrets
 
     # Chosen at run time, so it exists only in the VM's secret file, never in a derivation.
@@ -65,6 +65,9 @@ pkgs.testers.runNixOSTest {
             f"PGPASSWORD='{rotated}' psql -h 127.0.0.1 -U app -d app -tAc 'select 1'", timeout=60
         )
         node.fail(f"PGPASSWORD='{password}' psql -h 127.0.0.1 -U app -d app -tAc 'select 1'")
+
+    with subtest("every health probe of the template passes, for the node's deploy agent too"):
+        run_health_probes(node, "postgres")
 
     with subtest("a dump is written and kept"):
         node.succeed("systemctl start postgres-backup.service")

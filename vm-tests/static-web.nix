@@ -18,7 +18,7 @@ pkgs.testers.runNixOSTest {
     environment.systemPackages = [ pkgs.netcat ];
   };
 
-  testScript = ''
+  testScript = builtins.readFile ./lib/probes.py + ''
     site = "www.example.org"
     marker = "hello from the xnode static-web template"
 
@@ -36,6 +36,9 @@ pkgs.testers.runNixOSTest {
         node.wait_for_open_port(8088)
         node.succeed(f"curl -sf http://127.0.0.1:8088/ | grep -F '{marker}'")
         node.succeed("ss -Htln 'sport = :8088' | grep -F 127.0.0.1:8088")
+
+    with subtest("every health probe of the template passes, for the node's deploy agent too"):
+        run_health_probes(node, "static-web")
 
     with subtest("HTTPS with the ACME placeholder certificate, HTTP redirects"):
         https = f"curl -sk --resolve {site}:443:127.0.0.1 https://{site}/"
