@@ -246,7 +246,7 @@ def test_engine_signs_and_node_refuses_foreign_wallet(
     (node,) = xnode_factory(1)
     require_signed(node, owner)
     monkeypatch.setenv("NIX_CONFIG", NIX_CONF)
-    monkeypatch.setenv("XNODECTL_KEYSTORE_PASSWORD", "owner password")
+    monkeypatch.setenv("XNODECTL_WALLET_PASSWORD", "owner password")
     wallet = tmp_path / "owner.json"
     keystore.create(wallet, "owner password", private_key=bytes(owner.key), scrypt_n=2**14)
     flake = workspace(tmp_path, node, wallet)

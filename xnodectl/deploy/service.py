@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets as pysecrets
 import time
 from collections.abc import Sequence
@@ -153,23 +152,13 @@ async def build(
 
 
 def manifest_maker(settings: inv.Settings) -> ManifestMaker:
-    """Owner-signed manifests (wallet area). Loaded once, lazily, only when needed."""
-    from xnodectl.errors import ToolMissing
+    """Owner-signed manifests (wallet area). Loaded once, lazily, only when needed: the wallet of
+    settings.signer_keystore (default: the operator wallet), unlocked like every wallet command
+    ($XNODECTL_WALLET_PASSWORD or a prompt)."""
+    from xnodectl.wallet import keystore, manifest
 
-    try:
-        from xnodectl.wallet import keystore, manifest
-    except ImportError as exc:
-        raise ToolMissing(
-            "signed deploys need xnodectl.wallet.manifest, which this build lacks",
-            hint="update xnodectl, or set signed_deploys = false",
-        ) from exc
-    if not settings.signer_keystore:
-        raise UsageError(
-            "signed deploys need settings.signer_keystore in inventory.toml",
-            hint="point it at the owner's keystore file",
-        )
-    password = os.environ.get("XNODECTL_KEYSTORE_PASSWORD", "")
-    signer = keystore.load_signer(Path(settings.signer_keystore), password)
+    path = Path(settings.signer_keystore) if settings.signer_keystore else keystore.default_path()
+    signer = keystore.load_signer(path, keystore.read_password(confirm=False, path=path))
 
     def make(node: str, system: str, previous: str | None) -> bytes:
         data: bytes = manifest.sign_manifest(
