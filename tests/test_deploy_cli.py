@@ -114,6 +114,24 @@ def test_node_add_list_remove(ws: Path) -> None:
     assert "edge-1" not in inv.load(ws / inv.FILENAME).nodes
 
 
+def test_node_add_keeps_authorized_keys_and_apps(ws: Path, tmp_path: Path) -> None:
+    from xnodectl import process
+
+    key = tmp_path / "op"
+    process.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@laptop", "-f", str(key)])
+    pub = key.with_suffix(".pub").read_text().strip()
+    args = ["--authorized-key", str(key.with_suffix(".pub")), "--workspace", str(ws)]
+    assert run("node", "add", "local", "10.0.0.9", *args)[0] == 0
+    assert run("node", "add", "local", "10.0.0.9", *args)[0] == 0  # no duplicate
+    node = inv.load(ws / inv.FILENAME).nodes["local"]
+    assert node.authorized_keys == [pub] and node.host == "10.0.0.9"
+    assert [a.template for a in node.apps] == ["ethereum-node"]  # apps survive an update
+    code, _, err = run(
+        "node", "add", "local", "h", "--authorized-key", str(key), "--workspace", str(ws)
+    )
+    assert code == 2 and "PRIVATE key" in err
+
+
 @pytest.mark.parametrize("args", [
     ["node", "add", "Bad_Name", "h"],
     ["node", "add", "n2", "h", "--host-key", "not a key"],

@@ -360,17 +360,27 @@ def node_add(
         bool,
         typer.Option("--scan", help="Fetch the host key now (check the printed fingerprint!)."),
     ] = False,
+    authorized_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--authorized-key",
+            help="Public key file (.pub) that may log in as root; kept in every deployed system "
+            "(repeatable).",
+        ),
+    ] = None,
     workspace: WsOpt = None,
 ) -> None:
     """Add a node (or update its address/key, keeping its apps)."""
     import re
 
     from xnodectl import inventory as inv
-    from xnodectl import remote
+    from xnodectl import remote, sshkeys
     from xnodectl.errors import UsageError
 
+    keys = [sshkeys.read(path.expanduser()).line() for path in authorized_key or []]
     ws = _ws(workspace)
     inventory = ws.load()
+    before = set(inventory.nodes)
     if not re.match(inv.NODE_NAME, name):
         raise UsageError(
             f"node name '{name}' is not allowed", hint="use lowercase letters, digits and '-'"
@@ -383,27 +393,19 @@ def node_add(
             f"pinned {name}'s host key {remote.fingerprint(host_key)}: compare it with "
             "the node's console before deploying"
         )
-    if host_key is not None and not re.match(
-        r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+$", host_key.strip()
-    ):
-        raise UsageError(
-            "--host-key must look like 'ssh-ed25519 AAAA...'",
-            hint="copy it from /etc/ssh/ssh_host_ed25519_key.pub on the node",
-        )
-    old = inventory.nodes.get(name)
-    inventory.nodes[name] = inv.Node(
-        host=host,
-        port=port,
-        user=user,
-        host_key=host_key or (old.host_key if old else None),
-        tags=list(tag or (old.tags if old else [])),
-        apps=old.apps if old else [],
-        system=old.system if old else "x86_64-linux",
-        owner=old.owner if old else None,
-        signed_deploys=old.signed_deploys if old else False,
-    )
+    if host_key is not None:
+        host_key = " ".join(sshkeys.parse(host_key, "--host-key").line().split()[:2])
+    old = inventory.nodes.get(name) or inv.Node(host=host)
+    update: dict[str, object] = {"host": host, "port": port, "user": user}
+    if host_key:
+        update["host_key"] = host_key
+    if tag:
+        update["tags"] = list(tag)
+    if keys:
+        update["authorized_keys"] = list(dict.fromkeys([*old.authorized_keys, *keys]))
+    inventory.nodes[name] = old.model_copy(update=update)
     ws.save(inventory)
-    output.info(("updated" if old else "added") + f" node '{name}'")
+    output.info(("updated" if name in before else "added") + f" node '{name}'")
     output.result(name)
 
 
