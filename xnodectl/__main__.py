@@ -1,0 +1,5 @@
+"""`python -m xnodectl` = the xnodectl command."""
+
+from xnodectl.cli import main
+
+main()
