@@ -4,8 +4,6 @@ Only typer is imported at start-up; every command imports its service inside the
 `xnodectl --help` never loads pydantic, jinja2, asyncssh, siwe or web3.
 """
 
-from __future__ import annotations
-
 import logging
 import sys
 from collections.abc import Sequence

@@ -1,7 +1,5 @@
 """deploy, plan, status, rollback, generations, node add/remove/list."""
 
-from __future__ import annotations
-
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar

@@ -1,7 +1,5 @@
 """image build; vm up/down/ssh/status: XnodeOS images and a local Xnode in QEMU."""
 
-from __future__ import annotations
-
 import shlex
 from pathlib import Path
 from typing import Annotated

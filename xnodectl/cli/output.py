@@ -1,7 +1,5 @@
 """stdout carries results only; everything else goes to stderr."""
 
-from __future__ import annotations
-
 import json
 import sys
 from typing import Any

@@ -1,7 +1,5 @@
 """templates list/show, render, init."""
 
-from __future__ import annotations
-
 import shlex
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """wallet new/import/address/export-public, and claim (SIWE claim of a fresh node)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Any
 
