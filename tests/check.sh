@@ -10,6 +10,7 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff" >&2
 ruff check xnodectl tests bench
+ruff format --check xnodectl tests bench
 echo "== mypy (strict)" >&2
 mypy xnodectl tests
 echo "== nix-instantiate --parse (every .nix file)" >&2

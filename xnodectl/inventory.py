@@ -53,6 +53,7 @@ class Node(_Strict):
             return [sshkeys.parse(key, "authorized key").line() for key in keys]
         except UsageError as exc:
             raise ValueError(exc.message) from exc
+
     # The node only activates owner-signed deploy manifests (/etc/xnode/require-signed-deploys).
     signed_deploys: bool = False
     apps: list[AppEntry] = []
