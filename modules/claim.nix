@@ -95,25 +95,10 @@ in
         wantedBy = [ "multi-user.target" ];
         after = [ "network.target" "sshd.service" "sshd-keygen.service" "systemd-tmpfiles-setup.service" ];
         unitConfig.ConditionPathExists = [ "/etc/xnode/owner-address" "!${stateDir}/claimed" ];
-        serviceConfig = {
+        serviceConfig = import ./lib/service-hardening.nix // {
           ExecStart = lib.escapeShellArgs ([ "${config.xnode.package}/bin/xnode-claim" ] ++ args);
           # Root only because it appends to root's authorized_keys; everything else is locked down.
-          Restart = "on-failure";
-          RestartSec = 2;
-          ProtectSystem = "strict";
           ReadWritePaths = [ "/var/lib/xnode/ssh" stateDir ];
-          ProtectHome = true;
-          PrivateTmp = true;
-          PrivateDevices = true;
-          NoNewPrivileges = true;
-          CapabilityBoundingSet = "";
-          RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
-          ProtectKernelTunables = true;
-          ProtectKernelModules = true;
-          ProtectControlGroups = true;
-          RestrictNamespaces = true;
-          LockPersonality = true;
-          SystemCallArchitectures = "native";
           UMask = "0077";
         };
       };

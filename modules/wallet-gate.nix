@@ -129,24 +129,9 @@ in
       wantedBy = [ "multi-user.target" ];
       before = [ "nginx.service" ];
       after = [ "network.target" ];
-      serviceConfig = {
+      serviceConfig = import ./lib/service-hardening.nix // {
         ExecStart = lib.escapeShellArgs ([ "${config.xnode.package}/bin/xnode-gate" ] ++ args);
         DynamicUser = true; # reads only /etc/xnode/owner-address (0444); holds sessions in memory
-        Restart = "on-failure";
-        RestartSec = 2;
-        ProtectSystem = "strict";
-        ProtectHome = true;
-        PrivateTmp = true;
-        PrivateDevices = true;
-        NoNewPrivileges = true;
-        CapabilityBoundingSet = "";
-        RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectControlGroups = true;
-        RestrictNamespaces = true;
-        LockPersonality = true;
-        SystemCallArchitectures = "native";
       };
     };
 
