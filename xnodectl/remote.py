@@ -184,6 +184,14 @@ class Ssh:
             hint="is it up, and is the address right in inventory.toml?",
         )
 
+    async def warm_up(self, timeout: float) -> None:
+        """Open the multiplexing master now (while the system builds), so the preflight that
+        follows finds the connection made. Failures are left for that preflight to report."""
+        try:
+            await process.arun(self.argv(["true"]), check=False, timeout=timeout)
+        except CommandFailed:
+            pass
+
     async def close(self) -> None:
         """Stop the multiplexing master (if one was started)."""
         if self.control.exists():

@@ -27,7 +27,7 @@ from xnodectl.deploy.events import (
 from xnodectl.deploy.pipeline import DeployOptions, ManifestMaker, NodeJob
 from xnodectl.errors import CommandFailed, DeployFailed, Interrupted, UsageError, XnodeError
 from xnodectl.inventory import AppEntry
-from xnodectl.remote import Session, Target
+from xnodectl.remote import Session, Ssh, Target
 from xnodectl.render import RenderedApp
 from xnodectl.workspace import Workspace, write_apps
 
@@ -212,10 +212,22 @@ async def deploy(ws: Workspace, req: Request, sink: Sink) -> FleetReport:
         substitute=req.substitute,
         manifest=maker,
     )
+    session = Session(Path(settings.ssh_key).expanduser() if settings.ssh_key else None)
+    # SSH connections of the first nodes open while the system builds (NixOS evaluation takes
+    # seconds): the handshakes leave the critical path. Only as many as may deploy at once.
+    first = names[: req.fleet.max_parallel]
+    warm = [
+        session.ssh(target_of(n, inventory.nodes[n])) for n in first if inventory.nodes[n].host_key
+    ]
+    warming = [asyncio.ensure_future(s.warm_up(timeout=opts.preflight_timeout)) for s in warm]
     try:
         built = await build(ws.root, names, sink, clock)
         jobs, failed = await _jobs(ws, inventory, names, rendered, built)
-    except asyncio.CancelledError:
+    except BaseException as exc:
+        await _close_all(warming, warm)
+        session.close()
+        if not isinstance(exc, asyncio.CancelledError):
+            raise
         return FleetReport(
             [
                 fleet.skipped(
@@ -230,13 +242,21 @@ async def deploy(ws: Workspace, req: Request, sink: Sink) -> FleetReport:
             clock.elapsed(),
             interrupted=True,
         )
-    session = Session(Path(settings.ssh_key).expanduser() if settings.ssh_key else None)
     try:
         reports, interrupted = await fleet.run(jobs, opts, req.fleet, session, sink, clock)
     finally:
+        await _close_all(warming, warm)  # masters of nodes that never ran (failed builds)
         session.close()
     by_name = {r.node: r for r in [*reports, *failed]}
     return FleetReport([by_name[n] for n in names], clock.elapsed(), interrupted)
+
+
+async def _close_all(warming: Sequence[asyncio.Future[None]], connections: Sequence[Ssh]) -> None:
+    """Stop warm-ups still under way (a node that does not answer) and their masters."""
+    for task in warming:
+        task.cancel()
+    await asyncio.gather(*warming, return_exceptions=True)
+    await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
 
 
 async def _jobs(
