@@ -36,7 +36,10 @@ def test_offline_plan_is_useful_and_quick(ws: Path) -> None:
     assert code == 0, err
     assert time.monotonic() - started < 15
     assert "node local (root@127.0.0.1:2222)" in out
-    assert "app ethereum-node (ethereum-node): unchanged" in out
+    assert "workspace up to date; what the node runs now is unknown" in out
+    assert (
+        "app ethereum-node (ethereum-node): module unchanged in apps/local/ethereum-node.nix" in out
+    )
     assert "health probes: systemd" in out and "resources: >= " in out
     assert "unknown node: node 'local' has no pinned host key" in out
     assert "unknown closure:" in out

@@ -236,9 +236,24 @@ def _size(n: int | None) -> str:
 
 
 def _plan_text(p: Any) -> str:
-    lines = [f"node {p.node} ({p.address}): " + ("changes" if p.changes else "no app changes")]
+    if p.changes:
+        headline = "will change"
+    elif p.current_system is None:
+        headline = "workspace up to date; what the node runs now is unknown (see below)"
+    else:
+        headline = "no changes"
+    lines = [f"node {p.node} ({p.address}): {headline}"]
+    words = {
+        "added": "new module",
+        "changed": "module changes",
+        "removed": "module removed",
+        "unchanged": "module unchanged",
+    }
     for a in p.apps:
-        lines.append(f"  app {a.app} ({a.template}): {a.change}")
+        lines.append(
+            f"  app {a.app} ({a.template}): {words.get(a.change, a.change)} "
+            f"in apps/{p.node}/{a.app}.nix"
+        )
         lines.extend(f"    {line}" for line in a.diff.splitlines()[:40])
     lines.append("  ports opened: " + (", ".join(p.ports_opened) or "none"))
     for s in p.secrets:
