@@ -164,6 +164,20 @@ def test_nixops4_missing_says_how_to_get_it(ws: Path, monkeypatch: pytest.Monkey
     assert code == 5 and "nixops4" in err and "nix shell github:nixops4/nixops4" in err
 
 
+def test_nixops4_root_is_a_flake_of_its_own_over_the_git_tree(ws: Path) -> None:
+    """The native path never needs the nixops4 repositories; the nixops4 root reads the
+    workspace as git+file (tracked files only, so secrets/ cannot reach the store)."""
+    from tests.nixcheck import parse_ok
+    from xnodectl.workspace import Workspace, write_nixops4_root
+
+    assert "nixops4" not in (ws / "flake.nix").read_text().split("# `xnodectl deploy", 1)[0]
+    assert "inputs.nixops4" not in (ws / "flake.nix").read_text()
+    root = write_nixops4_root(Workspace(ws))
+    text = (root / "flake.nix").read_text()
+    assert parse_ok(text)
+    assert f'inputs.workspace.url = "git+file://{ws}";' in text
+
+
 def test_help_lists_commands() -> None:
     _, out, _ = run("--help")
     for cmd in ("deploy", "plan", "status", "rollback", "generations", "node"):

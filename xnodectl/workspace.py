@@ -65,6 +65,17 @@ def render_flake(xnodectl_flake: str) -> str:
     return render_nix(source, {"xnodectl_flake": xnodectl_flake})
 
 
+def write_nixops4_root(ws: Workspace) -> Path:
+    """nixops4/flake.nix: the fleet as a nixops4 root, over this workspace's git tree."""
+    source = (Path(__file__).parent / "data" / "workspace" / "nixops4.flake.nix.j2").read_text()
+    directory = ws.root / "nixops4"
+    directory.mkdir(exist_ok=True)
+    path = directory / "flake.nix"
+    path.write_text(render_nix(source, {"workspace_url": f"git+file://{ws.root}"}))
+    git_track(ws)
+    return directory
+
+
 def write_apps(ws: Workspace, node: str, apps: Sequence[RenderedApp]) -> list[Path]:
     """Write a node's rendered modules, removing ones no longer in the inventory."""
     directory = ws.apps_dir(node)
