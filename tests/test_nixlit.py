@@ -63,6 +63,11 @@ def test_negative_numbers_in_lists_are_not_subtraction() -> None:
     assert eval_json(nixlit.encode([1, -2, 3])) == [1, -2, 3]
 
 
+def test_integer_bounds_round_trip() -> None:
+    bounds = [-(2**63), 2**63 - 1, 0, -1]
+    assert eval_json(nixlit.encode(bounds)) == bounds
+
+
 @pytest.mark.parametrize("bad", ["a\x00b", 2**63, float("nan"), object(), {1: "x"}, "\ud800"])
 def test_unencodable_values_are_rejected(bad: object) -> None:
     with pytest.raises(NixEncodeError):

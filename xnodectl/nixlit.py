@@ -81,6 +81,8 @@ def encode(value: object) -> str:
         case int():
             if not _INT_MIN <= value <= _INT_MAX:
                 raise NixEncodeError(f"integer {value} does not fit Nix's 64-bit integers")
+            if value == _INT_MIN:  # its magnitude is no Nix literal: 2**63 overflows
+                return f"({_INT_MIN + 1} - 1)"
             return str(value) if value >= 0 else f"({value})"
         case float():
             if not math.isfinite(value):
