@@ -9,6 +9,7 @@ pkgs.testers.runNixOSTest {
   nodes.machine = {
     imports = [
       self.nixosModules.default
+      ./lib/secret-upload.nix
       ../tests/golden/bitcoin-node/example.nix
     ];
     xnode.package = self.packages.${pkgs.stdenv.hostPlatform.system}.xnodectl;
@@ -19,24 +20,15 @@ pkgs.testers.runNixOSTest {
     # Stands in for the deploy engine's secret upload (done before activation): a random password,
     # hashed at boot the way Bitcoin Core's share/rpcauth/rpcauth.py does (HMAC-SHA256 keyed with
     # the hex salt), so neither exists anywhere in the Nix store. The password is kept for the test.
-    systemd.services.xnode-test-secrets = {
-      before = [ "bitcoind-regtest.service" ];
-      requiredBy = [ "bitcoind-regtest.service" ];
-      after = [ "systemd-tmpfiles-setup.service" ];
-      serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };
-      path = [ pkgs.coreutils pkgs.openssl pkgs.gawk ];
-      script = ''
-        dir=/var/lib/xnode/secrets/bitcoin-node
-        mkdir -p "$dir"
-        umask 077
-        password=$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')
-        salt=$(openssl rand -hex 16)
-        hash=$(printf '%s' "$password" | openssl dgst -sha256 -hmac "$salt" -r | awk '{print $1}')
-        printf 'xnode:%s$%s\n' "$salt" "$hash" > "$dir/rpcauth"
-        chmod 0400 "$dir/rpcauth"
-        printf '%s' "$password" > /root/rpc-password
-      '';
-    };
+    xnodeTest.secretsBefore = [ "bitcoind-regtest.service" ];
+    xnodeTest.secretsPath = [ pkgs.openssl pkgs.gawk ];
+    xnodeTest.secrets.bitcoin-node.rpcauth.script = ''
+      password=$(head -c 24 /dev/urandom | base64 | tr -d '/+=\n')
+      salt=$(openssl rand -hex 16)
+      hash=$(printf '%s' "$password" | openssl dgst -sha256 -hmac "$salt" -r | awk '{print $1}')
+      printf '%s' "$password" > /root/rpc-password
+      printf 'xnode:%s$%s\n' "$salt" "$hash"
+    '';
   };
 
   nodes.client = { };

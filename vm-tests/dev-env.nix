@@ -10,6 +10,7 @@ pkgs.testers.runNixOSTest {
   nodes.machine = {
     imports = [
       self.nixosModules.default
+      ./lib/secret-upload.nix
       ../tests/golden/dev-env/defaults.nix
     ];
     xnode.package = self.packages.${pkgs.stdenv.hostPlatform.system}.xnodectl;
@@ -19,20 +20,8 @@ pkgs.testers.runNixOSTest {
 
     # Stands in for the deploy engine's secret upload (done before activation): a random password
     # written at boot, before code-server starts, so it exists nowhere in the Nix store.
-    systemd.services.xnode-test-secrets = {
-      before = [ "code-server.service" ];
-      requiredBy = [ "code-server.service" ];
-      after = [ "systemd-tmpfiles-setup.service" ];
-      serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };
-      path = [ pkgs.coreutils ];
-      script = ''
-        dir=/var/lib/xnode/secrets/dev-env
-        mkdir -p "$dir"
-        umask 077
-        head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "$dir/password"
-        chmod 0400 "$dir/password"
-      '';
-    };
+    xnodeTest.secretsBefore = [ "code-server.service" ];
+    xnodeTest.secrets.dev-env.password = { };
   };
 
   nodes.client = { };

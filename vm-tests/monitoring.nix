@@ -14,6 +14,7 @@ pkgs.testers.runNixOSTest {
   nodes.machine = { config, ... }: {
     imports = [
       self.nixosModules.default
+      ./lib/secret-upload.nix
       ../tests/golden/monitoring/defaults.nix
     ];
     xnode.package = self.packages.${pkgs.stdenv.hostPlatform.system}.xnodectl;
@@ -39,22 +40,10 @@ pkgs.testers.runNixOSTest {
 
     # Stands in for the deploy engine's secret upload (done before activation): random values
     # written at boot, before Grafana starts, so they exist nowhere in the Nix store.
-    systemd.services.xnode-test-secrets = {
-      before = [ "grafana.service" ];
-      requiredBy = [ "grafana.service" ];
-      after = [ "systemd-tmpfiles-setup.service" ];
-      serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };
-      path = [ pkgs.coreutils ];
-      script = ''
-        dir=/var/lib/xnode/secrets/monitoring
-        mkdir -p "$dir"
-        umask 077
-        for name in grafana_admin_password grafana_secret_key; do
-          head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "$dir/$name"
-          chown grafana "$dir/$name"
-          chmod 0400 "$dir/$name"
-        done
-      '';
+    xnodeTest.secretsBefore = [ "grafana.service" ];
+    xnodeTest.secrets.monitoring = {
+      grafana_admin_password.owner = "grafana";
+      grafana_secret_key.owner = "grafana";
     };
   };
 

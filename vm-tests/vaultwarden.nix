@@ -10,6 +10,7 @@ pkgs.testers.runNixOSTest {
   nodes.machine = {
     imports = [
       self.nixosModules.default
+      ./lib/secret-upload.nix
       ../tests/golden/vaultwarden/example.nix
     ];
     xnode.package = self.packages.${pkgs.stdenv.hostPlatform.system}.xnodectl;
@@ -19,20 +20,9 @@ pkgs.testers.runNixOSTest {
 
     # Stands in for the deploy engine's secret upload (done before activation): a random token
     # written at boot, before vaultwarden's environment file is made, so it is nowhere in the store.
-    systemd.services.xnode-test-secrets = {
-      before = [ "vaultwarden-admin-token.service" ];
-      requiredBy = [ "vaultwarden-admin-token.service" ];
-      after = [ "systemd-tmpfiles-setup.service" ];
-      serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };
-      path = [ pkgs.coreutils ];
-      script = ''
-        dir=/var/lib/xnode/secrets/vaultwarden
-        mkdir -p "$dir"
-        umask 077
-        head -c 32 /dev/urandom | base64 | tr -d '/+=\n' > "$dir/admin_token"
-        chmod 0400 "$dir/admin_token"
-      '';
-    };
+    xnodeTest.secretsBefore = [ "vaultwarden-admin-token.service" ];
+    xnodeTest.secrets.vaultwarden.admin_token.script =
+      "head -c 32 /dev/urandom | base64 | tr -d '/+=\\n'";
   };
 
   nodes.client = { };

@@ -55,7 +55,11 @@ pkgs.testers.runNixOSTest {
   name = "xnode-wallet-gate";
 
   nodes.machine = { ... }: {
-    imports = [ self.nixosModules.default ../tests/golden/monitoring/example.nix ];
+    imports = [
+      self.nixosModules.default
+      ./lib/secret-upload.nix
+      ../tests/golden/monitoring/example.nix
+    ];
     xnode.package = self.packages.${pkgs.stdenv.hostPlatform.system}.xnodectl;
     xnode.owner.allowUnreachable = true; # reached through the test driver, not SSH
     # The owner address as modules/owner.nix would publish it (known only once the wallet is built).
@@ -64,22 +68,10 @@ pkgs.testers.runNixOSTest {
     virtualisation.memorySize = 2048;
 
     # Stands in for the deploy engine's secret upload, as in vm-tests/monitoring.nix.
-    systemd.services.xnode-test-secrets = {
-      before = [ "grafana.service" ];
-      requiredBy = [ "grafana.service" ];
-      after = [ "systemd-tmpfiles-setup.service" ];
-      serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };
-      path = [ pkgs.coreutils ];
-      script = ''
-        dir=/var/lib/xnode/secrets/monitoring
-        mkdir -p "$dir"
-        umask 077
-        for name in grafana_admin_password grafana_secret_key; do
-          head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "$dir/$name"
-          chown grafana "$dir/$name"
-          chmod 0400 "$dir/$name"
-        done
-      '';
+    xnodeTest.secretsBefore = [ "grafana.service" ];
+    xnodeTest.secrets.monitoring = {
+      grafana_admin_password.owner = "grafana";
+      grafana_secret_key.owner = "grafana";
     };
   };
 
