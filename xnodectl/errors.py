@@ -79,12 +79,20 @@ class CommandFailed(ExternalError):
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr = stderr
-        tail = stderr.strip().splitlines()[-1:] if stderr.strip() else []
-        detail = f": {tail[0]}" if tail else ""
+        detail = f": {_gist(stderr)}" if stderr.strip() else ""
         super().__init__(
             f"command failed with exit code {returncode}{detail}",
             hint=f"rerun it to see everything: {shlex.join(self.argv)}",
         )
+
+
+def _gist(stderr: str) -> str:
+    """The line of a tool's stderr that says what went wrong: Nix's last `error:` line, else the
+    last line that is not advice such as "(use '--show-trace' ...)"."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    useful = [ln for ln in lines if not (ln.startswith("(") and ln.endswith(")"))]
+    return (errors or useful or lines)[-1]
 
 
 class ToolMissing(ExternalError):

@@ -35,6 +35,11 @@ def default_path() -> Path:
 
 def read_password(*, confirm: bool, path: Path) -> str:
     """The wallet password: $XNODECTL_WALLET_PASSWORD if set, else a prompt on the terminal."""
+    if not confirm and not path.exists():  # unlocking: say a missing wallet before asking
+        raise WalletError(
+            f"no wallet at {path}",
+            hint="create one with: xnodectl wallet new, or pass --wallet PATH",
+        )
     from_env = os.environ.get(PASSWORD_ENV)
     if from_env is not None:
         password = from_env
