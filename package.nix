@@ -35,7 +35,6 @@ python3Packages.buildPythonApplication {
     typer
     jinja2
     pydantic
-    asyncssh
     eth-account
     rich
   ] ++ [ siwe abnf ];
