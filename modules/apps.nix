@@ -30,6 +30,9 @@ let
       metricsPath = mkOption { type = types.nullOr types.str; default = null; description = "HTTP path of the metrics (default /metrics)."; };
     };
   };
+  # The app's own units: the systemd units its health probes watch.
+  unitsOf = app: map (probe: probe.target) (builtins.filter (probe: probe.kind == "systemd") app.health);
+  withRotation = lib.filterAttrs (_: app: app.secrets != [ ] && unitsOf app != [ ]) config.xnode.apps;
 in
 {
   options.xnode.apps = mkOption {
@@ -46,6 +49,25 @@ in
   };
 
   config = {
+    # A changed secret file (the deploy engine uploads a rotated value before activation) restarts
+    # the app's units, so the new value is used at once; their unit files did not change, so
+    # switch-to-configuration alone would keep the old value until the next restart.
+    # nixpkgs nixos/modules/system/boot/systemd.nix (systemd.paths, systemd.services) and
+    # nixos/lib/systemd-unit-options.nix (pathConfig, wantedBy, serviceConfig, script).
+    systemd.paths = lib.mapAttrs'
+      (name: app: lib.nameValuePair "xnode-secrets-${name}" {
+        wantedBy = [ "multi-user.target" ];
+        pathConfig.PathChanged = map (secret: secret.path) app.secrets;
+      })
+      withRotation;
+    systemd.services = lib.mapAttrs'
+      (name: app: lib.nameValuePair "xnode-secrets-${name}" {
+        description = "Restart ${name} after its secret files changed";
+        serviceConfig.Type = "oneshot";
+        script = "systemctl try-restart " + lib.escapeShellArgs (unitsOf app);
+      })
+      withRotation;
+
     # nixpkgs nixos/modules/system/etc/etc.nix (environment.etc.<name>.text)
     environment.etc."xnode/apps.json".text = builtins.toJSON config.xnode.apps;
 
