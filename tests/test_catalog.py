@@ -39,6 +39,8 @@ def broken(tmp_path: Path, old: str, new: str) -> Path:
         ('name = "demo"', 'name = "other"', "differs from its directory name"),
         ('summary = "A web', 'sumary = "A web', "summary"),
         ('title = "My page"', 'titel = "My page"', "example.titel"),
+        ("[parameters.title]", "[parameters.name]", "parameters.name: not a usable parameter name"),
+        ("[parameters.title]", "[parameters.Title]", "parameters.Title: not a usable parameter"),
         ("[resources]", "[resources", "not valid TOML"),
     ],
 )

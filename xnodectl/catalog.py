@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from xnodectl.errors import TemplateError, TemplateNotFound, did_you_mean
-from xnodectl.params import ParamSpec, ParamType, coerce
+from xnodectl.params import PARAM_NAME, RESERVED_KEYS, ParamSpec, ParamType, coerce
 
 MODULE_FILE = "module.nix.j2"
 META_FILE = "template.toml"
@@ -248,6 +248,12 @@ def load_template_dir(directory: Path) -> Template:
         raise TemplateError(f"{file}: name: '{meta.name}' differs from its directory name")
     if not (directory / MODULE_FILE).is_file():
         raise TemplateError(f"{directory / MODULE_FILE}: missing")
+    for name in meta.parameters:
+        if name in RESERVED_KEYS or not PARAM_NAME.match(name):
+            raise TemplateError(
+                f"{file}: parameters.{name}: not a usable parameter name",
+                hint="lowercase letters, digits and '_'; 'template' and 'name' are reserved",
+            )
     specs = {name: _spec(name, p) for name, p in meta.parameters.items()}
     _check_refs(meta, file)
     _validate_defaults(meta, specs, file)

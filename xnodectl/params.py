@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from xnodectl.errors import ParamError, UsageError, did_you_mean
 
 RESERVED_KEYS = frozenset({"template", "name"})
-_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # what a key=value word can name
 _DURATION = re.compile(r"^(\d+)(s|m|h|d|w)$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -61,7 +61,7 @@ def split_words(words: Sequence[str]) -> dict[str, str]:
                 f"'{word}' is not a key=value word",
                 hint="give parameters as key=value, e.g. template=ethereum-node network=sepolia",
             )
-        if not _KEY.match(key):
+        if not PARAM_NAME.match(key):
             raise UsageError(
                 f"'{key}' is not a valid parameter name",
                 hint="names are lowercase letters, digits and underscores",

@@ -304,10 +304,6 @@ def check_collisions(apps: Iterable[RenderedApp]) -> None:
                 )
 
 
-def secret_params(template: Template) -> list[str]:
-    return [name for name, spec in template.params.items() if spec.secret]
-
-
 def render_nix(source: str, context: Mapping[str, Any]) -> str:
     """Render a Nix source template of xnodectl's own (workspace flake, image identity module)."""
     return _ENV.from_string(source).render(dict(context))
