@@ -254,7 +254,10 @@ def test_store_full_is_refused_before_copy(
     code, events, report, _ = ws.deploy("--all")
     r = ws.node_report(report, n1.name)
     assert code == 4 and "store full" in r["error"] and r["state"] == "old"
-    assert n1.current_system() is None and not any(e["phase"] == "copy" for e in events)
+    # refused as the copy's first step, before a byte moved
+    copy = [e for e in events if e["phase"] == "copy"]
+    assert [e["status"] for e in copy] == ["failed"] and r["bytes_copied"] == 0
+    assert n1.current_system() is None
 
 
 def test_second_deploy_at_same_time_is_refused(

@@ -248,7 +248,8 @@ def test_confirm_killed_half_way_is_resumed(node: Node, systems: list[str]) -> N
     session = process.spawn(node.ssh_argv("xnode-activate confirm --deploy-id resume"))
     wait_until(lambda: f"activating {v2} boot" in node.activations(), 5)
     pid = node.local("cat /var/lib/xnode/deploy/resume/confirm.pid").stdout.strip()
-    node.local(f"pkill -KILL -P {pid}; kill -KILL {pid}")
+    # confirm first (so it cannot react to its child's death), then the `boot` it was running
+    node.local(f"kids=$(pgrep -P {pid}); kill -KILL {pid}; kill -KILL $kids")
     session.wait(timeout=5)
     assert node.local("cat /var/lib/xnode/deploy/resume/state").stdout.strip() == "confirming"
     assert helper(node, "confirm", "--deploy-id", "resume") == {"generation": 2}

@@ -7,6 +7,7 @@ key comes from inventory.toml and a different key is a refusal naming the node.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import shutil
 import tempfile
@@ -18,6 +19,16 @@ from xnodectl import process
 from xnodectl.errors import CommandFailed, ExternalError, UsageError
 
 CONTROL_PERSIST_S = 30
+# Algorithm choices (figures from bench/ssh_handshake.py on this project's test machine):
+# - The multiplexed master carries `nix copy` and the secret uploads. Its key exchange stays
+#   OpenSSH's default (post-quantum hybrid where the client has one); its cipher is AES-GCM when
+#   this CPU has AES instructions, where it costs a fraction of chacha20-poly1305's CPU per byte
+#   (both are AEAD; without AES instructions the default order is kept).
+# - A fresh connection carries helper commands and their JSON replies only (no secret): it
+#   exists to prove the node still accepts new logins. curve25519 first there: sntrup761's key
+#   generation costs the client ~70 ms of CPU per connection, curve25519 under 1 ms.
+FRESH_KEX = "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org"
+AES_FIRST = "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 # ssh exits 255 on its own errors; the remote command's code otherwise.
 SSH_ERROR = 255
 
@@ -119,8 +130,10 @@ class Ssh:
             "LogLevel=ERROR",
         ]
         if fresh:
-            opts += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
+            opts += ["-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", FRESH_KEX]
         else:
+            if _cpu_has_aes():
+                opts += ["-o", AES_FIRST]
             opts += [
                 "-o",
                 "ControlMaster=auto",
@@ -184,14 +197,6 @@ class Ssh:
             hint="is it up, and is the address right in inventory.toml?",
         )
 
-    async def warm_up(self, timeout: float) -> None:
-        """Open the multiplexing master now (while the system builds), so the preflight that
-        follows finds the connection made. Failures are left for that preflight to report."""
-        try:
-            await process.arun(self.argv(["true"]), check=False, timeout=timeout)
-        except CommandFailed:
-            pass
-
     async def close(self) -> None:
         """Stop the multiplexing master (if one was started)."""
         if self.control.exists():
@@ -200,6 +205,20 @@ class Ssh:
                 check=False,
                 timeout=5,
             )
+
+
+@functools.cache
+def _cpu_has_aes() -> bool:
+    """AES instructions on this machine (x86 `flags`, ARMv8 `Features`); False when unknown."""
+    try:
+        with Path("/proc/cpuinfo").open(encoding="utf-8", errors="replace") as cpuinfo:
+            for line in cpuinfo:  # the first CPU's line says it for all
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return "aes" in value.split()
+    except OSError:
+        pass
+    return False
 
 
 def scan_host_key(host: str, port: int, timeout: int = 5) -> str:

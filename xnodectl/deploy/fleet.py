@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from xnodectl.deploy.events import (
     Clock,
@@ -17,7 +18,7 @@ from xnodectl.deploy.events import (
     Status,
 )
 from xnodectl.deploy.helper import Helper
-from xnodectl.deploy.pipeline import DeployOptions, NodeJob, deploy_node
+from xnodectl.deploy.pipeline import DeployOptions, NodeDeploy, NodeJob, deploy_node
 from xnodectl.errors import XnodeError
 from xnodectl.remote import Session
 
@@ -30,7 +31,10 @@ class FleetOptions:
     revert_wave_on_failure: bool = False
 
 
-def waves(jobs: Sequence[NodeJob], canary: int) -> list[list[NodeJob]]:
+T = TypeVar("T")
+
+
+def waves(jobs: Sequence[T], canary: int) -> list[list[T]]:
     if canary <= 0 or canary >= len(jobs):
         return [list(jobs)]
     return [list(jobs[:canary]), list(jobs[canary:])]
@@ -61,6 +65,7 @@ async def _one(
     clock: Clock,
     sem: asyncio.Semaphore,
     budget: _Budget,
+    started: NodeDeploy | None,
 ) -> NodeReport:
     try:
         async with sem:
@@ -71,7 +76,7 @@ async def _one(
                     sink,
                     clock,
                 )
-            report = await deploy_node(job, opts, session, sink, clock)
+            report = await deploy_node(job, opts, session, sink, clock, started)
     except asyncio.CancelledError:  # cancelled while waiting for a slot: never touched
         return skipped(
             job.target.node,
@@ -141,15 +146,21 @@ async def run(
     session: Session,
     sink: Sink,
     clock: Clock,
+    started: Mapping[str, NodeDeploy] | None = None,
 ) -> tuple[list[NodeReport], bool]:
-    """Deploy all jobs; returns every node's report and whether the run was interrupted."""
+    """Deploy all jobs; returns every node's report and whether the run was interrupted.
+    `started`: nodes whose preflight already runs (the caller abandons those never deployed)."""
+    started = started or {}
     sem = asyncio.Semaphore(fopts.max_parallel)
     budget = _Budget(fopts.max_failures)
     reports: dict[str, NodeReport] = {}
     plan = waves(jobs, fopts.canary)
     for index, wave in enumerate(plan):
         tasks = [
-            asyncio.ensure_future(_one(j, opts, session, sink, clock, sem, budget)) for j in wave
+            asyncio.ensure_future(
+                _one(j, opts, session, sink, clock, sem, budget, started.get(j.target.node))
+            )
+            for j in wave
         ]
         try:
             results = await asyncio.gather(*tasks)

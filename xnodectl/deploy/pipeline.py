@@ -1,6 +1,9 @@
 """One node's deploy: preflight -> copy -> secrets -> (manifest) -> begin -> wait
 -> probe -> confirm.
 
+The preflight needs no built system, so the fleet's first wave runs it while the build runs
+(`NodeDeploy.start_preflight`): connection, node facts and lock are ready when the closure is.
+
 Two-phase activation (docs/deploy-protocol.md): the node runs `switch-to-configuration test`
 detached, with its own dead-man timer; only a confirmation over a NEW SSH connection, sent after the
 health probes passed, makes the new system the profile and boot default. Every exit path leaves the
@@ -74,7 +77,7 @@ class NodeFailed(XnodeError):
 class _Run:
     """Mutable per-node bookkeeping for one deploy; emits the events."""
 
-    job: NodeJob
+    target: Target
     opts: DeployOptions
     sink: Sink
     clock: Clock
@@ -83,12 +86,20 @@ class _Run:
     begun: bool = False
     confirmed: bool = False
     locked: bool = False
+    lock_unknown: bool = False  # a lock request went out and its reply never came back
     previous: str | None = None
     last_progress: float = 0.0
+    _job: NodeJob | None = None
 
     @property
     def node(self) -> str:
-        return self.job.target.node
+        return self.target.node
+
+    @property
+    def job(self) -> NodeJob:
+        if self._job is None:
+            raise RuntimeError("the node's job is set when its system is built")
+        return self._job
 
     def emit(self, phase: Phase, status: Status, **kw: Any) -> None:
         seconds = None
@@ -127,6 +138,9 @@ async def _preflight(run: _Run, helper: Helper) -> Info:
             await helper.install(bundled_source())
             run.emit(Phase.HELPER, Status.OK)
             replies = await helper.chain(["info"], lock, timeout=deadline)
+    except asyncio.CancelledError:
+        run.lock_unknown = True  # the lock may have been taken: cleanup releases it if ours
+        raise
     except HelperError as exc:
         if exc.done:
             _facts(run, helper.parse_info(exc.done[0]))
@@ -149,6 +163,7 @@ async def _preflight(run: _Run, helper: Helper) -> Info:
             "the node's current system is unknown "
             "(/run/current-system missing while the system profile exists)",
         )
+    run.emit(Phase.PREFLIGHT, Status.OK, generation_before=info.generation)
     return info
 
 
@@ -215,11 +230,10 @@ async def _stage(run: _Run, ssh: Ssh, helper: Helper, info: Info) -> bytes | Non
         need = sum(p.nar_size for p in await _missing_paths(run, helper))
         if free < need + FREE_MARGIN_BYTES:
             raise run.fail(
-                Phase.PREFLIGHT,
+                Phase.COPY,
                 f"store full: {free} bytes free, "
-                f"{need + FREE_MARGIN_BYTES} needed ({need} to copy + margin)",
+                f"{need + FREE_MARGIN_BYTES} needed ({need} to copy + margin); nothing copied",
             )
-    run.emit(Phase.PREFLIGHT, Status.OK, generation_before=info.generation)
     if need:
         await _copy(run, ssh, need)
     else:
@@ -434,10 +448,10 @@ async def _settle(run: _Run, helper: Helper, wait_s: float = 0.0) -> NodeState:
         await asyncio.sleep(0.5)
 
 
-async def _interrupted(run: _Run, helper: Helper) -> None:
+async def _interrupted(run: _Run, helper: Helper | None) -> None:
     """Ctrl-C: stop what runs, roll an unconfirmed activation back, record where the node is."""
     run.report.outcome = Outcome.INTERRUPTED
-    if not run.begun:
+    if not run.begun or helper is None:
         run.report.state = NodeState.OLD
     elif run.confirmed:
         run.report.state = NodeState.NEW
@@ -451,41 +465,102 @@ async def _interrupted(run: _Run, helper: Helper) -> None:
     run.emit(Phase.DONE, Status.FAILED, message=run.report.error)
 
 
+class NodeDeploy:
+    """One node's deploy. `start_preflight` may run before the system is built; `deploy(job)` does
+    the rest (starting the preflight itself if nobody did) and never raises for node failures:
+    they are in the report. A node that will not be deployed after all is `abandon`ed."""
+
+    def __init__(
+        self, target: Target, opts: DeployOptions, session: Session, sink: Sink, clock: Clock
+    ) -> None:
+        self.report = NodeReport(target.node)
+        self.run = _Run(target, opts, sink, clock, self.report)
+        self.session = session
+        self.ssh: Ssh | None = None
+        self.helper: Helper | None = None
+        self.used = False
+        self._preflight: asyncio.Future[Info] | None = None
+        self._started = time.monotonic()
+
+    def start_preflight(self) -> None:
+        if self._preflight is None:
+            self._started = time.monotonic()
+            self._preflight = asyncio.ensure_future(self._connect())
+
+    async def _connect(self) -> Info:
+        try:
+            self.ssh = self.session.ssh(self.run.target)
+        except XnodeError as exc:
+            raise self.run.fail(Phase.PREFLIGHT, exc.one_line().removeprefix("error: ")) from exc
+        self.helper = Helper(self.ssh)
+        return await _preflight(self.run, self.helper)
+
+    async def deploy(self, job: NodeJob) -> NodeReport:
+        self.used = True
+        self.run._job = job
+        self.report.system_after = job.system
+        self.start_preflight()
+        assert self._preflight is not None
+        try:
+            info = await self._preflight
+            assert self.ssh is not None and self.helper is not None
+            await _pipeline(self.run, self.ssh, self.helper, info)
+        except NodeFailed:
+            pass
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # settling the node must not look cancelled to the runner
+            await _interrupted(self.run, self.helper)
+        finally:
+            await self._cleanup()
+            self.report.seconds = round(time.monotonic() - self._started, 3)
+        return self.report
+
+    async def abandon(self) -> None:
+        """Not deployed after all (its build failed, its wave was skipped, Ctrl-C while building):
+        stop the preflight, release the lock, close the connection. No-op once `deploy` ran."""
+        if self.used:
+            return
+        self.used = True
+        if self._preflight is not None:
+            self._preflight.cancel()
+            await asyncio.gather(self._preflight, return_exceptions=True)
+        await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        run, helper = self.run, self.helper
+        if helper is not None and (run.locked or run.lock_unknown):
+            try:
+                await helper.unlock(run.opts.deploy_id, timeout=5)
+            except (XnodeError, asyncio.CancelledError):
+                pass  # a dead node keeps a stale lock; `lock --stale-after` frees it later
+        if self.ssh is not None:
+            try:
+                await self.ssh.close()
+            except (XnodeError, asyncio.CancelledError):
+                pass
+
+
 async def deploy_node(
-    job: NodeJob, opts: DeployOptions, session: Session, sink: Sink, clock: Clock
+    job: NodeJob,
+    opts: DeployOptions,
+    session: Session,
+    sink: Sink,
+    clock: Clock,
+    started: NodeDeploy | None = None,
 ) -> NodeReport:
-    """Deploy one node; never raises for node failures (they are in the report)."""
-    report = NodeReport(job.target.node, system_after=job.system)
-    run = _Run(job, opts, sink, clock, report)
-    started = time.monotonic()
-    try:
-        ssh = session.ssh(job.target)
-    except XnodeError as exc:
-        run.fail(Phase.PREFLIGHT, exc.one_line().removeprefix("error: "))
-        return report
-    helper = Helper(ssh)
-    try:
-        await _pipeline(run, ssh, helper)
-    except NodeFailed:
-        pass
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()  # settling the node must not look cancelled to the runner
-        await _interrupted(run, helper)
-    finally:
-        await _cleanup(run, ssh, helper)
-        report.seconds = round(time.monotonic() - started, 3)
-    return report
+    """Deploy one node (continuing `started` if its preflight already ran); never raises for node
+    failures (they are in the report)."""
+    node = started or NodeDeploy(job.target, opts, session, sink, clock)
+    return await node.deploy(job)
 
 
-async def _pipeline(run: _Run, ssh: Ssh, helper: Helper) -> None:
-    info = await _preflight(run, helper)
+async def _pipeline(run: _Run, ssh: Ssh, helper: Helper, info: Info) -> None:
     # No-op only when the desired system both runs AND is the boot default.
     if info.current == run.job.system and info.profile == run.job.system:
         run.report.outcome, run.report.state = Outcome.UNCHANGED, NodeState.NEW
         run.report.generation_after = info.generation
-        run.emit(Phase.PREFLIGHT, Status.OK, generation_before=info.generation)
         run.emit(Phase.DONE, Status.OK, message="already running the desired system")
         return
     manifest = await _stage(run, ssh, helper, info)
@@ -499,15 +574,3 @@ async def _pipeline(run: _Run, ssh: Ssh, helper: Helper) -> None:
         generation_before=run.report.generation_before,
         generation_after=run.report.generation_after,
     )
-
-
-async def _cleanup(run: _Run, ssh: Ssh, helper: Helper) -> None:
-    if run.locked:
-        try:
-            await helper.unlock(run.opts.deploy_id, timeout=5)
-        except (XnodeError, asyncio.CancelledError):
-            pass  # a dead node keeps a stale lock; `lock --stale-after` frees it later
-    try:
-        await ssh.close()
-    except (XnodeError, asyncio.CancelledError):
-        pass

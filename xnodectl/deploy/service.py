@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets as pysecrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +24,10 @@ from xnodectl.deploy.events import (
     Sink,
     Status,
 )
-from xnodectl.deploy.pipeline import DeployOptions, ManifestMaker, NodeJob
+from xnodectl.deploy.pipeline import DeployOptions, ManifestMaker, NodeDeploy, NodeJob
 from xnodectl.errors import CommandFailed, DeployFailed, Interrupted, UsageError, XnodeError
 from xnodectl.inventory import AppEntry
-from xnodectl.remote import Session, Ssh, Target
+from xnodectl.remote import Session, Target
 from xnodectl.render import RenderedApp
 from xnodectl.workspace import Workspace, write_apps
 
@@ -213,18 +213,20 @@ async def deploy(ws: Workspace, req: Request, sink: Sink) -> FleetReport:
         manifest=maker,
     )
     session = Session(Path(settings.ssh_key).expanduser() if settings.ssh_key else None)
-    # SSH connections of the first nodes open while the system builds (NixOS evaluation takes
-    # seconds): the handshakes leave the critical path. Only as many as may deploy at once.
-    first = names[: req.fleet.max_parallel]
-    warm = [
-        session.ssh(target_of(n, inventory.nodes[n])) for n in first if inventory.nodes[n].host_key
-    ]
-    warming = [asyncio.ensure_future(s.warm_up(timeout=opts.preflight_timeout)) for s in warm]
+    # The first wave's preflights (connection, facts, lock) run while the system builds (NixOS
+    # evaluation takes seconds): they leave the critical path, and an unreachable node is reported
+    # before the build ends. Only as many as may deploy at once.
+    first = fleet.waves(names, req.fleet.canary)[0][: req.fleet.max_parallel]
+    early = {
+        n: NodeDeploy(target_of(n, inventory.nodes[n]), opts, session, sink, clock) for n in first
+    }
+    for node in early.values():
+        node.start_preflight()
     try:
         built = await build(ws.root, names, sink, clock)
         jobs, failed = await _jobs(ws, inventory, names, rendered, built)
     except BaseException as exc:
-        await _close_all(warming, warm)
+        await _abandon(early.values())
         session.close()
         if not isinstance(exc, asyncio.CancelledError):
             raise
@@ -243,20 +245,17 @@ async def deploy(ws: Workspace, req: Request, sink: Sink) -> FleetReport:
             interrupted=True,
         )
     try:
-        reports, interrupted = await fleet.run(jobs, opts, req.fleet, session, sink, clock)
+        reports, interrupted = await fleet.run(jobs, opts, req.fleet, session, sink, clock, early)
     finally:
-        await _close_all(warming, warm)  # masters of nodes that never ran (failed builds)
+        await _abandon(early.values())  # nodes never deployed: failed builds, skipped waves
         session.close()
     by_name = {r.node: r for r in [*reports, *failed]}
     return FleetReport([by_name[n] for n in names], clock.elapsed(), interrupted)
 
 
-async def _close_all(warming: Sequence[asyncio.Future[None]], connections: Sequence[Ssh]) -> None:
-    """Stop warm-ups still under way (a node that does not answer) and their masters."""
-    for task in warming:
-        task.cancel()
-    await asyncio.gather(*warming, return_exceptions=True)
-    await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
+async def _abandon(nodes: Iterable[NodeDeploy]) -> None:
+    """Release the nodes whose preflight ran but which were never deployed (lock, connection)."""
+    await asyncio.gather(*(n.abandon() for n in nodes), return_exceptions=True)
 
 
 async def _jobs(
