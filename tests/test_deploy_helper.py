@@ -48,7 +48,7 @@ def test_chain_parses_each_reply(session: Session) -> None:
     assert replies == [{"version": 1, "current": "/nix/store/a"}, {"holder": "d1"}]
     script = ssh.calls[0]["command"][2]
     assert ssh.calls[0]["command"][:2] == ["sh", "-c"]
-    assert "xa info;" in script and f"xa lock --holder {shlex.quote('d 1')};" in script
+    assert f"xa chain 1 info 3 lock --holder {shlex.quote('d 1')};" in script
 
 
 def test_chain_failure_keeps_earlier_replies(session: Session) -> None:

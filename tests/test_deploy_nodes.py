@@ -273,6 +273,28 @@ def test_second_deploy_at_same_time_is_refused(
     assert n1.current_system() is None
 
 
+def test_preflight_runs_during_the_build_and_a_failed_build_releases_the_node(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    """The first wave's preflights (connection, facts, lock) overlap the build; a node whose
+    system then fails to build is left exactly as it was: untouched and unlocked."""
+    n1, n2 = xnode_factory(2)
+    ws = make_ws(tmp_path, [n1, n2])
+    ws.flake.configure(nodes=[n1.name])  # the flake has no system for n2: its build fails
+    code, events, report, _ = ws.deploy("--all")
+    assert code == 3
+    built = next(e for e in events if e["phase"] == "build" and e["status"] != "start")
+    for n in (n1, n2):
+        checked = next(e for e in events if e["node"] == n.name and e["phase"] == "preflight")
+        assert checked["elapsed"] <= built["elapsed"]  # started before the build ended
+    r2 = ws.node_report(report, n2.name)
+    assert r2["outcome"] == "failed" and "build failed" in r2["error"] and r2["state"] == "old"
+    assert n2.current_system() is None
+    code, info = n2.activate_helper("info")
+    assert code == 0 and info["lock"] is None  # the early preflight's lock was released
+    assert ws.node_report(report, n1.name)["outcome"] == "deployed"
+
+
 def test_wave_with_one_failing_node(
     xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
 ) -> None:

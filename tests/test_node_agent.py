@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import random
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -415,3 +417,33 @@ def test_concurrent_lock_has_one_winner(node: Node) -> None:
     assert sorted(codes) == [0, 3, 3, 3, 3, 3]
     winner = f"h{codes.index(0)}"
     assert helper(node, "info")["lock"]["holder"] == winner
+
+
+def test_log_timestamps_match_date() -> None:
+    """The helper stamps its log lines without forking `date`: the civil date computed in bash
+    must be date's, across leap days, centuries and the epoch."""
+    epochs = [0, 951782400, 951868799, 1709164800, 4107542400, 946684799, 1795000000]
+    epochs += [random.randrange(0, 4102444800) for _ in range(200)]
+    script = (
+        f"source {shlex.quote(str(HELPER))}; "
+        'for e in "$@"; do stamp_at "$e.045678"; echo "$STAMP"; done'
+    )
+    ours = process.run(["bash", "-c", script, "bash", *map(str, epochs)]).stdout.split()
+    dates = process.run(
+        ["bash", "-c", 'for e in "$@"; do date -u -d "@$e" +%Y-%m-%dT%H:%M:%S.045Z; done', "bash",
+         *map(str, epochs)]
+    ).stdout.split()  # fmt: skip
+    assert ours == dates
+
+
+def test_chain_runs_commands_in_one_process_and_stops_at_the_first_failure() -> None:
+    result = process.run(
+        ["bash", str(HELPER), "chain", "1", "version", "2", "lock", "--bad", "1", "version"],
+        check=False,
+    )
+    frames = [line for line in result.stdout.splitlines() if line.startswith("@@rc ")]
+    assert result.returncode == 2 and frames == ["@@rc 0", "@@rc 2"]
+    assert json.loads(result.stdout.splitlines()[0]) == {"version": 2}
+    assert "unknown argument --bad" in result.stdout
+    bad = process.run(["bash", str(HELPER), "chain", "3", "version"], check=False)
+    assert bad.returncode == 2 and "bad command count" in bad.stdout

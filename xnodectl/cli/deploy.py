@@ -173,8 +173,11 @@ def _deploy(ws: Any, req: Any, as_json: bool) -> None:
 
     from xnodectl.deploy import events, service
 
-    sink: events.Sink = events.json_sink if as_json else events.ConsoleSink()
-    report = _run(lambda: service.deploy(ws, req, sink))
+    sink = events.JsonSink() if as_json else events.ConsoleSink()
+    try:
+        report = _run(lambda: service.deploy(ws, req, sink))
+    finally:
+        sink.close()  # every event is out before the report
     if as_json:
         sys.stdout.write(json.dumps(report.to_json()) + "\n")
     else:

@@ -132,20 +132,24 @@ class Helper:
         self.node = ssh.target.node
 
     def command(self, chain: Sequence[Sequence[str]], file_flag: str | None = None) -> list[str]:
-        """One `sh -c` running helper commands in order, stopping at the first failure.
+        """One `sh -c` running `xnode-activate chain`: the commands in order in ONE helper process,
+        stopping at the first failure.
 
         Each command's exit code follows its JSON line as `@@rc N`; a file (manifest, probes) comes
-        on stdin, is written to a private temp file and passed to the FIRST command by path.
+        on stdin, is written to a private temp file and passed to the FIRST command by path. A
+        helper that is not installed at all shows as `@@rc 127` with nothing before it.
         """
         parts = [_PRELUDE]
         if file_flag:
             parts.append('f=$(mktemp) && trap \'rm -f "$f"\' EXIT && cat >"$f" || exit 1; ')
+        words = []
         for index, args in enumerate(chain):
             extra = f' {file_flag} "$f"' if file_flag and index == 0 else ""
-            parts.append(
-                f"xa {shlex.join(args)}{extra}; rc=$?; printf '\\n@@rc %s\\n' $rc; "
-                "[ $rc -eq 0 ] || exit $rc; "
-            )
+            words.append(f"{len(args) + (2 if extra else 0)} {shlex.join(args)}{extra}")
+        parts.append(
+            f"xa chain {' '.join(words)}; rc=$?; "
+            f"[ $rc -ne {NOT_FOUND} ] || printf '\\n@@rc %s\\n' $rc; exit $rc"
+        )
         return ["sh", "-c", "".join(parts)]
 
     async def chain(
