@@ -23,6 +23,7 @@ BASE = ("nix", "--extra-experimental-features", "nix-command flakes")
 # Store path names: <hash>-<pname>-<version>; the version starts at the first '-<digit>'.
 _STORE_NAME = re.compile(r"^/nix/store/[0-9a-z]{32}-(?P<name>.+)$")
 _VERSION_SPLIT = re.compile(r"-(?=\d)")
+_STOP = re.compile(r'@nix \{"action":"stop","id":(\d+)\}$')
 
 
 class _Model(BaseModel):
@@ -156,10 +157,14 @@ class CopyProgress:
     def feed(self, line: str) -> None:
         if not line.startswith("@nix "):
             return
-        try:
-            event = json.loads(line[5:])
-        except json.JSONDecodeError:
-            return
+        stop = _STOP.match(line)  # half of the lines; no JSON decoding needed for them
+        if stop is not None:
+            event: dict[str, Any] = {"action": "stop", "id": stop.group(1)}
+        else:
+            try:
+                event = json.loads(line[5:])
+            except json.JSONDecodeError:
+                return
         active = self._active
         action = event.get("action")
         if action == "start" and event.get("type") == 100:  # actCopyPath

@@ -164,9 +164,19 @@ async def arun(
     err_lines: list[str] = []
 
     async def read_err() -> None:
+        # In chunks, split here: `nix copy -v` writes ~600 lines per closure, and a line-at-a-time
+        # read costs an event-loop round per line with a whole fleet copying at once.
         assert proc.stderr is not None
-        async for raw in proc.stderr:
-            line = raw.decode(errors="surrogateescape").rstrip("\n")
+        partial = b""
+        while chunk := await proc.stderr.read(65536):
+            *complete, partial = (partial + chunk).split(b"\n")
+            for raw in complete:
+                line = raw.decode(errors="surrogateescape")
+                err_lines.append(line)
+                if on_stderr_line is not None:
+                    on_stderr_line(line)
+        if partial:
+            line = partial.decode(errors="surrogateescape")
             err_lines.append(line)
             if on_stderr_line is not None:
                 on_stderr_line(line)

@@ -1,0 +1,34 @@
+"""xnodectl.process: the one runner. Real child processes (sh), no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from xnodectl import process
+from xnodectl.errors import CommandFailed, ToolMissing
+
+
+def test_arun_streams_every_stderr_line_across_chunk_boundaries() -> None:
+    # 3000 lines of ~100 bytes (several 64 KiB reads), then a last line without a newline.
+    script = (
+        'i=0; while [ $i -lt 3000 ]; do printf "%0100d\\n" $i >&2; i=$((i+1)); done; '
+        "printf tail >&2; echo out"
+    )
+    seen: list[str] = []
+    result = asyncio.run(process.arun(["sh", "-c", script], on_stderr_line=seen.append))
+    assert result.stdout == "out\n"
+    assert seen == [f"{i:0100d}" for i in range(3000)] + ["tail"]
+    assert result.stderr.splitlines() == seen
+
+
+def test_arun_failure_and_timeout_and_missing_tool() -> None:
+    with pytest.raises(CommandFailed) as info:
+        asyncio.run(process.arun(["sh", "-c", "echo bad >&2; exit 3"]))
+    assert info.value.returncode == 3 and "bad" in info.value.stderr
+    with pytest.raises(CommandFailed) as slow:
+        asyncio.run(process.arun(["sleep", "5"], timeout=0.2))
+    assert "timed out" in slow.value.stderr
+    with pytest.raises(ToolMissing):
+        asyncio.run(process.arun(["xnodectl-no-such-tool"]))
