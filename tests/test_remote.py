@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,6 +44,32 @@ def test_known_hosts_is_pinned_and_options_are_strict(session: remote.Session) -
     assert "ControlMaster=no" in fresh and "ControlPath=none" in fresh
     assert "ControlMaster=auto" not in fresh
     assert ssh.sshopts() == joined  # nix copy uses exactly the same configuration
+
+
+@pytest.mark.parametrize("aes", [True, False])
+def test_algorithms_master_keeps_default_kex_fresh_prefers_curve25519(
+    monkeypatch: pytest.MonkeyPatch, session: remote.Session, aes: bool
+) -> None:
+    """The master (copies, secrets) keeps OpenSSH's default key exchange (post-quantum hybrid
+    where available) and puts AES-GCM first on AES hardware; a fresh connection (commands and
+    replies only) puts curve25519 first."""
+    monkeypatch.setattr(remote, "_cpu_has_aes", lambda: aes)
+    ssh = session.ssh(remote.Target("n1", "10.0.0.5", 22, "root", KEY))
+    master, fresh = ssh.options(), ssh.options(fresh=True)
+    assert not any(o.startswith("KexAlgorithms") for o in master)
+    assert ("Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com" in master) is aes
+    assert "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org" in fresh
+    assert not any(o.startswith("Ciphers") for o in fresh)
+
+
+def test_cpu_aes_detection_reads_this_machine() -> None:
+    remote._cpu_has_aes.cache_clear()
+    flags = Path("/proc/cpuinfo").read_text()
+    expected = any(
+        line.split(":", 1)[0].strip() in ("flags", "Features") and "aes" in line.split()
+        for line in flags.splitlines()[:40]
+    )
+    assert remote._cpu_has_aes() is expected
 
 
 def test_missing_host_key_is_refused(session: remote.Session) -> None:

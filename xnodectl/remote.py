@@ -19,7 +19,7 @@ from xnodectl import process
 from xnodectl.errors import CommandFailed, ExternalError, UsageError
 
 CONTROL_PERSIST_S = 30
-# Algorithm choices (figures from bench/ssh_handshake.py on this project's test machine):
+# Algorithm choices (measured side by side by bench/ssh_algorithms.py; figures in docs/deploy.md):
 # - The multiplexed master carries `nix copy` and the secret uploads. Its key exchange stays
 #   OpenSSH's default (post-quantum hybrid where the client has one); its cipher is AES-GCM when
 #   this CPU has AES instructions, where it costs a fraction of chacha20-poly1305's CPU per byte
