@@ -92,3 +92,29 @@ def test_confirmed_even_if_unlock_fails(session: Session) -> None:
         session, '{"generation": 7}\n@@rc 0\n{"error": "not the holder"}\n@@rc 3\n', code=3
     )
     assert asyncio.run(Helper(ssh).confirm("d1", timeout=5, unlock_holder="d1")) == (7, False)
+
+
+def test_helper_without_chain_counts_as_missing_and_the_bundled_one_is_used_after_install(
+    session: Session,
+) -> None:
+    """A node whose installed helper predates `chain` (protocol 1) answers with its usage line:
+    that is HelperMissing, so the engine uploads the bundled helper and calls it by path."""
+    usage = '{"error": "usage: xnode-activate info|lock|unlock|begin (see docs)"}\n'
+    ssh = FakeSsh(session, usage, code=2)
+    helper = Helper(ssh)
+    with pytest.raises(HelperMissing):
+        asyncio.run(helper.chain(["info"], ["lock", "--holder", "d1"], timeout=5))
+    assert "command -v xnode-activate" in ssh.calls[0]["command"][2]
+    ssh.stdout, ssh.code = "", 0
+    asyncio.run(helper.install(b"#!/bin/sh\n"))
+    ssh.stdout = '{"version": 2}\n@@rc 0\n'
+    assert asyncio.run(helper.call("info", timeout=5)) == {"version": 2}
+    script = ssh.calls[-1]["command"][2]
+    assert "command -v" not in script and "/var/lib/xnode/bin/xnode-activate" in script
+
+
+def test_a_real_usage_error_of_a_chained_command_is_not_missing(session: Session) -> None:
+    ssh = FakeSsh(session, '{"error": "lock: unknown argument --x"}\n@@rc 2\n', code=2)
+    with pytest.raises(HelperError) as info:
+        asyncio.run(Helper(ssh).chain(["lock", "--x"], timeout=5))
+    assert not isinstance(info.value, HelperMissing) and "unknown argument" in info.value.reason

@@ -534,3 +534,25 @@ def test_helper_is_uploaded_when_missing(
     assert ("upload-helper", "ok") in phases(events, n1.name)
     assert n1.local("test -x /var/lib/xnode/bin/xnode-activate").returncode == 0
     assert n1.current_system() == ws.node_report(report, n1.name)["system_after"]
+
+
+def test_helper_too_old_to_chain_is_replaced_by_the_bundled_one(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    """A node whose installed helper predates protocol 2 (a deploy-agent module from an older
+    xnodectl) answers `chain` with its usage line: the engine uploads its own and deploys."""
+    (n1,) = xnode_factory(1)
+    old = tmp_path / "xnode-activate-v1"
+    old.write_text(
+        "#!/bin/sh\n"
+        'echo \'{"error": "usage: xnode-activate info|lock|unlock|begin|wait|probe|confirm'
+        "|abort|generations|rollback (see docs/deploy-protocol.md)\"}'\n"
+        "exit 2\n"
+    )
+    n1.install_helper(old)
+    ws = make_ws(tmp_path, [n1])
+    code, events, report, err = ws.deploy("--all")
+    assert code == 0, (err, report)
+    assert ("upload-helper", "ok") in phases(events, n1.name)
+    assert n1.current_system() == ws.node_report(report, n1.name)["system_after"]
+    assert n1.boot_system() == n1.current_system()  # confirmed with the uploaded helper too

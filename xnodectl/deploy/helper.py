@@ -26,6 +26,9 @@ _PRELUDE = (
     'xa() { if command -v xnode-activate >/dev/null 2>&1; then xnode-activate "$@"; '
     f'else {HELPER_PATH} "$@"; fi; }}; '
 )
+# After we uploaded the bundled helper (none installed, or one too old to `chain`): that one.
+_PRELUDE_BUNDLED = f'xa() {{ {HELPER_PATH} "$@"; }}; '
+
 NOT_FOUND = 127
 
 
@@ -44,7 +47,8 @@ class HelperError(ExternalError):
 
 
 class HelperMissing(HelperError):
-    pass
+    """No usable helper on the node: none at all, or one older than protocol version 2 (`chain`).
+    The engine then uploads the bundled one (`Helper.install`) and uses it from then on."""
 
 
 class _Info(BaseModel):
@@ -130,6 +134,7 @@ class Helper:
     def __init__(self, ssh: Ssh) -> None:
         self.ssh = ssh
         self.node = ssh.target.node
+        self.bundled = False  # True once install() uploaded the bundled helper
 
     def command(self, chain: Sequence[Sequence[str]], file_flag: str | None = None) -> list[str]:
         """One `sh -c` running `xnode-activate chain`: the commands in order in ONE helper process,
@@ -139,7 +144,7 @@ class Helper:
         on stdin, is written to a private temp file and passed to the FIRST command by path. A
         helper that is not installed at all shows as `@@rc 127` with nothing before it.
         """
-        parts = [_PRELUDE]
+        parts = [_PRELUDE_BUNDLED if self.bundled else _PRELUDE]
         if file_flag:
             parts.append('f=$(mktemp) && trap \'rm -f "$f"\' EXIT && cat >"$f" || exit 1; ')
         words = []
@@ -182,6 +187,14 @@ class Helper:
                 pending = []
             elif line.strip():
                 pending.append(line)
+        if not replies and result.returncode == 2 and not result.stdout.count("@@rc "):
+            first = _parse_reply(pending, result.stderr, 2)
+            if str(first.get("error", "")).startswith("usage:"):  # a helper without `chain`
+                raise HelperMissing(
+                    self.node,
+                    chain[0][0],
+                    {"error": "the node's xnode-activate predates protocol version 2 (chain)"},
+                )
         if len(replies) < len(chain):  # the session ended early (killed, connection lost)
             raise HelperError(
                 self.node,
@@ -205,6 +218,7 @@ class Helper:
         result = await self.ssh.run(["sh", "-c", script], timeout=timeout, input=source)
         if not result.ok:
             raise HelperError(self.node, "install", {"error": result.stderr.strip()[-200:]})
+        self.bundled = True
 
     async def info(self, timeout: float) -> Info:
         return self.parse_info(await self.call("info", timeout=timeout))
