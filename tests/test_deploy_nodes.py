@@ -428,6 +428,27 @@ def test_ctrl_c(
         assert code == 0 and info["active"] is None, info
 
 
+def test_ctrl_c_while_building_releases_the_early_preflight(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    """Ctrl-C while the system builds, after the node's preflight (run during the build) took its
+    lock: nothing was copied or activated, and the lock is released."""
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1], size=400, leaf_bytes=1000, leaf_salt="slow-build")  # builds ~5 s
+    proc = _spawn_deploy(ws)
+    seen: list[dict[str, Any]] = []
+    _read_until(proc, lambda e: e.get("phase") == "preflight" and e["status"] == "ok", seen)
+    assert not any(e["phase"] == "build" and e["status"] != "start" for e in seen)  # still building
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=40)
+    report = next(json.loads(x) for x in out.splitlines() if b'"report"' in x)
+    assert proc.returncode == 130, err
+    assert report["interrupted"] and report["nodes"][0]["state"] == "old"
+    assert n1.current_system() is None
+    code, info = n1.activate_helper("info")
+    assert code == 0 and info["lock"] is None, info
+
+
 def _cli(ws: Ws, *args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(app, [*args, "--workspace", str(ws.root)])
     assert "Traceback" not in result.stdout + result.stderr
