@@ -64,7 +64,7 @@ def main() -> None:
     shm = Path("/dev/shm")
     base = Path(tempfile.mkdtemp(prefix="xnssh-", dir=shm if shm.is_dir() else None))
     fleet = Fleet(base / "nodes")
-    kex = ["-o", remote.FRESH_KEX]
+    kex = ["-o", remote.fresh_kex()]
     aes = f"-o {remote.AES_FIRST}"
     try:
         node = fleet.new()

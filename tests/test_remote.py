@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from xnodectl import remote
+from xnodectl import process, remote
 from xnodectl.process import Result
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -58,8 +58,39 @@ def test_algorithms_master_keeps_default_kex_fresh_prefers_curve25519(
     master, fresh = ssh.options(), ssh.options(fresh=True)
     assert not any(o.startswith("KexAlgorithms") for o in master)
     assert ("Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com" in master) is aes
-    assert "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org" in fresh
+    assert remote.fresh_kex() in fresh
     assert not any(o.startswith("Ciphers") for o in fresh)
+
+
+@pytest.mark.parametrize(
+    ("offered", "expected"),
+    [
+        ("curve25519-sha256\nsntrup761x25519-sha512\n",
+         "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org"),
+        ("mlkem768x25519-sha256\ncurve25519-sha256\n",
+         "KexAlgorithms=^mlkem768x25519-sha256,curve25519-sha256,curve25519-sha256@libssh.org"),
+    ],
+)  # fmt: skip
+def test_fresh_kex_prefers_ml_kem_where_the_client_has_it(
+    monkeypatch: pytest.MonkeyPatch, offered: str, expected: str
+) -> None:
+    def fake(argv: list[str], **kw: Any) -> Result:
+        assert argv == ["ssh", "-Q", "kex"]
+        return Result(tuple(argv), 0, offered, "", 0.0)
+
+    monkeypatch.setattr("xnodectl.remote.process.run", fake)
+    remote.fresh_kex.cache_clear()
+    try:
+        assert remote.fresh_kex() == expected
+    finally:
+        remote.fresh_kex.cache_clear()
+
+
+def test_fresh_kex_is_accepted_by_this_ssh() -> None:
+    result = process.run(["ssh", "-G", "-o", remote.fresh_kex(), "xnode-n1"], check=False)
+    assert result.ok, result.stderr
+    kex = next(line for line in result.stdout.splitlines() if line.startswith("kexalgorithms "))
+    assert kex.split()[1].split(",")[0] in ("curve25519-sha256", remote.MLKEM)
 
 
 def test_cpu_aes_detection_reads_this_machine() -> None:
