@@ -15,7 +15,12 @@ from xnodectl import process
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 21
 BASE = [sys.executable, "-c", "import typer"]
-HELP = [sys.executable, "-c", "from xnodectl.cli import main; main(['--help'])"]
+# What the installed `xnodectl` script runs (xnodectl.cli:run), without the venv script's shim.
+HELP = [
+    sys.executable,
+    "-c",
+    "import sys; sys.argv = ['xnodectl', '--help']; from xnodectl.cli import run; run()",
+]
 
 
 def timed(argv: list[str]) -> float:

@@ -1,5 +1,5 @@
 """`python -m xnodectl` = the xnodectl command."""
 
-from xnodectl.cli import main
+from xnodectl.cli import run
 
-main()
+run()

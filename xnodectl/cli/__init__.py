@@ -5,9 +5,10 @@ Only typer is imported at start-up; every command imports its service inside the
 """
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer._click import exceptions as click_exc  # typer >= 0.29 vendors click as typer._click
@@ -152,3 +153,27 @@ _register()
 
 def main(argv: Sequence[str] | None = None) -> None:
     app(args=list(argv) if argv is not None else None, prog_name="xnodectl")
+
+
+def run() -> NoReturn:
+    """The `xnodectl` program: `main`, then, once every output stream is flushed, exit without the
+    interpreter's teardown of typer, pydantic, jinja2 and asyncio (about 45 ms of every command,
+    measured on the project's test machine). Safe because the commands leave nothing to finalize:
+    files are written in `with` blocks, child processes and threads are awaited, and the deploy
+    engine closes its SSH masters and temporary directory itself."""
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # sys.exit("text") prints the text and exits 1, as Python would
+            print(exc.code, file=sys.stderr)
+            code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # the reader went away (`xnodectl ... | head`): nothing to add
+        pass
+    logging.shutdown()
+    os._exit(code)
