@@ -41,3 +41,25 @@ def test_help_imports_no_heavy_library(argv: list[str]) -> None:
     loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
     heavy = TOP_LEVEL_HEAVY if len(argv) == 1 else HEAVY
     assert not (loaded & heavy), f"{argv} imported {sorted(loaded & heavy)}"
+
+
+def test_the_program_flushes_everything_and_keeps_exit_codes() -> None:
+    """`python -m xnodectl` runs xnodectl.cli:run, which skips the interpreter's teardown: the
+    output must still be complete and the exit codes those of the command."""
+    listed = process.run([sys.executable, "-m", "xnodectl", "templates", "list", "--json"])
+    names = [t["name"] for t in json.loads(listed.stdout)]
+    assert "ethereum-node" in names and len(names) >= 10
+    bad = process.run(
+        [sys.executable, "-m", "xnodectl", "deploy", "--workspace", "/nonexistent/ws"], check=False
+    )
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+    text = process.run(
+        [sys.executable, "-c", "import sys; sys.exit('plain text'); "], check=False
+    )  # the reference behaviour run() reproduces for sys.exit("text")
+    probe = (
+        "import sys; sys.argv = ['xnodectl']; import xnodectl.cli as c; "
+        "c.main = lambda: sys.exit('plain text'); c.run()"
+    )
+    ours = process.run([sys.executable, "-c", probe], check=False)
+    assert (ours.returncode, ours.stderr) == (text.returncode, text.stderr) == (1, "plain text\n")
