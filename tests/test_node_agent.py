@@ -260,6 +260,25 @@ def test_confirm_killed_half_way_is_resumed(node: Node, systems: list[str]) -> N
     assert helper(node, "info")["active"] is None
 
 
+def test_chained_confirm_records_the_process_doing_the_work(node: Node, systems: list[str]) -> None:
+    """The engine sends `chain 3 confirm ... 3 unlock ...`: confirm runs in a subshell, and the
+    pid it records (for a retried confirm to wait on) must be that subshell's, not its parent's."""
+    v2 = systems[1]
+    begin(node, v2, "chained")
+    helper(node, "wait", "--deploy-id", "chained", "--timeout", "10")
+    node.set_fault(Fault.BOOT_SLOW)
+    session = process.spawn(
+        node.ssh_argv("xnode-activate chain 3 confirm --deploy-id chained 1 version")
+    )
+    wait_until(lambda: f"activating {v2} boot" in node.activations(), 5)
+    pid = node.local("cat /var/lib/xnode/deploy/chained/confirm.pid").stdout.strip()
+    children = node.local(f"pgrep -P {pid} -f switch-to-configuration").stdout.split()
+    assert children, "confirm.pid is not the process running `switch-to-configuration boot`"
+    session.wait(timeout=30)  # boot takes 2 s under the fault
+    node.clear_faults()
+    assert helper(node, "confirm", "--deploy-id", "chained") == {"generation": 2}
+
+
 def test_abort_after_failed_health_probe(node: Node, systems: list[str]) -> None:
     v1, v2 = systems[0], systems[1]
     node.set_fault(Fault.HEALTH_FAILS, system=v2)
