@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from xnodectl.deploy.helper import Helper, HelperError, HelperMissing
+from xnodectl.deploy.helper import Helper, HelperError, HelperMissing, bundled_source
 from xnodectl.process import Result
 from xnodectl.remote import Session, Ssh, Target
 
@@ -118,3 +118,35 @@ def test_a_real_usage_error_of_a_chained_command_is_not_missing(session: Session
     with pytest.raises(HelperError) as info:
         asyncio.run(Helper(ssh).chain(["lock", "--x"], timeout=5))
     assert not isinstance(info.value, HelperMissing) and "unknown argument" in info.value.reason
+
+
+class ScriptedSsh(FakeSsh):
+    """Answers each call with the next (stdout, code) of a script."""
+
+    def __init__(self, session: Session, answers: list[tuple[str, int]]) -> None:
+        super().__init__(session, "")
+        self.answers = answers
+
+    async def run(
+        self,
+        command: Any,
+        *,
+        timeout: float,
+        input: bytes | None = None,
+        fresh: bool = False,
+    ) -> Result:
+        self.calls.append({"command": list(command), "input": input, "fresh": fresh})
+        out, code = self.answers.pop(0)
+        return Result(("ssh",), code, out, "", 0.0)
+
+
+def test_install_missing_uploads_the_bundled_helper_and_retries(session: Session) -> None:
+    usage = '{"error": "usage: xnode-activate info|lock (see docs)"}\n'
+    ssh = ScriptedSsh(session, [(usage, 2), ("", 0), ('{"generations": []}\n@@rc 0\n', 0)])
+    assert asyncio.run(Helper(ssh, install_missing=True).generations(timeout=5)) == []
+    upload = ssh.calls[1]
+    assert upload["input"] == bundled_source() and "mv" in upload["command"][2]
+    assert "/var/lib/xnode/bin/xnode-activate" in ssh.calls[2]["command"][2]
+    plain = ScriptedSsh(session, [(usage, 2)])
+    with pytest.raises(HelperMissing):  # without the flag: the caller decides
+        asyncio.run(Helper(plain).generations(timeout=5))

@@ -577,3 +577,20 @@ def test_helper_too_old_to_chain_is_replaced_by_the_bundled_one(
     assert ("upload-helper", "ok") in phases(events, n1.name)
     assert n1.current_system() == ws.node_report(report, n1.name)["system_after"]
     assert n1.boot_system() == n1.current_system()  # confirmed with the uploaded helper too
+
+
+def test_status_and_generations_upload_the_helper_when_the_node_has_none(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1])
+    code, _, report, err = ws.deploy("--all")
+    assert code == 0, (err, report)
+    n1.local("rm -f /var/lib/xnode-test/bin/xnode-activate /var/lib/xnode/bin/xnode-activate")
+    code, out, err = _cli(ws, "generations", "--node", n1.name, "--json")
+    assert code == 0, err
+    assert [g["number"] for g in json.loads(out)] == [n1.generation()]
+    code, out, err = _cli(ws, "status", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["reachable"] is True
+    assert n1.local("test -x /var/lib/xnode/bin/xnode-activate").returncode == 0

@@ -131,9 +131,13 @@ def bundled_source() -> bytes:
 
 
 class Helper:
-    def __init__(self, ssh: Ssh) -> None:
+    def __init__(self, ssh: Ssh, *, install_missing: bool = False) -> None:
+        """`install_missing`: a node without a usable helper gets the bundled one uploaded and the
+        call retried (status, generations, rollback); the deploy pipeline does it itself, as a
+        phase of its own."""
         self.ssh = ssh
         self.node = ssh.target.node
+        self.install_missing = install_missing
         self.bundled = False  # True once install() uploaded the bundled helper
 
     def command(self, chain: Sequence[Sequence[str]], file_flag: str | None = None) -> list[str]:
@@ -165,6 +169,22 @@ class Helper:
         file: tuple[str, bytes] | None = None,
     ) -> list[dict[str, Any]]:
         """Several helper commands in ONE SSH round trip; HelperError at the first that failed."""
+        try:
+            return await self._chain(chain, timeout=timeout, fresh=fresh, file=file)
+        except HelperMissing:
+            if not self.install_missing or self.bundled:
+                raise
+            await self.install(bundled_source())
+            return await self._chain(chain, timeout=timeout, fresh=fresh, file=file)
+
+    async def _chain(
+        self,
+        chain: Sequence[Sequence[str]],
+        *,
+        timeout: float,
+        fresh: bool,
+        file: tuple[str, bytes] | None,
+    ) -> list[dict[str, Any]]:
         flag, data = file if file else (None, None)
         result = await self.ssh.run(
             self.command(chain, flag), timeout=timeout, fresh=fresh, input=data

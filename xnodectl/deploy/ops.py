@@ -54,7 +54,7 @@ async def _one_status(ws: Workspace, session: Session, name: str, node: inv.Node
     except XnodeError as exc:
         st.unknown["node"] = exc.message
         return st
-    helper = Helper(ssh)
+    helper = Helper(ssh, install_missing=True)
     try:
         info = await helper.info(timeout=STATUS_BUDGET_S)
         st.reachable, st.current_system, st.current_generation = (
@@ -101,7 +101,7 @@ async def _with_helper(ws: Workspace, name: str, action: str, to: int | None = N
     node = inventory.node(name)
     session = _session(inventory)
     ssh = session.ssh(target_of(name, node))
-    helper = Helper(ssh)
+    helper = Helper(ssh, install_missing=True)
     try:
         if action == "generations":
             return await helper.generations(timeout=STATUS_BUDGET_S)
