@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,13 +131,20 @@ def bundled_source() -> bytes:
 
 
 class Helper:
-    def __init__(self, ssh: Ssh, *, install_missing: bool = False) -> None:
+    def __init__(
+        self,
+        ssh: Ssh,
+        *,
+        install_missing: bool = False,
+        announce_install: Callable[[bool], None] | None = None,
+    ) -> None:
         """`install_missing`: a node without a usable helper gets the bundled one uploaded and the
-        call retried (status, generations, rollback); the deploy pipeline does it itself, as a
-        phase of its own."""
+        call retried. `announce_install(done)` is told before (False) and after (True) an upload
+        (the deploy pipeline reports it as a phase of its own)."""
         self.ssh = ssh
         self.node = ssh.target.node
         self.install_missing = install_missing
+        self.announce_install = announce_install
         self.bundled = False  # True once install() uploaded the bundled helper
 
     def command(self, chain: Sequence[Sequence[str]], file_flag: str | None = None) -> list[str]:
@@ -174,7 +181,11 @@ class Helper:
         except HelperMissing:
             if not self.install_missing or self.bundled:
                 raise
+            if self.announce_install is not None:
+                self.announce_install(False)
             await self.install(bundled_source())
+            if self.announce_install is not None:
+                self.announce_install(True)
             return await self._chain(chain, timeout=timeout, fresh=fresh, file=file)
 
     async def _chain(
@@ -207,7 +218,7 @@ class Helper:
                 pending = []
             elif line.strip():
                 pending.append(line)
-        if not replies and result.returncode == 2 and not result.stdout.count("@@rc "):
+        if result.returncode == 2 and "@@rc " not in result.stdout:
             first = _parse_reply(pending, result.stderr, 2)
             if str(first.get("error", "")).startswith("usage:"):  # a helper without `chain`
                 raise HelperMissing(

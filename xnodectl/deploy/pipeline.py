@@ -33,10 +33,8 @@ from xnodectl.deploy.events import (
 from xnodectl.deploy.helper import (
     Helper,
     HelperError,
-    HelperMissing,
     Info,
     WaitResult,
-    bundled_source,
     wait_result,
 )
 from xnodectl.errors import CommandFailed, XnodeError
@@ -131,13 +129,7 @@ async def _preflight(run: _Run, helper: Helper) -> Info:
     lock = ["lock", "--holder", run.opts.deploy_id]
     deadline = run.opts.preflight_timeout
     try:
-        try:
-            replies = await helper.chain(["info"], lock, timeout=deadline)
-        except HelperMissing:
-            run.emit(Phase.HELPER, Status.START)
-            await helper.install(bundled_source())
-            run.emit(Phase.HELPER, Status.OK)
-            replies = await helper.chain(["info"], lock, timeout=deadline)
+        replies = await helper.chain(["info"], lock, timeout=deadline)  # uploads a missing helper
     except asyncio.CancelledError:
         run.lock_unknown = True  # the lock may have been taken: cleanup releases it if ours
         raise
@@ -492,7 +484,13 @@ class NodeDeploy:
             self.ssh = self.session.ssh(self.run.target)
         except XnodeError as exc:
             raise self.run.fail(Phase.PREFLIGHT, exc.one_line().removeprefix("error: ")) from exc
-        self.helper = Helper(self.ssh)
+        self.helper = Helper(
+            self.ssh,
+            install_missing=True,
+            announce_install=lambda done: self.run.emit(
+                Phase.HELPER, Status.OK if done else Status.START
+            ),
+        )
         return await _preflight(self.run, self.helper)
 
     async def deploy(self, job: NodeJob) -> NodeReport:
