@@ -16,9 +16,19 @@ from xnodectl.remote import Session, Ssh, Target
 
 
 class FakeSsh(Ssh):
-    def __init__(self, session: Session, stdout: str, code: int = 0, stderr: str = "") -> None:
+    """Answers every call with (stdout, code, stderr), or each call with the next of `answers`."""
+
+    def __init__(
+        self,
+        session: Session,
+        stdout: str = "",
+        code: int = 0,
+        stderr: str = "",
+        answers: list[tuple[str, int]] | None = None,
+    ) -> None:
         super().__init__(Target("n1", "h", 22, "root", "ssh-ed25519 AAAA"), session)
         self.stdout, self.code, self.stderr = stdout, code, stderr
+        self.answers = answers
         self.calls: list[dict[str, Any]] = []
 
     async def run(
@@ -30,6 +40,8 @@ class FakeSsh(Ssh):
         fresh: bool = False,
     ) -> Result:
         self.calls.append({"command": list(command), "input": input, "fresh": fresh})
+        if self.answers is not None:
+            self.stdout, self.code = self.answers.pop(0)
         return Result(("ssh",), self.code, self.stdout, self.stderr, 0.0)
 
 
@@ -120,33 +132,13 @@ def test_a_real_usage_error_of_a_chained_command_is_not_missing(session: Session
     assert not isinstance(info.value, HelperMissing) and "unknown argument" in info.value.reason
 
 
-class ScriptedSsh(FakeSsh):
-    """Answers each call with the next (stdout, code) of a script."""
-
-    def __init__(self, session: Session, answers: list[tuple[str, int]]) -> None:
-        super().__init__(session, "")
-        self.answers = answers
-
-    async def run(
-        self,
-        command: Any,
-        *,
-        timeout: float,
-        input: bytes | None = None,
-        fresh: bool = False,
-    ) -> Result:
-        self.calls.append({"command": list(command), "input": input, "fresh": fresh})
-        out, code = self.answers.pop(0)
-        return Result(("ssh",), code, out, "", 0.0)
-
-
 def test_install_missing_uploads_the_bundled_helper_and_retries(session: Session) -> None:
     usage = '{"error": "usage: xnode-activate info|lock (see docs)"}\n'
-    ssh = ScriptedSsh(session, [(usage, 2), ("", 0), ('{"generations": []}\n@@rc 0\n', 0)])
+    ssh = FakeSsh(session, answers=[(usage, 2), ("", 0), ('{"generations": []}\n@@rc 0\n', 0)])
     assert asyncio.run(Helper(ssh, install_missing=True).generations(timeout=5)) == []
     upload = ssh.calls[1]
     assert upload["input"] == bundled_source() and "mv" in upload["command"][2]
     assert "/var/lib/xnode/bin/xnode-activate" in ssh.calls[2]["command"][2]
-    plain = ScriptedSsh(session, [(usage, 2)])
+    plain = FakeSsh(session, answers=[(usage, 2)])
     with pytest.raises(HelperMissing):  # without the flag: the caller decides
         asyncio.run(Helper(plain).generations(timeout=5))

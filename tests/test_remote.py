@@ -93,14 +93,21 @@ def test_fresh_kex_is_accepted_by_this_ssh() -> None:
     assert kex.split()[1].split(",")[0] in ("curve25519-sha256", remote.MLKEM)
 
 
-def test_cpu_aes_detection_reads_this_machine() -> None:
-    remote._cpu_has_aes.cache_clear()
-    flags = Path("/proc/cpuinfo").read_text()
-    expected = any(
-        line.split(":", 1)[0].strip() in ("flags", "Features") and "aes" in line.split()
-        for line in flags.splitlines()[:40]
-    )
-    assert remote._cpu_has_aes() is expected
+@pytest.mark.parametrize(
+    ("cpuinfo", "aes"),
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 aes avx2 sha_ni\n", True),  # x86
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2\n\nprocessor\t: 1\nflags\t\t: aes\n", False),
+        ("processor\t: 0\nFeatures\t: fp asimd aes pmull sha1\n", True),  # ARMv8
+        ("processor\t: 0\nFeatures\t: fp asimd\n", False),
+        ("model name\t: aes-less cpu\n", False),  # no flags line: unknown
+    ],
+)  # fmt: skip
+def test_cpu_aes_detection(tmp_path: Path, cpuinfo: str, aes: bool) -> None:
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    assert remote._cpu_has_aes(path) is aes
+    assert remote._cpu_has_aes(tmp_path / "missing") is False
 
 
 def test_missing_host_key_is_refused(session: remote.Session) -> None:

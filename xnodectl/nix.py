@@ -159,22 +159,24 @@ class CopyProgress:
             return
         stop = _STOP.match(line)  # half of the lines; no JSON decoding needed for them
         if stop is not None:
-            event: dict[str, Any] = {"action": "stop", "id": stop.group(1)}
-        else:
-            try:
-                event = json.loads(line[5:])
-            except json.JSONDecodeError:
-                return
-        active = self._active
+            return self._stopped(int(stop.group(1)))
+        try:
+            event = json.loads(line[5:])
+        except json.JSONDecodeError:
+            return None
         action = event.get("action")
         if action == "start" and event.get("type") == 100:  # actCopyPath
             fields = event.get("fields") or []
             if fields and isinstance(fields[0], str):
-                active[int(event["id"])] = fields[0]
+                self._active[int(event["id"])] = fields[0]
         elif action == "stop":
-            path = active.pop(int(event.get("id", -1)), None)
-            if path is not None:
-                self.on_path(path)
+            self._stopped(int(event.get("id", -1)))
+        return None
+
+    def _stopped(self, activity: int) -> None:
+        path = self._active.pop(activity, None)
+        if path is not None:
+            self.on_path(path)
 
 
 async def copy(

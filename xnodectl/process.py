@@ -163,6 +163,12 @@ async def arun(
 
     err_lines: list[str] = []
 
+    def err_line(raw: bytes) -> None:
+        line = raw.decode(errors="surrogateescape")
+        err_lines.append(line)
+        if on_stderr_line is not None:
+            on_stderr_line(line)
+
     async def read_err() -> None:
         # In chunks, split here: `nix copy -v` writes ~600 lines per closure, and a line-at-a-time
         # read costs an event-loop round per line with a whole fleet copying at once.
@@ -171,15 +177,9 @@ async def arun(
         while chunk := await proc.stderr.read(65536):
             *complete, partial = (partial + chunk).split(b"\n")
             for raw in complete:
-                line = raw.decode(errors="surrogateescape")
-                err_lines.append(line)
-                if on_stderr_line is not None:
-                    on_stderr_line(line)
+                err_line(raw)
         if partial:
-            line = partial.decode(errors="surrogateescape")
-            err_lines.append(line)
-            if on_stderr_line is not None:
-                on_stderr_line(line)
+            err_line(partial)
 
     async def feed_and_read() -> bytes:
         if input is not None:

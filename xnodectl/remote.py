@@ -29,7 +29,8 @@ CONTROL_PERSIST_S = 30
 #   generation costs the client ~70 ms of CPU per connection, curve25519 under 1 ms. A client
 #   with the ML-KEM hybrid (OpenSSH >= 9.9: post-quantum AND about as cheap as curve25519) puts
 #   that first instead (see `fresh_kex`).
-FRESH_KEX = "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org"
+CURVE25519 = "curve25519-sha256,curve25519-sha256@libssh.org"
+FRESH_KEX = f"KexAlgorithms=^{CURVE25519}"
 MLKEM = "mlkem768x25519-sha256"
 AES_FIRST = "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 # ssh exits 255 on its own errors; the remote command's code otherwise.
@@ -218,16 +219,14 @@ def fresh_kex() -> str:
         offered = process.run(["ssh", "-Q", "kex"], check=False, timeout=5).stdout.split()
     except ExternalError:  # no ssh at all: the connection itself will say so
         offered = []
-    if MLKEM in offered:
-        return FRESH_KEX.replace("=^", f"=^{MLKEM},", 1)
-    return FRESH_KEX
+    return f"KexAlgorithms=^{MLKEM},{CURVE25519}" if MLKEM in offered else FRESH_KEX
 
 
 @functools.cache
-def _cpu_has_aes() -> bool:
+def _cpu_has_aes(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> bool:
     """AES instructions on this machine (x86 `flags`, ARMv8 `Features`); False when unknown."""
     try:
-        with Path("/proc/cpuinfo").open(encoding="utf-8", errors="replace") as cpuinfo:
+        with cpuinfo_path.open(encoding="utf-8", errors="replace") as cpuinfo:
             for line in cpuinfo:  # the first CPU's line says it for all
                 key, _, value = line.partition(":")
                 if key.strip() in ("flags", "Features"):
