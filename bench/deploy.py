@@ -45,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import positive_int, ram_dir
 from tests.standin import StandinFlake
 from tests.xnodes import NIX_CONF, Fleet, Node
 from xnodectl import inventory as inv
@@ -95,21 +96,16 @@ def timed(coro: object) -> float:
     return time.monotonic() - started
 
 
-def _ram_dir() -> Path | None:
-    shm = Path("/dev/shm")
-    return shm if shm.is_dir() and shutil.disk_usage(shm).free > 8 * 1024**3 else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--nodes", type=int, default=8)
-    parser.add_argument("--size", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--nodes", type=positive_int, default=8)
+    parser.add_argument("--size", type=positive_int, default=300)
+    parser.add_argument("--rounds", type=positive_int, default=5)
     parser.add_argument("--tmp", type=Path, default=None, help="where the nodes' stores go")
     args = parser.parse_args()
     os.environ["NIX_CONFIG"] = NIX_CONF
     compileall.compile_dir(Path(__file__).resolve().parent.parent / "xnodectl", quiet=1)
-    base = Path(tempfile.mkdtemp(prefix="xnbench-", dir=args.tmp or _ram_dir()))
+    base = Path(tempfile.mkdtemp(prefix="xnbench-", dir=args.tmp or ram_dir()))
     fleet = Fleet(base / "nodes")
     try:
         n, rounds = args.nodes, args.rounds

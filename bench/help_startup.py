@@ -6,14 +6,18 @@ its last line: medians in seconds and `ratio` (target < 1.6).
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import positive_int
 from xnodectl import process
 
-RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 21
 BASE = [sys.executable, "-c", "import typer"]
 # What the installed `xnodectl` script runs (xnodectl.cli:run), without the venv script's shim.
 HELP = [
@@ -30,14 +34,17 @@ def timed(argv: list[str]) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("runs", nargs="?", type=positive_int, default=21, help="pairs to time")
+    runs = parser.parse_args().runs
     for argv in (BASE, HELP):  # warm the page cache and .pyc files
         timed(argv)
     base, help_ = [], []
-    for _ in range(RUNS):
+    for _ in range(runs):
         base.append(timed(BASE))
         help_.append(timed(HELP))
     result = {
-        "runs": RUNS,
+        "runs": runs,
         "import_typer_seconds": round(statistics.median(base), 4),
         "xnodectl_help_seconds": round(statistics.median(help_), 4),
     }

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import positive_int, ram_dir
 from tests.standin import StandinFlake
 from tests.xnodes import NIX_CONF, NIX_ENV, Fleet, Node
 from xnodectl import process, remote
@@ -57,12 +58,11 @@ def median(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--connections", type=int, default=15)
-    parser.add_argument("--copies", type=int, default=3)
+    parser.add_argument("--connections", type=positive_int, default=15)
+    parser.add_argument("--copies", type=positive_int, default=3)
     args = parser.parse_args()
     os.environ["NIX_CONFIG"] = NIX_CONF
-    shm = Path("/dev/shm")
-    base = Path(tempfile.mkdtemp(prefix="xnssh-", dir=shm if shm.is_dir() else None))
+    base = Path(tempfile.mkdtemp(prefix="xnssh-", dir=ram_dir()))
     fleet = Fleet(base / "nodes")
     kex = ["-o", remote.fresh_kex()]
     aes = f"-o {remote.AES_FIRST}"
