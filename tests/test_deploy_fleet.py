@@ -12,7 +12,7 @@ import pytest
 from xnodectl import nix
 from xnodectl.deploy import fleet
 from xnodectl.deploy.events import Clock, Event, NodeReport, NodeState, Outcome
-from xnodectl.deploy.pipeline import DeployOptions, NodeJob
+from xnodectl.deploy.job import DeployOptions, NodeJob
 from xnodectl.remote import Session, Target
 
 

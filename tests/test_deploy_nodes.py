@@ -60,7 +60,10 @@ class Ws:
     nodes: list[Node]
 
     def deploy(self, *args: str) -> tuple[int, list[dict[str, Any]], dict[str, Any], str]:
-        """`xnodectl deploy --json ARGS`: exit code, events, final report, stderr."""
+        """`xnodectl deploy --json ARGS`: exit code, events, final report, stderr. Without
+        --node/--tag, every node (--all: a run without a terminal must say so)."""
+        if not {"--node", "-n", "--tag", "-t"} & set(args):
+            args = ("--all", *args)
         result = CliRunner().invoke(
             app,
             [

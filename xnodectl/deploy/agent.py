@@ -1,4 +1,5 @@
-"""Client of the node-side helper `xnode-activate` (docs/deploy-protocol.md is the contract).
+"""The node agent's protocol: the operator's client of `xnode-activate` (docs/deploy-protocol.md is
+the contract). Replies become typed values here; nothing above this module sees the JSON.
 
 Every call is one SSH round trip over the node's multiplexed connection (or a fresh one where a
 fresh connection is the point). The helper prints exactly one JSON object; non-zero = `{"error"}`.
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from xnodectl.errors import ExternalError
 from xnodectl.remote import Ssh
+from xnodectl.render import Probe
 
 HELPER_DIR = "/var/lib/xnode/bin"
 HELPER_PATH = f"{HELPER_DIR}/xnode-activate"
@@ -32,7 +34,7 @@ _PRELUDE_BUNDLED = f'xa() {{ {HELPER_PATH} "$@"; }}; '
 NOT_FOUND = 127
 
 
-class HelperError(ExternalError):
+class AgentError(ExternalError):
     def __init__(
         self,
         node: str,
@@ -46,9 +48,16 @@ class HelperError(ExternalError):
         super().__init__(f"node '{node}': xnode-activate {command}: {self.reason}")
 
 
-class HelperMissing(HelperError):
+class AgentMissing(AgentError):
     """No usable helper on the node: none at all, or one older than protocol version 2 (`chain`).
-    The engine then uploads the bundled one (`Helper.install`) and uses it from then on."""
+    The engine then uploads the bundled one (`Agent.install`) and uses it from then on."""
+
+
+class _Lock(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    holder: str = "?"
+    since: str | int | None = None
+    seen: str | int | None = None
 
 
 class _Info(BaseModel):
@@ -57,10 +66,33 @@ class _Info(BaseModel):
     current: str | None = None
     profile: str | None = None
     generation: int | None = None
-    booted: str | None = None
     store_free_bytes: int | None = None
-    lock: Any = None
+    lock: _Lock | None = None
     signed_deploys: bool = False
+
+
+class _Check(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    kind: str = "?"
+    target: str = "?"
+    ok: bool = False
+    detail: str | None = None
+    seconds: float | None = None
+
+
+class _Generation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    number: int
+    path: str = ""
+    current: bool = False
+    date: str | None = None
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    holder: str
+    since: str | None
+    seen: str | None
 
 
 @dataclass(frozen=True)
@@ -70,34 +102,62 @@ class Info:
     profile: str | None  # the system profile = the boot default
     generation: int | None
     store_free_bytes: int | None
-    lock: Any
+    lock: LockInfo | None
     signed_deploys: bool
 
 
 @dataclass(frozen=True)
 class WaitResult:
-    state: str  # activated | failed | rolled-back
+    state: str  # activated | failed | rolled-back | interrupted
     exit_code: int | None
     log_tail: str
     reason: str | None
-    rolled_back: bool = False  # the helper already returned to the previous system
+    rolled_back: bool = False  # the agent already returned to the previous system
+
+
+@dataclass(frozen=True)
+class ProbeCheck:
+    kind: str
+    target: str
+    ok: bool
+    detail: str | None
+    seconds: float | None
 
 
 @dataclass(frozen=True)
 class ProbeResult:
     ok: bool
-    results: list[dict[str, Any]]
+    results: tuple[ProbeCheck, ...]
 
     def failures(self) -> str:
-        bad = [r for r in self.results if not r.get("ok", False)]
-        return (
-            "; ".join(
-                f"{r.get('kind', '?')} {r.get('target', '?')}: "
-                f"{r.get('detail') or r.get('error') or 'failed'}"
-                for r in bad
-            )
-            or "probe failed"
+        bad = [r for r in self.results if not r.ok]
+        return "; ".join(f"{r.kind} {r.target}: {r.detail or 'failed'}" for r in bad) or (
+            "probe failed"
         )
+
+
+@dataclass(frozen=True)
+class Generation:
+    number: int
+    path: str
+    current: bool
+    date: str | None
+
+
+def probe_request(probes: Sequence[Probe], cap: int | None = None) -> bytes:
+    """The `probe --file` JSON: each probe's kind, target, expected status and seconds to retry
+    (at most `cap`)."""
+    return json.dumps(
+        [
+            {
+                "kind": p.kind,
+                "target": p.target,
+                "status": p.status,
+                "timeout": p.timeout if cap is None else min(p.timeout, cap),
+            }
+            for p in probes
+        ]
+    ).encode()
 
 
 def _parse_reply(lines: list[str], stderr: str, code: int) -> dict[str, Any]:
@@ -111,6 +171,10 @@ def _parse_reply(lines: list[str], stderr: str, code: int) -> dict[str, Any]:
         tail = stderr.strip().splitlines()[-1:] or [f"exit {code}"]
         parsed["error"] = tail[0]
     return parsed
+
+
+def _text(value: str | int | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def wait_result(data: dict[str, Any]) -> WaitResult:
@@ -130,7 +194,7 @@ def bundled_source() -> bytes:
     ).read_bytes()
 
 
-class Helper:
+class Agent:
     def __init__(
         self,
         ssh: Ssh,
@@ -175,10 +239,10 @@ class Helper:
         fresh: bool = False,
         file: tuple[str, bytes] | None = None,
     ) -> list[dict[str, Any]]:
-        """Several helper commands in ONE SSH round trip; HelperError at the first that failed."""
+        """Several helper commands in ONE SSH round trip; AgentError at the first that failed."""
         try:
             return await self._chain(chain, timeout=timeout, fresh=fresh, file=file)
-        except HelperMissing:
+        except AgentMissing:
             if not self.install_missing or self.bundled:
                 raise
             if self.announce_install is not None:
@@ -207,13 +271,13 @@ class Helper:
                 code = int(line.split()[1])
                 reply = _parse_reply(pending, result.stderr, code)
                 if code == NOT_FOUND and "error" in reply and not pending:
-                    raise HelperMissing(
+                    raise AgentMissing(
                         self.node,
                         chain[len(replies)][0],
                         {"error": "xnode-activate is not installed"},
                     )
                 if code != 0:
-                    raise HelperError(self.node, chain[len(replies)][0], reply, replies)
+                    raise AgentError(self.node, chain[len(replies)][0], reply, replies)
                 replies.append(reply)
                 pending = []
             elif line.strip():
@@ -221,13 +285,13 @@ class Helper:
         if result.returncode == 2 and "@@rc " not in result.stdout:
             first = _parse_reply(pending, result.stderr, 2)
             if str(first.get("error", "")).startswith("usage:"):  # a helper without `chain`
-                raise HelperMissing(
+                raise AgentMissing(
                     self.node,
                     chain[0][0],
                     {"error": "the node's xnode-activate predates protocol version 2 (chain)"},
                 )
         if len(replies) < len(chain):  # the session ended early (killed, connection lost)
-            raise HelperError(
+            raise AgentError(
                 self.node,
                 chain[len(replies)][0],
                 _parse_reply(pending, result.stderr, result.returncode),
@@ -238,7 +302,7 @@ class Helper:
     async def call(
         self, *args: str, timeout: float, fresh: bool = False, file: tuple[str, bytes] | None = None
     ) -> dict[str, Any]:
-        """Run one helper command; its JSON object, or HelperError with the helper's reason."""
+        """Run one helper command; its JSON object, or AgentError with the helper's reason."""
         return (await self.chain(args, timeout=timeout, fresh=fresh, file=file))[0]
 
     async def install(self, source: bytes, timeout: float = 20) -> None:
@@ -248,7 +312,7 @@ class Helper:
         )
         result = await self.ssh.run(["sh", "-c", script], timeout=timeout, input=source)
         if not result.ok:
-            raise HelperError(self.node, "install", {"error": result.stderr.strip()[-200:]})
+            raise AgentError(self.node, "install", {"error": result.stderr.strip()[-200:]})
         self.bundled = True
 
     async def info(self, timeout: float) -> Info:
@@ -258,14 +322,15 @@ class Helper:
         try:
             model = _Info.model_validate(data)
         except ValidationError as exc:
-            raise HelperError(self.node, "info", {"error": f"bad reply: {exc}"}) from exc
+            raise AgentError(self.node, "info", {"error": f"bad reply: {exc}"}) from exc
+        lock = model.lock
         return Info(
             str(model.version),
             model.current,
             model.profile,
             model.generation,
             model.store_free_bytes,
-            model.lock,
+            None if lock is None else LockInfo(lock.holder, _text(lock.since), _text(lock.seen)),
             model.signed_deploys,
         )
 
@@ -290,16 +355,25 @@ class Helper:
         )
         return wait_result(data)
 
-    async def probe(self, probes: list[dict[str, Any]], timeout: float) -> ProbeResult:
+    async def probe(
+        self, probes: Sequence[Probe], timeout: float, cap: int | None = None
+    ) -> ProbeResult:
         try:
             data = await self.call(
-                "probe", timeout=timeout, file=("--file", json.dumps(probes).encode())
+                "probe", timeout=timeout, file=("--file", probe_request(probes, cap))
             )
-        except HelperError as exc:
+        except AgentError as exc:
             if "results" not in exc.data:
                 raise
             data = exc.data
-        return ProbeResult(bool(data.get("ok")), list(data.get("results") or []))
+        try:
+            checks = [_Check.model_validate(r) for r in data.get("results") or []]
+        except ValidationError as exc:
+            raise AgentError(self.node, "probe", {"error": f"bad reply: {exc}"}) from exc
+        return ProbeResult(
+            bool(data.get("ok")),
+            tuple(ProbeCheck(c.kind, c.target, c.ok, c.detail, c.seconds) for c in checks),
+        )
 
     async def confirm(
         self, deploy_id: str, timeout: float, unlock_holder: str | None = None
@@ -314,7 +388,7 @@ class Helper:
             chain.append(["unlock", "--holder", unlock_holder])
         try:
             replies = await self.chain(*chain, timeout=timeout, fresh=True)
-        except HelperError as exc:
+        except AgentError as exc:
             if not exc.done:
                 raise
             replies = exc.done  # confirmed; only the unlock failed
@@ -326,13 +400,29 @@ class Helper:
             "abort", "--deploy-id", deploy_id, "--reason", reason, timeout=timeout
         )
 
-    async def generations(self, timeout: float) -> list[dict[str, Any]]:
+    async def generations(self, timeout: float) -> list[Generation]:
         data = await self.call("generations", timeout=timeout)
-        return list(data.get("generations") or [])
+        try:
+            gens = [_Generation.model_validate(g) for g in data.get("generations") or []]
+        except ValidationError as exc:
+            raise AgentError(self.node, "generations", {"error": f"bad reply: {exc}"}) from exc
+        return [Generation(g.number, g.path, g.current, g.date) for g in gens]
 
-    async def rollback(self, to: int | None, timeout: float) -> dict[str, Any]:
+    async def rollback(self, to: int | None, timeout: float) -> int | None:
+        """Switch to generation `to` (default: the previous one); the generation now booted."""
         args = ["rollback"] + (["--to", str(to)] if to is not None else [])
-        return await self.call(*args, timeout=timeout)
+        gen = (await self.call(*args, timeout=timeout)).get("generation")
+        return int(gen) if isinstance(gen, int | str) and str(gen).isdecimal() else None
+
+    async def missing_paths(self, paths: Sequence[str], timeout: float) -> set[str]:
+        """Which of `paths` the node's store lacks (one round trip)."""
+        out = await self.run_script(
+            "xargs -r nix-store --check-validity --print-invalid",
+            [],
+            timeout=timeout,
+            input="\n".join(paths).encode(),
+        )
+        return set(out.split())
 
     async def run_script(
         self, script: str, args: Sequence[str], timeout: float, input: bytes | None = None
