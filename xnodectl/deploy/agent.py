@@ -11,15 +11,27 @@ import json
 import math
 import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from xnodectl.deploy.replies import (
+    Generation,
+    Info,
+    ProbeResult,
+    WaitResult,
+    generations_of,
+    info_of,
+    probe_request,
+    probe_result_of,
+    wait_result,
+)
 from xnodectl.errors import ExternalError
 from xnodectl.remote import Ssh
 from xnodectl.render import Probe
+
+__all__ = ["Agent", "AgentError", "AgentMissing", "Info", "WaitResult", "wait_result"]
 
 HELPER_DIR = "/var/lib/xnode/bin"
 HELPER_PATH = f"{HELPER_DIR}/xnode-activate"
@@ -53,113 +65,6 @@ class AgentMissing(AgentError):
     The engine then uploads the bundled one (`Agent.install`) and uses it from then on."""
 
 
-class _Lock(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    holder: str = "?"
-    since: str | int | None = None
-    seen: str | int | None = None
-
-
-class _Info(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    version: int | str = "?"
-    current: str | None = None
-    profile: str | None = None
-    generation: int | None = None
-    store_free_bytes: int | None = None
-    lock: _Lock | None = None
-    signed_deploys: bool = False
-
-
-class _Check(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    kind: str = "?"
-    target: str = "?"
-    ok: bool = False
-    detail: str | None = None
-    seconds: float | None = None
-
-
-class _Generation(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    number: int
-    path: str = ""
-    current: bool = False
-    date: str | None = None
-
-
-@dataclass(frozen=True)
-class LockInfo:
-    holder: str
-    since: str | None
-    seen: str | None
-
-
-@dataclass(frozen=True)
-class Info:
-    version: str
-    current: str | None
-    profile: str | None  # the system profile = the boot default
-    generation: int | None
-    store_free_bytes: int | None
-    lock: LockInfo | None
-    signed_deploys: bool
-
-
-@dataclass(frozen=True)
-class WaitResult:
-    state: str  # activated | failed | rolled-back | interrupted
-    exit_code: int | None
-    log_tail: str
-    reason: str | None
-    rolled_back: bool = False  # the agent already returned to the previous system
-
-
-@dataclass(frozen=True)
-class ProbeCheck:
-    kind: str
-    target: str
-    ok: bool
-    detail: str | None
-    seconds: float | None
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    ok: bool
-    results: tuple[ProbeCheck, ...]
-
-    def failures(self) -> str:
-        bad = [r for r in self.results if not r.ok]
-        return "; ".join(f"{r.kind} {r.target}: {r.detail or 'failed'}" for r in bad) or (
-            "probe failed"
-        )
-
-
-@dataclass(frozen=True)
-class Generation:
-    number: int
-    path: str
-    current: bool
-    date: str | None
-
-
-def probe_request(probes: Sequence[Probe], cap: int | None = None) -> bytes:
-    """The `probe --file` JSON: each probe's kind, target, expected status and seconds to retry
-    (at most `cap`)."""
-    return json.dumps(
-        [
-            {
-                "kind": p.kind,
-                "target": p.target,
-                "status": p.status,
-                "timeout": p.timeout if cap is None else min(p.timeout, cap),
-            }
-            for p in probes
-        ]
-    ).encode()
-
-
 def _parse_reply(lines: list[str], stderr: str, code: int) -> dict[str, Any]:
     try:
         parsed = json.loads(lines[-1]) if lines else {}
@@ -171,20 +76,6 @@ def _parse_reply(lines: list[str], stderr: str, code: int) -> dict[str, Any]:
         tail = stderr.strip().splitlines()[-1:] or [f"exit {code}"]
         parsed["error"] = tail[0]
     return parsed
-
-
-def _text(value: str | int | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def wait_result(data: dict[str, Any]) -> WaitResult:
-    return WaitResult(
-        str(data.get("state")),
-        data.get("exit_code"),
-        str(data.get("log_tail") or ""),
-        data.get("reason"),
-        bool(data.get("rolled_back")),
-    )
 
 
 def bundled_source() -> bytes:
@@ -320,19 +211,9 @@ class Agent:
 
     def parse_info(self, data: dict[str, Any]) -> Info:
         try:
-            model = _Info.model_validate(data)
+            return info_of(data)
         except ValidationError as exc:
             raise AgentError(self.node, "info", {"error": f"bad reply: {exc}"}) from exc
-        lock = model.lock
-        return Info(
-            str(model.version),
-            model.current,
-            model.profile,
-            model.generation,
-            model.store_free_bytes,
-            None if lock is None else LockInfo(lock.holder, _text(lock.since), _text(lock.seen)),
-            model.signed_deploys,
-        )
 
     async def unlock(self, holder: str, timeout: float) -> None:
         await self.call("unlock", "--holder", holder, timeout=timeout)
@@ -367,13 +248,9 @@ class Agent:
                 raise
             data = exc.data
         try:
-            checks = [_Check.model_validate(r) for r in data.get("results") or []]
+            return probe_result_of(data)
         except ValidationError as exc:
             raise AgentError(self.node, "probe", {"error": f"bad reply: {exc}"}) from exc
-        return ProbeResult(
-            bool(data.get("ok")),
-            tuple(ProbeCheck(c.kind, c.target, c.ok, c.detail, c.seconds) for c in checks),
-        )
 
     async def confirm(
         self, deploy_id: str, timeout: float, unlock_holder: str | None = None
@@ -403,10 +280,9 @@ class Agent:
     async def generations(self, timeout: float) -> list[Generation]:
         data = await self.call("generations", timeout=timeout)
         try:
-            gens = [_Generation.model_validate(g) for g in data.get("generations") or []]
+            return generations_of(data)
         except ValidationError as exc:
             raise AgentError(self.node, "generations", {"error": f"bad reply: {exc}"}) from exc
-        return [Generation(g.number, g.path, g.current, g.date) for g in gens]
 
     async def rollback(self, to: int | None, timeout: float) -> int | None:
         """Switch to generation `to` (default: the previous one); the generation now booted."""

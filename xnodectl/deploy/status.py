@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from xnodectl import app_request, nix
 from xnodectl import inventory as inv
-from xnodectl.deploy.agent import Agent, Generation, ProbeCheck
+from xnodectl.deploy.agent import Agent
 from xnodectl.deploy.prepare import Selection, select, session_of, target_of
+from xnodectl.deploy.replies import Generation, ProbeCheck
 from xnodectl.errors import NodeUnreachable, XnodeError
 from xnodectl.remote import Session, Unreachable
 from xnodectl.workspace import Workspace
