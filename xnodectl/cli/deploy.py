@@ -46,23 +46,29 @@ def register(app: typer.Typer) -> None:
     node.command("add")(node_add)
     node.command("remove")(node_remove)
     node.command("list")(node_list)
+    node.command("unlock")(unlock_cmd)
     app.add_typer(node, name="node")
 
 
 def _run(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; Ctrl-C cancels it; the fleet code settles every node first."""
+    """Run a coroutine; Ctrl-C, SIGTERM and SIGHUP (a closed terminal, a stopped CI job) cancel
+    it alike: the fleet code settles every node first and the report is still written."""
     import asyncio
     import signal
+
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     async def main() -> T:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        for sig in stops:
+            loop.add_signal_handler(sig, task.cancel)
         try:
             return await make()
         finally:
-            loop.remove_signal_handler(signal.SIGINT)
+            for sig in stops:
+                loop.remove_signal_handler(sig)
 
     return asyncio.run(main())
 
@@ -310,6 +316,21 @@ def rollback_cmd(
         output.as_json({"node": node, "generation": generation})
         return
     output.result(f"{node}: now on generation {generation if generation is not None else '?'}")
+
+
+def unlock_cmd(
+    name: Annotated[str, typer.Argument(help="Node name.")], workspace: WsOpt = None
+) -> None:
+    """Release a node's deploy lock left by an operator that is gone (shows who held it);
+    refused while a deploy is still settling on the node."""
+    from xnodectl.deploy import unlock
+
+    held = _run(lambda: unlock.unlock(_ws(workspace), name))
+    if held is None:
+        output.info(f"{name}: the deploy lock was not held")
+    else:
+        output.info(f"{name}: released the deploy lock of {held.holder} (held {held.age} s)")
+    output.result(name)
 
 
 def generations_cmd(

@@ -10,17 +10,21 @@ import time
 from xnodectl.deploy.agent import Agent, AgentError, WaitResult, wait_result
 from xnodectl.deploy.events import NodeState, Outcome, Phase, Status
 from xnodectl.deploy.job import NodeRun
-from xnodectl.deploy.rollback import roll_back
+from xnodectl.deploy.rollback import outcome_of, roll_back, settle
 from xnodectl.remote import Unreachable
 
 
 async def activate(run: NodeRun, agent: Agent, manifest: bytes | None) -> None:
     run.emit(Phase.ACTIVATE, Status.START)
     # The agent kills a hung activation at activation_timeout and rolls back; allow for that.
-    wait_s = run.opts.activation_timeout + run.opts.confirm_timeout + 10
+    wait_s = run.opts.activation_timeout + run.job.probe_budget + run.opts.confirm_timeout + 10
     deadline = time.monotonic() + wait_s
     begin = agent.begin_args(
-        run.job.system, run.opts.deploy_id, run.opts.confirm_timeout, run.opts.activation_timeout
+        run.job.system,
+        run.opts.deploy_id,
+        run.opts.confirm_timeout,
+        run.opts.activation_timeout,
+        run.job.probe_budget,
     )
     # From here an interrupt must abort: `begin` may have run even if its reply never arrives.
     run.begun = True
@@ -48,20 +52,26 @@ async def activate(run: NodeRun, agent: Agent, manifest: bytes | None) -> None:
             tail = result.log_tail.strip().splitlines()[-1:] or [""]
             reason = result.reason or f"activation exited {result.exit_code}"
             detail = f"{reason}: {tail[0]}" if tail[0] else reason
-            state = NodeState.OLD if result.rolled_back else NodeState.UNKNOWN
+            if result.fallback:
+                detail = f"{detail}; {result.fallback}"
+            state = await settle(run, agent)  # what the node says it runs
             run.emit(
                 Phase.ROLLBACK,
                 Status.OK if result.rolled_back else Status.FAILED,
                 rollback_reason=detail,
             )
-            raise run.fail(Phase.ACTIVATE, detail, Outcome.ROLLED_BACK, state, detail)
+            raise run.fail(Phase.ACTIVATE, detail, outcome_of(state), state, detail)
         case _:
+            reason = result.reason or result.state
+            if result.fallback:
+                reason = f"{reason}; {result.fallback}"
+            state = await settle(run, agent)
             raise run.fail(
                 Phase.ACTIVATE,
-                "the node rolled itself back",
-                Outcome.ROLLED_BACK,
-                NodeState.OLD,
-                result.reason or result.state,
+                f"the node did not keep the new system ({result.state})",
+                outcome_of(state),
+                state,
+                reason,
             )
 
 

@@ -44,6 +44,9 @@ _PRELUDE = (
 _PRELUDE_BUNDLED = f'xa() {{ {HELPER_PATH} "$@"; }}; '
 
 NOT_FOUND = 127
+# The agent protocol this engine speaks: 3 = journaled decisions, boot-clock timers, --probe-budget,
+# `pin`, `recover` (docs/deploy-protocol.md).
+PROTOCOL = 3
 
 
 class AgentError(ExternalError):
@@ -219,13 +222,34 @@ class Agent:
         await self.call("unlock", "--holder", holder, timeout=timeout)
 
     def begin_args(
-        self, system: str, deploy_id: str, confirm_timeout: int, activation_timeout: float
+        self,
+        system: str,
+        deploy_id: str,
+        confirm_timeout: int,
+        activation_timeout: float,
+        probe_budget: int = 0,
     ) -> list[str]:
+        """`probe_budget`: seconds the health probes may take; the node's dead-man timer covers
+        them AND the confirm window, so a slow but healthy app is not rolled back."""
         return [
             "begin", "--system", system, "--deploy-id", deploy_id,
             "--confirm-timeout", str(confirm_timeout),
             "--activation-timeout", str(math.ceil(activation_timeout)),
+            "--probe-budget", str(probe_budget),
         ]  # fmt: skip
+
+    async def pin(self, system: str, timeout: float) -> None:
+        """A GC root on the node for `system` before it is copied there (until `begin`)."""
+        await self.call("pin", "--system", system, timeout=timeout)
+
+    async def ensure_version(self, info: Info) -> None:
+        """Nodes whose agent predates PROTOCOL get the bundled one (as nodes without one do)."""
+        if not self.bundled and not (info.version.isdecimal() and int(info.version) >= PROTOCOL):
+            if self.announce_install is not None:
+                self.announce_install(False)
+            await self.install(bundled_source())
+            if self.announce_install is not None:
+                self.announce_install(True)
 
     def wait_args(self, deploy_id: str, wait_s: float) -> list[str]:
         return ["wait", "--deploy-id", deploy_id, "--timeout", str(math.ceil(wait_s))]

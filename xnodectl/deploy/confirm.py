@@ -10,7 +10,7 @@ import time
 from xnodectl.deploy.agent import Agent, AgentError
 from xnodectl.deploy.events import Outcome, Phase, Status
 from xnodectl.deploy.job import NodeRun
-from xnodectl.deploy.rollback import settle
+from xnodectl.deploy.rollback import outcome_of, settle
 from xnodectl.remote import RemoteError
 
 RETRY_S = 0.5
@@ -34,12 +34,12 @@ async def confirm(run: NodeRun, agent: Agent) -> None:
             await asyncio.sleep(RETRY_S)
             continue
         except AgentError as exc:
+            state = await settle(run, agent)
+            if exc.data.get("state") == "confirmed":  # the profile moved; `boot` failed
+                run.confirmed = True
+                raise run.fail(Phase.CONFIRM, exc.message, Outcome.FAILED, state) from exc
             raise run.fail(
-                Phase.CONFIRM,
-                exc.message,
-                Outcome.ROLLED_BACK,
-                await settle(run, agent),
-                exc.reason,
+                Phase.CONFIRM, exc.message, outcome_of(state), state, exc.reason
             ) from exc
         run.confirmed = True
         run.emit(
@@ -51,4 +51,4 @@ async def confirm(run: NodeRun, agent: Agent) -> None:
         return
     reason = f"confirmation did not arrive within {run.opts.confirm_timeout} s ({last})"
     state = await settle(run, agent, wait_s=SETTLE_S)
-    raise run.fail(Phase.CONFIRM, reason, Outcome.ROLLED_BACK, state, reason)
+    raise run.fail(Phase.CONFIRM, reason, outcome_of(state), state, reason)

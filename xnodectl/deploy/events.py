@@ -47,6 +47,7 @@ class Outcome(StrEnum):
 class NodeState(StrEnum):
     OLD = "old"  # running the generation it had before this run
     NEW = "new"  # running (and booting) the new generation
+    NEW_UNCONFIRMED = "new-unconfirmed"  # running the new system, which is NOT its boot default
     UNKNOWN = "unknown"  # unreachable after activation started; its own timer decides
 
 

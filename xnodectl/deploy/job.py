@@ -39,6 +39,12 @@ class NodeJob:
     probes: tuple[Probe, ...] = ()
     build_seconds: float | None = None
 
+    @property
+    def probe_budget(self) -> int:
+        """Seconds the health gate may take: the probes run side by side, each within the
+        timeout its template.toml gives it."""
+        return max((p.timeout for p in self.probes), default=0)
+
 
 class NodeFailed(XnodeError):
     """A step failed; the node's state is already settled and recorded in the report."""

@@ -37,6 +37,10 @@ async def preflight(run: NodeRun, agent: Agent) -> Info:
     run.locked = True
     info = agent.parse_info(replies[0])
     _facts(run, info)
+    try:
+        await agent.ensure_version(info)
+    except AgentError as exc:
+        raise run.fail(Phase.PREFLIGHT, exc.message) from exc
     if info.current is None and info.generation is not None:
         # A profile exists but nothing runs: we could not say what "roll back" would return to.
         raise run.fail(

@@ -18,6 +18,7 @@ class _Lock(BaseModel):
     holder: str = "?"
     since: str | int | None = None
     seen: str | int | None = None
+    age: int | None = None
 
 
 class _Info(BaseModel):
@@ -29,6 +30,7 @@ class _Info(BaseModel):
     store_free_bytes: int | None = None
     lock: _Lock | None = None
     signed_deploys: bool = False
+    active: str | None = None
 
 
 class _Check(BaseModel):
@@ -53,6 +55,7 @@ class LockInfo:
     holder: str
     since: str | None
     seen: str | None
+    age: int | None = None  # seconds since the last heartbeat, on the node's boot clock
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Info:
     store_free_bytes: int | None
     lock: LockInfo | None
     signed_deploys: bool
+    active: str | None = None  # the deploy in progress on the node (not settled yet)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class WaitResult:
     log_tail: str
     reason: str | None
     rolled_back: bool = False  # the agent already returned to the previous system
+    fallback: str | None = None  # the previous system was gone: what the node returned to
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,7 @@ def wait_result(data: dict[str, Any]) -> WaitResult:
         str(data.get("log_tail") or ""),
         data.get("reason"),
         bool(data.get("rolled_back")),
+        data.get("fallback"),
     )
 
 
@@ -144,8 +150,11 @@ def info_of(data: dict[str, Any]) -> Info:
         model.profile,
         model.generation,
         model.store_free_bytes,
-        None if lock is None else LockInfo(lock.holder, _text(lock.since), _text(lock.seen)),
+        None
+        if lock is None
+        else LockInfo(lock.holder, _text(lock.since), _text(lock.seen), lock.age),
         model.signed_deploys,
+        model.active,
     )
 
 

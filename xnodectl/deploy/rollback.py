@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from xnodectl.deploy.agent import Agent
+from xnodectl.deploy.agent import Agent, wait_result
 from xnodectl.deploy.events import Clock, Event, NodeReport, NodeState, Outcome, Phase, Sink, Status
 from xnodectl.deploy.job import NodeRun
 from xnodectl.deploy.prepare import session_of, target_of
@@ -19,38 +19,61 @@ REVERT_TIMEOUT_S = 120.0
 SWITCH_TIMEOUT_S = 300.0
 
 
+def outcome_of(state: NodeState) -> Outcome:
+    """A deploy that did not succeed: rolled back only if the node really runs its old system."""
+    return Outcome.ROLLED_BACK if state is NodeState.OLD else Outcome.FAILED
+
+
 async def roll_back(run: NodeRun, agent: Agent, phase: Phase, reason: str) -> None:
-    """Abort now (the boot default never changed); raise with the settled state."""
+    """Abort now (the boot default never changed); raise with the state the node reports."""
     run.emit(Phase.ROLLBACK, Status.START, rollback_reason=reason)
     try:
-        await agent.abort(run.opts.deploy_id, reason, timeout=run.opts.confirm_timeout + 30)
-        state = NodeState.OLD
-        run.emit(Phase.ROLLBACK, Status.OK, rollback_reason=reason)
+        result = wait_result(
+            await agent.abort(run.opts.deploy_id, reason, timeout=run.opts.confirm_timeout + 30)
+        )
+        if result.fallback:
+            reason = f"{reason}; {result.fallback}"
+        state = await settle(run, agent)
+        ok = result.rolled_back and state is NodeState.OLD
+        run.emit(
+            Phase.ROLLBACK,
+            Status.OK if ok else Status.FAILED,
+            message=None if ok else f"the node runs {state.value} ({result.state})",
+            rollback_reason=reason,
+        )
     except XnodeError as exc:
-        state = NodeState.UNKNOWN
+        state = await settle(run, agent)
         run.emit(
             Phase.ROLLBACK,
             Status.FAILED,
             message=f"{exc.message}; the node's timer rolls it back",
             rollback_reason=reason,
         )
-    raise run.fail(phase, reason, Outcome.ROLLED_BACK, state, reason)
+    raise run.fail(phase, reason, outcome_of(state), state, reason)
 
 
 async def settle(run: NodeRun, agent: Agent, wait_s: float = 0.0) -> NodeState:
-    """Which system runs now (over the still-open multiplexed connection), waiting up to wait_s."""
+    """What the node says it runs now (over the still-open multiplexed connection), waiting up to
+    wait_s for it to reach its old or its new (confirmed) system."""
     end = time.monotonic() + wait_s
+    state = NodeState.UNKNOWN
     while True:
         try:
             info = await agent.info(timeout=5)
-            if info.current == run.job.system and info.generation != run.report.generation_before:
-                return NodeState.NEW
-            if info.current == run.report.system_before:
-                return NodeState.OLD
+            if info.current == run.job.system:
+                state = (
+                    NodeState.NEW if info.profile == run.job.system else NodeState.NEW_UNCONFIRMED
+                )
+            elif info.current == run.report.system_before:
+                state = NodeState.OLD
+            else:
+                state = NodeState.UNKNOWN
+            if state in (NodeState.OLD, NodeState.NEW):
+                return state
         except XnodeError:
             pass
         if time.monotonic() >= end:
-            return NodeState.UNKNOWN
+            return state
         await asyncio.sleep(0.5)
 
 

@@ -35,6 +35,10 @@ async def stage(run: NodeRun, ssh: Ssh, agent: Agent, info: Info) -> bytes | Non
                 f"{need + FREE_MARGIN_BYTES} needed ({need} to copy + margin); nothing copied",
             )
     if need:
+        try:  # rooted on the node from before the first byte until `begin` roots it for good
+            await agent.pin(run.job.system, timeout=STEP_TIMEOUT_S)
+        except XnodeError as exc:
+            raise run.fail(Phase.COPY, exc.message) from exc
         await copy(run, ssh, need)
     else:
         run.emit(Phase.COPY, Status.SKIPPED, bytes=0, paths=0, message="all paths present")
