@@ -98,7 +98,7 @@ fault() {
 case "$action" in
   dry-activate) echo "would restart the following units: standin.service"; exit 0 ;;
   boot)  # no bootloader here: the boot default is the system profile
-    if fault boot-fails; then echo "stand-in boot: boot loader not installed (injected)" >&2; exit 1; fi
+    if fault boot-fails; then echo "stand-in boot: no boot loader (injected)" >&2; exit 1; fi
     if fault boot-slow; then sleep 2; echo "stand-in boot entry written (slowly)"; fi
     exit 0 ;;
 esac
@@ -149,8 +149,8 @@ fi
 echo "stand-in activation of $out ($action) done"
 """
 
-HEALTH_SERVER = r'''"""Stand-in health endpoint: 200 + the system path; 500 while "unhealthy", or until
-"healthy-at" (a slow app)."""
+HEALTH_SERVER = r'''"""Stand-in health endpoint: 200 + the system path; else 500 (unhealthy,
+or a slow app before its healthy-at time)."""
 import http.server
 import os
 import sys
