@@ -308,10 +308,14 @@ class Agent:
         except ValidationError as exc:
             raise AgentError(self.node, "generations", {"error": f"bad reply: {exc}"}) from exc
 
-    async def rollback(self, to: int | None, timeout: float) -> int | None:
-        """Switch to generation `to` (default: the previous one); the generation now booted."""
+    async def rollback(
+        self, to: int | None, timeout: float, manifest: bytes | None = None
+    ) -> int | None:
+        """Switch to generation `to` (default: the previous one); the generation now booted.
+        `manifest`: the owner-signed manifest a node with signed deploys requires."""
         args = ["rollback"] + (["--to", str(to)] if to is not None else [])
-        gen = (await self.call(*args, timeout=timeout)).get("generation")
+        file = ("--manifest", manifest) if manifest is not None else None
+        gen = (await self.call(*args, timeout=timeout, file=file)).get("generation")
         return int(gen) if isinstance(gen, int | str) and str(gen).isdecimal() else None
 
     async def missing_paths(self, paths: Sequence[str], timeout: float) -> set[str]:

@@ -148,7 +148,7 @@ async def run(
             reason = f"wave {index + 1} reverted: {', '.join(r.node for r in failed)} failed"
             await asyncio.gather(
                 *(
-                    revert(r, session, j.target, reason, sink, clock)
+                    revert(r, session, j.target, reason, sink, clock, opts.manifest)
                     for j, r in zip(wave, results, strict=True)
                     if r.outcome is Outcome.DEPLOYED
                 )

@@ -9,9 +9,11 @@ import time
 
 from xnodectl.deploy.agent import Agent, wait_result
 from xnodectl.deploy.events import Clock, Event, NodeReport, NodeState, Outcome, Phase, Sink, Status
-from xnodectl.deploy.job import NodeRun
+from xnodectl.deploy.job import STEP_TIMEOUT_S, ManifestMaker, NodeRun
 from xnodectl.deploy.prepare import session_of, target_of
-from xnodectl.errors import XnodeError
+from xnodectl.deploy.replies import Generation
+from xnodectl.deploy.stage import manifest_maker
+from xnodectl.errors import UsageError, XnodeError
 from xnodectl.remote import Session, Target
 from xnodectl.workspace import Workspace
 
@@ -95,14 +97,25 @@ async def interrupted(run: NodeRun, agent: Agent | None) -> None:
 
 
 async def revert(
-    report: NodeReport, session: Session, target: Target, reason: str, sink: Sink, clock: Clock
+    report: NodeReport,
+    session: Session,
+    target: Target,
+    reason: str,
+    sink: Sink,
+    clock: Clock,
+    maker: ManifestMaker | None = None,
 ) -> None:
     """Return a node that deployed fine to its previous generation (fleet revert of a wave)."""
     node = target.node
     sink(Event(node, Phase.ROLLBACK, Status.START, clock.elapsed(), rollback_reason=reason))
     ssh = session.ssh(target)
     try:
-        await Agent(ssh).rollback(report.generation_before, timeout=REVERT_TIMEOUT_S)
+        manifest = (
+            maker(node, report.system_before, report.system_after)
+            if maker is not None and report.system_before is not None
+            else None
+        )
+        await Agent(ssh).rollback(report.generation_before, REVERT_TIMEOUT_S, manifest)
         report.outcome, report.state, report.rollback_reason = (
             Outcome.ROLLED_BACK,
             NodeState.OLD,
@@ -123,7 +136,30 @@ async def to_generation(ws: Workspace, name: str, to: int | None) -> int | None:
     session = session_of(inventory)
     ssh = session.ssh(target_of(name, inventory.node(name)))
     try:
-        return await Agent(ssh, install_missing=True).rollback(to, timeout=SWITCH_TIMEOUT_S)
+        agent = Agent(ssh, install_missing=True)
+        info = await agent.info(timeout=STEP_TIMEOUT_S)
+        manifest = None
+        if info.signed_deploys:  # the node wants the owner's signature for this generation too
+            system = _target(await agent.generations(timeout=STEP_TIMEOUT_S), to).path
+            manifest = manifest_maker(inventory.settings)(name, system, info.current)
+        return await agent.rollback(to, SWITCH_TIMEOUT_S, manifest)
     finally:
         await ssh.close()
         session.close()
+
+
+def _target(gens: list[Generation], to: int | None) -> Generation:
+    """Generation `to`, or the newest one older than the current (what the agent picks too)."""
+    current = next((g.number for g in gens if g.current), None)
+    if to is None:
+        older = [g for g in gens if current is not None and g.number < current]
+        if older:
+            return max(older, key=lambda g: g.number)
+    else:
+        for g in gens:
+            if g.number == to:
+                return g
+    raise UsageError(
+        f"no generation {to if to is not None else 'older than the current one'} on the node",
+        hint="see them with: xnodectl generations --node NAME",
+    )
