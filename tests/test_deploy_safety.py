@@ -204,3 +204,34 @@ def test_first_deploy_failing_its_probe_on_a_fresh_node_says_what_runs(
     r = ws.node_report(report, n1.name)
     assert code == 4 and r["outcome"] == "failed" and r["state"] == "new-unconfirmed", r
     assert n1.current_system() == r["system_after"] and n1.generation() is None
+
+
+def test_a_failed_build_leaves_the_workspace_as_it_was(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    """Before: a deploy whose build failed still rewrote apps/ and inventory.toml and staged the
+    new files in git. Now the nodes whose build failed get their files back."""
+    n1, n2 = xnode_factory(2)
+    ws = make_ws(tmp_path, [n1, n2], health=True)
+    (ws.root / "secrets" / "probe-web").mkdir(parents=True)
+    (ws.root / "secrets" / "probe-web" / "token").write_text("s3cret")
+    ws.flake.configure(nodes=[n1.name])  # the flake has no system for n2: its build fails
+    inventory = ws.root / "inventory.toml"
+    inventory.write_text("# the operator's own note\n" + inventory.read_text())
+    before = inventory.read_text()
+    words = ["template=probe-web", f"port={n1.health_port}"]
+    code, _, report, _ = ws.deploy(*words, "--node", n2.name)  # every build fails
+    assert code == 4 and "build failed" in report["nodes"][0]["error"]
+    assert inventory.read_text() == before  # byte for byte, the comment included
+    assert not list((ws.root / "apps" / n2.name).glob("*.nix"))
+    staged = process.run(["git", "-C", str(ws.root), "ls-files", "apps"]).stdout
+    assert f"apps/{n2.name}/" not in staged
+    code, _, report, _ = ws.deploy(*words, "--all")  # n1 builds and deploys, n2 does not
+    assert code == 3
+    from xnodectl import inventory as inv
+
+    nodes = inv.load(inventory).nodes
+    assert [a.template for a in nodes[n1.name].apps] == ["probe-web"]
+    assert nodes[n2.name].apps == []
+    assert (ws.root / "apps" / n1.name / "probe-web.nix").exists()
+    assert not (ws.root / "apps" / n2.name / "probe-web.nix").exists()

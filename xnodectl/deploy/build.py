@@ -23,6 +23,10 @@ class Built:
     systems: dict[str, str | XnodeError]  # node -> store path, or why its build failed
     seconds: float
 
+    @property
+    def failed(self) -> list[str]:
+        return [n for n, s in self.systems.items() if isinstance(s, XnodeError)]
+
 
 async def build(
     flake: Path,

@@ -28,7 +28,7 @@ def apply_argv(members: list[str]) -> list[str]:
 async def apply(ws: Workspace, prepared: Prepared, on_log: Callable[[str], None]) -> None:
     if shutil.which("nixops4") is None:
         raise ToolMissing("'nixops4' was not found on PATH", hint=HINT)
-    write(ws, prepared)
+    write(ws, prepared)  # nixops4 builds on its own: nothing to undo here
     root = write_nixops4_root(ws)
     names = list(prepared.names)
     members = [] if len(names) == len(prepared.inventory.nodes) else names

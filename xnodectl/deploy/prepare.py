@@ -18,7 +18,7 @@ from xnodectl.errors import UsageError
 from xnodectl.inventory import AppEntry
 from xnodectl.remote import Session, Target
 from xnodectl.render import RenderedApp
-from xnodectl.workspace import Workspace, write_apps
+from xnodectl.workspace import Workspace, untrack, write_apps
 
 
 @dataclass(frozen=True)
@@ -167,12 +167,61 @@ def require_selection(req: Request) -> None:
         )
 
 
-def write(ws: Workspace, prepared: Prepared) -> None:
+@dataclass(frozen=True)
+class Snapshot:
+    """The workspace files a deploy rewrites, as they were before it (to undo a failed build)."""
+
+    inventory_text: str | None  # None: the deploy did not change the inventory
+    apps: Mapping[str, Mapping[str, str]]  # node -> {file name: text} of apps/<node>/*.nix
+
+
+def write(ws: Workspace, prepared: Prepared) -> Snapshot:
     """The workspace the build reads: the inventory (when words changed it) and apps/<node>/."""
+    snapshot = Snapshot(
+        ws.inventory_path.read_text() if prepared.changed_inventory else None,
+        {n: _nix_files(ws, n) for n in prepared.names},
+    )
     if prepared.changed_inventory:
         ws.save(prepared.inventory)
     for name in prepared.names:
         write_apps(ws, name, prepared.rendered[name])
+    return snapshot
+
+
+def _nix_files(ws: Workspace, node: str) -> dict[str, str]:
+    directory = ws.apps_dir(node)
+    return (
+        {f.name: f.read_text() for f in sorted(directory.glob("*.nix"))}
+        if directory.is_dir()
+        else {}
+    )
+
+
+def restore(ws: Workspace, prepared: Prepared, snapshot: Snapshot, failed: Sequence[str]) -> None:
+    """Nodes whose build failed: their apps/<node>/ and inventory entries as they were (every node
+    failed: the inventory file byte for byte, comments included); new files leave git's index."""
+    if not failed:
+        return
+    dropped: list[str] = []
+    for name in failed:
+        directory = ws.apps_dir(name)
+        before = snapshot.apps.get(name, {})
+        for path in directory.glob("*.nix") if directory.is_dir() else []:
+            if path.name not in before:
+                path.unlink()
+                dropped.append(str(path.relative_to(ws.root)))
+        for file, text in before.items():
+            (directory / file).write_text(text)
+    if snapshot.inventory_text is not None:
+        if set(failed) >= set(prepared.names):
+            ws.inventory_path.write_text(snapshot.inventory_text)
+        else:
+            original = inv.parse(snapshot.inventory_text, ws.inventory_path)
+            current = ws.load()
+            for name in failed:
+                current.nodes[name] = original.nodes[name]
+            ws.save(current)
+    untrack(ws, dropped)
 
 
 def deploy_id() -> str:

@@ -19,7 +19,7 @@ async def deploy(
     ws: Workspace, prepared: prepare.Prepared, req: prepare.Request, sink: Sink
 ) -> FleetReport:
     clock = Clock()
-    prepare.write(ws, prepared)
+    snapshot = prepare.write(ws, prepared)
     settings = prepared.inventory.settings
     names = list(prepared.names)
     signed = any(prepared.inventory.nodes[n].signed_deploys for n in names)
@@ -41,6 +41,7 @@ async def deploy(
         node.start_preflight()
     try:
         built = await build.build(ws.root, names, sink, clock)
+        prepare.restore(ws, prepared, snapshot, built.failed)  # a failed build changes nothing
         jobs, failed = await build.jobs(prepared, built, clock)
     except BaseException as exc:
         await _abandon(early.values())
