@@ -204,6 +204,8 @@ def test_first_deploy_failing_its_probe_on_a_fresh_node_says_what_runs(
     r = ws.node_report(report, n1.name)
     assert code == 4 and r["outcome"] == "failed" and r["state"] == "new-unconfirmed", r
     assert n1.current_system() == r["system_after"] and n1.generation() is None
+    deploy_dir = n1.local("ls -d /var/lib/xnode/deploy/2*").stdout.strip()
+    assert n1.local(f"cat {deploy_dir}/state").stdout.strip() == "rollback-failed"
 
 
 def test_a_failed_build_leaves_the_workspace_as_it_was(

@@ -83,19 +83,14 @@ async def jobs(
     for name in prepared.names:
         system = built.systems[name]
         if isinstance(system, XnodeError):
-            failed.append(
-                NodeReport(
-                    name,
-                    Outcome.FAILED,
-                    NodeState.OLD,
-                    seconds=clock.elapsed(),
-                    phases={Phase.BUILD.value: built.seconds},
-                    error=f"build failed: {system.message}",
-                )
-            )
+            failed.append(_failed(name, f"build failed: {system.message}", built, clock))
             continue
         if system not in closures:
-            closures[system] = await nix.closure(system)
+            try:
+                closures[system] = await nix.closure(system)
+            except XnodeError as exc:  # reported for the node, like a failed build
+                failed.append(_failed(name, f"closure query failed: {exc.message}", built, clock))
+                continue
         out.append(
             NodeJob(
                 target=prepared.target(name),
@@ -107,3 +102,14 @@ async def jobs(
             )
         )
     return out, failed
+
+
+def _failed(name: str, error: str, built: Built, clock: Clock) -> NodeReport:
+    return NodeReport(
+        name,
+        Outcome.FAILED,
+        NodeState.OLD,
+        seconds=clock.elapsed(),
+        phases={Phase.BUILD.value: built.seconds},
+        error=error,
+    )
