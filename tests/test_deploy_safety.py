@@ -237,3 +237,36 @@ def test_a_failed_build_leaves_the_workspace_as_it_was(
     assert nodes[n2.name].apps == []
     assert (ws.root / "apps" / n1.name / "probe-web.nix").exists()
     assert not (ws.root / "apps" / n2.name / "probe-web.nix").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_operator_stopped_during_the_probes(
+    sig: signal.Signals,
+    xnode_factory: Callable[..., list[Node]],
+    tmp_path: Path,
+    budget_catalogue: int,
+) -> None:
+    """SIGTERM while the (slow) probes run: aborted at once, report written. SIGKILL: nobody
+    aborts; the node's own timer (probe budget + window) rolls back and frees the lock."""
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1], with_app=True, health=True)
+    gen = _deploy_v1(ws, n1)
+    old = n1.current_system()
+    ws.flake.build(n1.name)
+    n1.local("echo 30 > /var/lib/xnode-test/health-delay")  # healthy only after the budget
+    proc = _spawn_deploy(ws)
+    seen: list[dict[str, Any]] = []
+    _read_until(proc, lambda e: e.get("phase") == "probe" and e.get("status") == "start", seen)
+    activated_at = time.monotonic()
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=40)
+    if sig == signal.SIGTERM:
+        report = next(json.loads(x) for x in out.splitlines() if b'"report"' in x)
+        assert proc.returncode == 130 and report["nodes"][0]["state"] == "old", report
+        assert time.monotonic() - activated_at < budget_catalogue  # aborted, not timed out
+    deadline = activated_at + budget_catalogue + CONFIRM + 5
+    while n1.current_system() != old and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert n1.current_system() == old and n1.generation() == gen
+    code, info = n1.activate_helper("info")
+    assert code == 0 and info["active"] is None and info["lock"] is None, info
