@@ -68,7 +68,9 @@ def test_slow_but_healthy_app_is_deployed(
     code, events, report, err = ws.deploy()
     r = ws.node_report(report, n1.name)
     assert code == 0 and r["outcome"] == "deployed" and r["state"] == "new", (err, r)
-    assert event(events, "probe", "ok")["seconds"] >= 4
+    probe_s = event(events, "probe", "ok")["seconds"]
+    print(f"\n[stand-in] slow app: probes passed after {probe_s:.1f} s (window {CONFIRM} s)")
+    assert probe_s >= 4
     assert n1.current_system() == r["system_after"] and n1.generation() == r["generation_after"]
 
 
@@ -85,6 +87,10 @@ def test_hung_app_is_rolled_back_within_its_budget_plus_5s(
     r = ws.node_report(report, n1.name)
     assert code == 4 and r["outcome"] == "rolled-back" and r["state"] == "old", r
     took = event(events, "rollback", "ok")["elapsed"] - event(events, "activate", "ok")["elapsed"]
+    print(
+        f"\n[stand-in] hung app rolled back {took:.1f} s after activation "
+        f"(budget {budget_catalogue} s)"
+    )
     assert took <= budget_catalogue + 5, took
     assert n1.current_system() == old and n1.generation() == gen
 
