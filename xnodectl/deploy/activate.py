@@ -44,35 +44,34 @@ async def activate(run: NodeRun, agent: Agent, manifest: bytes | None) -> None:
     except Unreachable:
         # Activation may restart sshd or the network: ask again over new connections.
         result = await _wait_again(run, agent, deadline, None)
-    match result.state:
-        case "activated":
-            run.emit(Phase.ACTIVATE, Status.OK)
-        case "failed":
-            # The node's supervisor already re-activated the previous system.
-            tail = result.log_tail.strip().splitlines()[-1:] or [""]
-            reason = result.reason or f"activation exited {result.exit_code}"
-            detail = f"{reason}: {tail[0]}" if tail[0] else reason
-            if result.fallback:
-                detail = f"{detail}; {result.fallback}"
-            state = await settle(run, agent)  # what the node says it runs
-            run.emit(
-                Phase.ROLLBACK,
-                Status.OK if result.rolled_back else Status.FAILED,
-                rollback_reason=detail,
-            )
-            raise run.fail(Phase.ACTIVATE, detail, outcome_of(state), state, detail)
-        case _:
-            reason = result.reason or result.state
-            if result.fallback:
-                reason = f"{reason}; {result.fallback}"
-            state = await settle(run, agent)
-            raise run.fail(
-                Phase.ACTIVATE,
-                f"the node did not keep the new system ({result.state})",
-                outcome_of(state),
-                state,
-                reason,
-            )
+    if result.state == "activated":
+        run.emit(Phase.ACTIVATE, Status.OK)
+        return
+    await _not_activated(run, agent, result)
+
+
+async def _not_activated(run: NodeRun, agent: Agent, result: WaitResult) -> None:
+    """The node did not keep the new system: say why and what it runs now (it says so itself)."""
+    if result.state == "failed":
+        # The node's supervisor already re-activated the previous system.
+        tail = result.log_tail.strip().splitlines()[-1:] or [""]
+        reason = result.reason or f"activation exited {result.exit_code}"
+        detail = f"{reason}: {tail[0]}" if tail[0] else reason
+        if result.fallback:
+            detail = f"{detail}; {result.fallback}"
+        state = await settle(run, agent)
+        run.emit(
+            Phase.ROLLBACK,
+            Status.OK if result.rolled_back else Status.FAILED,
+            rollback_reason=detail,
+        )
+        raise run.fail(Phase.ACTIVATE, detail, outcome_of(state), state, detail)
+    reason = result.reason or result.state
+    if result.fallback:
+        reason = f"{reason}; {result.fallback}"
+    state = await settle(run, agent)
+    message = f"the node did not keep the new system ({result.state})"
+    raise run.fail(Phase.ACTIVATE, message, outcome_of(state), state, reason)
 
 
 async def _wait_again(
