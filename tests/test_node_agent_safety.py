@@ -252,3 +252,15 @@ def test_pin_roots_a_closure_before_it_arrives(node: Node, systems: list[str]) -
     assert not node.local(f"ls /nix/var/nix/gcroots/xnode-deploy/pinned-{v3.split('/')[-1]}").ok
     activated(node, "pinned")
     assert node.local("nix-store --gc").ok and node.has_path(v3)
+
+
+def test_a_state_that_cannot_be_written_is_said_so(node: Node, systems: list[str]) -> None:
+    """Before: reported as "deploy id was used already" (and by the engine as unreachable)."""
+    v2 = systems[1]
+    node.local("touch /var/lib/xnode-test/not-a-dir")
+    out = node.local(
+        "XNODE_DEPLOY_STATE=/var/lib/xnode-test/not-a-dir "
+        f"xnode-activate begin --system {v2} --deploy-id nowhere --confirm-timeout 30"
+    )
+    assert out.returncode == 1 and "cannot create the deploy's state directory" in out.stdout
+    assert node.current_system() == systems[0]
