@@ -276,3 +276,32 @@ def test_operator_stopped_during_the_probes(
     assert n1.current_system() == old and n1.generation() == gen
     code, info = n1.activate_helper("info")
     assert code == 0 and info["active"] is None and info["lock"] is None, info
+
+
+def test_an_unexpected_error_in_a_stage_still_ends_in_a_report(
+    xnode_factory: Callable[..., list[Node]],
+    tmp_path: Path,
+    catalogue: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stage raising an error it does not handle itself: the run still reports every node
+    (with what the node runs), and the node's timer takes it back."""
+    from xnodectl.deploy import health
+    from xnodectl.errors import ExternalError
+
+    async def explode(*_: object) -> None:
+        raise ExternalError("the probe runner exploded")
+
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1])
+    gen = _deploy_v1(ws, n1)
+    old = n1.current_system()
+    monkeypatch.setattr(health, "probe", explode)
+    code, _, report, _ = ws.deploy()
+    r = ws.node_report(report, n1.name)
+    assert code == 4 and r["outcome"] == "failed" and r["state"] == "new-unconfirmed", r
+    assert "the probe runner exploded" in r["error"]
+    deadline = time.monotonic() + CONFIRM + 5
+    while n1.current_system() != old and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert n1.current_system() == old and n1.generation() == gen

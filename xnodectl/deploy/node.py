@@ -66,6 +66,8 @@ class NodeDeploy:
             await _stages(self.run, self.ssh, self.agent, info)
         except NodeFailed:
             pass
+        except XnodeError as exc:  # a step without its own handling: still this node's report
+            await self._unexpected(exc)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
@@ -75,6 +77,14 @@ class NodeDeploy:
             await self._cleanup()
             self.report.seconds = self.run.clock.elapsed()
         return self.report
+
+    async def _unexpected(self, exc: XnodeError) -> None:
+        run = self.run
+        state = NodeState.OLD
+        if run.begun and self.agent is not None:
+            state = NodeState.NEW if run.confirmed else await rollback.settle(run, self.agent)
+        outcome = rollback.outcome_of(state) if run.begun else Outcome.FAILED
+        run.fail(Phase.DONE, exc.message, outcome, state)
 
     async def abandon(self) -> None:
         """Not deployed after all (its build failed, its wave was skipped, Ctrl-C while building):
