@@ -107,7 +107,7 @@ def test_sigterm_and_sighup_behave_like_ctrl_c(
     catalogue: None,
 ) -> None:
     (n1,) = xnode_factory(1)
-    ws = make_ws(tmp_path, [n1], size=120 if when == "copy" else 0, leaf_bytes=200_000)
+    ws = make_ws(tmp_path, [n1], size=300 if when == "copy" else 0, leaf_bytes=200_000)
     gen = _deploy_v1(ws, n1)
     old = n1.current_system()
     if when == "activate":
@@ -116,7 +116,8 @@ def test_sigterm_and_sighup_behave_like_ctrl_c(
     proc = _spawn_deploy(ws)
     seen: list[dict[str, Any]] = []
     _read_until(proc, lambda e: e.get("phase") == when and e.get("status") == "start", seen)
-    time.sleep(0.3)
+    if when == "activate":
+        time.sleep(0.3)  # the hung activation runs; a copy is signalled as it starts
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=40)
     report = next(json.loads(x) for x in out.splitlines() if b'"report"' in x)
@@ -158,7 +159,7 @@ def test_operator_killed_during_copy_then_node_unlock(
     """SIGKILL during the copy leaves the lock of a dead operator: `node unlock` shows the holder
     and releases it (refused while a deploy is still settling)."""
     (n1,) = xnode_factory(1)
-    ws = make_ws(tmp_path, [n1], size=120, leaf_bytes=200_000)
+    ws = make_ws(tmp_path, [n1], size=300, leaf_bytes=200_000)
     _deploy_v1(ws, n1)
     ws.flake.build(n1.name)
     proc = _spawn_deploy(ws)
