@@ -140,10 +140,11 @@ def _root(
 
 
 def _register() -> None:
-    from xnodectl.cli import deploy, image, templates, wallet
+    from xnodectl.cli import deploy, image, nodes, templates, wallet
 
     templates.register(app)
     deploy.register(app)
+    nodes.register(app)
     image.register(app)
     wallet.register(app)
 
