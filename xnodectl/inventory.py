@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from xnodectl import tomlw
+from xnodectl import inventory_file
 from xnodectl.errors import InventoryError, did_you_mean
 
 FILENAME = "inventory.toml"
-NODE_NAME = r"^[a-z][a-z0-9-]{0,62}$"
+HEADER = "xnodectl inventory: the nodes of this workspace and the apps each runs."
+_NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+def check_node_name(name: str) -> str:
+    """The one rule for node names (they become host names, file names and Nix attributes)."""
+    if not _NODE_NAME.match(name):
+        raise InventoryError(
+            f"node name {name!r} is not allowed",
+            hint="use lowercase letters, digits and '-', starting with a letter (at most 63)",
+        )
+    return name
 
 
 class _Strict(BaseModel):
@@ -34,6 +47,7 @@ class Node(_Strict):
     host: str = Field(min_length=1)
     port: int = Field(default=22, ge=1, le=65535)
     user: str = "root"
+
     # The node's SSH host public key ("ssh-ed25519 AAAA..."), pinned at claim or first contact.
     host_key: str | None = None
     tags: list[str] = []
@@ -71,6 +85,16 @@ class Settings(_Strict):
 class Inventory(_Strict):
     settings: Settings = Settings()
     nodes: dict[str, Node] = {}
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_names(cls, nodes: dict[str, Node]) -> dict[str, Node]:
+        for name in nodes:
+            try:
+                check_node_name(name)
+            except InventoryError as exc:
+                raise ValueError(exc.message) from exc
+        return nodes
 
     def node(self, name: str) -> Node:
         if name not in self.nodes:
@@ -120,12 +144,6 @@ def parse(text: str, path: Path) -> Inventory:
             f"{where}: {'.'.join(map(str, loc))}: {first['msg']}",
             hint="see the inventory format in the README",
         ) from exc
-    for name in inventory.nodes:
-        if not re.match(NODE_NAME, name):
-            raise InventoryError(
-                f"{path}: node name '{name}' is not allowed",
-                hint="use lowercase letters, digits and '-'",
-            )
     return inventory
 
 
@@ -139,20 +157,33 @@ def load(path: Path) -> Inventory:
     return parse(text, path)
 
 
-def dump(inventory: Inventory) -> str:
-    parts = ["# xnodectl inventory: the nodes of this workspace and the apps each runs.\n"]
-    parts.append(tomlw.table("settings", inventory.settings.model_dump(exclude_defaults=True)))
-    for name, node in inventory.nodes.items():
-        data = node.model_dump(exclude={"apps"}, exclude_none=True)
-        parts.append("\n" + tomlw.table(f"nodes.{tomlw.key(name)}", data))
-        for app in node.apps:
-            parts.append(f"\n[[nodes.{tomlw.key(name)}.apps]]\n")
-            parts.append(tomlw.table("", app.model_dump(exclude_none=True)))
-    return "".join(parts)
-
-
 def save(inventory: Inventory, path: Path) -> None:
-    """Write atomically: a reader never sees half a file."""
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(dump(inventory))
-    tmp.replace(path)
+    """Write under the workspace lock, keeping the comments and layout the operator wrote."""
+    with inventory_file.locked(path):
+        _write(inventory, path)
+
+
+@contextlib.contextmanager
+def edit(path: Path) -> Iterator[Inventory]:
+    """Read, change and write the inventory under the workspace lock, so two commands editing it
+    at once both keep their change. Nothing is written if the block raises."""
+    with inventory_file.locked(path):
+        inventory = load(path)
+        yield inventory
+        _write(inventory, path)
+
+
+def _write(inventory: Inventory, path: Path) -> None:
+    """Validate the whole model again (a name or host set after loading meets the same rules),
+    then write it; values equal to their defaults are only written if the file had them."""
+    full = inventory.model_dump(exclude_none=True)
+    try:
+        Inventory.model_validate(full)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InventoryError(
+            f"{'.'.join(map(str, first['loc']))}: {first['msg']}",
+            hint="nothing was written; correct the value and run the command again",
+        ) from exc
+    minimal = inventory.model_dump(exclude_none=True, exclude_defaults=True)
+    inventory_file.write(path, full, minimal, HEADER)

@@ -303,11 +303,10 @@ def register_local(
     if ws is None:
         log("no workspace here: node 'local' was not added (run `vm up` inside a workspace)")
         return False
-    inv = ws.load()
-    node = inv.nodes.get(NODE) or inventory.Node(host="127.0.0.1")
-    node.host, node.port, node.user, node.host_key = "127.0.0.1", port, "root", host_key
-    inv.nodes[NODE] = node
-    ws.save(inv)
+    with ws.edit() as inv:
+        node = inv.nodes.get(NODE) or inventory.Node(host="127.0.0.1")
+        node.host, node.port, node.user, node.host_key = "127.0.0.1", port, "root", host_key
+        inv.nodes[NODE] = node
     log(f"inventory: node '{NODE}' -> root@127.0.0.1:{port} (host key pinned)")
     return True
 

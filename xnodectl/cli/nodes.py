@@ -8,7 +8,6 @@ import typer
 from xnodectl.cli import output
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
-TagOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Nodes with this tag.")]
 WsOpt = Annotated[
     Path | None,
     typer.Option("--workspace", "-w", help="Workspace directory (default: find upwards)."),
@@ -36,7 +35,10 @@ def node_add(
     host: Annotated[str, typer.Argument(help="Address (IP or DNS name).")],
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="SSH port.")] = 22,
     user: Annotated[str, typer.Option("--user", help="SSH user.")] = "root",
-    tag: TagOpt = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", help="Give the node this tag (repeatable; replaces its tags)."),
+    ] = None,
     host_key: Annotated[
         str | None, typer.Option("--host-key", help="Pinned host key 'ssh-ed25519 AAAA...'.")
     ] = None,
@@ -55,41 +57,20 @@ def node_add(
     workspace: WsOpt = None,
 ) -> None:
     """Add a node (or update its address/key, keeping its apps)."""
-    import re
+    from xnodectl import nodes
 
-    from xnodectl import inventory as inv
-    from xnodectl import remote, sshkeys
-    from xnodectl.errors import UsageError
-
-    keys = [sshkeys.read(path.expanduser()).line() for path in authorized_key or []]
-    ws = _ws(workspace)
-    inventory = ws.load()
-    before = set(inventory.nodes)
-    if not re.match(inv.NODE_NAME, name):
-        raise UsageError(
-            f"node name '{name}' is not allowed", hint="use lowercase letters, digits and '-'"
-        )
-    if host_key and scan:
-        raise UsageError("give --host-key or --scan, not both", hint="--scan fetches the key")
-    if scan:
-        host_key = remote.scan_host_key(host, port)
-        output.info(
-            f"pinned {name}'s host key {remote.fingerprint(host_key)}: compare it with "
-            "the node's console before deploying"
-        )
-    if host_key is not None:
-        host_key = " ".join(sshkeys.parse(host_key, "--host-key").line().split()[:2])
-    old = inventory.nodes.get(name) or inv.Node(host=host)
-    update: dict[str, object] = {"host": host, "port": port, "user": user}
-    if host_key:
-        update["host_key"] = host_key
-    if tag:
-        update["tags"] = list(tag)
-    if keys:
-        update["authorized_keys"] = list(dict.fromkeys([*old.authorized_keys, *keys]))
-    inventory.nodes[name] = old.model_copy(update=update)
-    ws.save(inventory)
-    output.info(("updated" if name in before else "added") + f" node '{name}'")
+    request = nodes.NodeAdd(
+        name=name,
+        host=host,
+        port=port,
+        user=user,
+        tags=tuple(tag or ()),
+        host_key=host_key,
+        scan=scan,
+        authorized_keys=tuple(authorized_key or ()),
+    )
+    added = nodes.add(_ws(workspace), request, output.info)
+    output.info(("updated" if added.updated else "added") + f" node '{name}'")
     output.result(name)
 
 
@@ -97,14 +78,9 @@ def node_remove(
     name: Annotated[str, typer.Argument(help="Node name.")], workspace: WsOpt = None
 ) -> None:
     """Remove a node from the inventory and its apps/<node>/; the machine is untouched."""
-    import shutil
+    from xnodectl import nodes
 
-    ws = _ws(workspace)
-    inventory = ws.load()
-    inventory.node(name)
-    del inventory.nodes[name]
-    ws.save(inventory)
-    shutil.rmtree(ws.apps_dir(name), ignore_errors=True)
+    nodes.remove(_ws(workspace), name)
     output.info(f"removed node '{name}'")
 
 

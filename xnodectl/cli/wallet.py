@@ -255,39 +255,17 @@ def _pinned(ws: Any, node: str | None) -> str | None:
     """The inventory's pinned host key fingerprint for `node`, if any."""
     if ws is None or node is None:
         return None
-    from xnodectl import sshkeys
+    from xnodectl import nodes
 
-    entry = ws.load().nodes.get(node)
-    if entry is None or not entry.host_key:
-        return None
-    return sshkeys.parse(entry.host_key).fingerprint
+    return nodes.pinned_fingerprint(ws, node)
 
 
 def _pin(ws: Any, name: str, host: str, result: Any) -> None:
-    import re
+    from xnodectl import nodes
 
-    from xnodectl import inventory as inv
-    from xnodectl.errors import UsageError
-
-    if not re.match(inv.NODE_NAME, name):
-        raise UsageError(
-            f"the node calls itself {name!r}, which is not a valid inventory name "
-            "(the key is authorized; only pinning failed)",
-            hint=f"rerun with --node NAME and --expect-host-key {result.host_key_fingerprint}",
-        )
-    inventory = ws.load()
-    entry = inventory.nodes.get(name)
-    if entry is None:
-        entry = inv.Node(host=host, host_key=result.host_key, owner=result.address)
-        inventory.nodes[name] = entry
-    else:
-        entry.host_key = result.host_key
-        entry.owner = result.address
-    # The claimed key goes into the node's NixOS config at the next deploy, which also turns the
-    # claim service off (modules/claim.nix: enabled only while the owner has no key).
-    if result.authorized_key not in entry.authorized_keys:
-        entry.authorized_keys.append(result.authorized_key)
-    ws.save(inventory)
+    nodes.pin_claimed(
+        ws, name, host, result.host_key, owner=result.address, authorized_key=result.authorized_key
+    )
 
 
 def _reopen(name: str, ssh_key: Path | None, workspace: Path | None) -> None:

@@ -76,14 +76,15 @@ def apply_words(
 ) -> None:
     """`template=NAME k=v ...`: add that app to (or update it on) each selected node."""
     request = apps.parse_request(words, app_name)
-    apps.render_request(request)  # validates the parameters before the inventory changes
+    # Validates the parameters before the inventory changes; stores them typed (port = 5434).
+    rendered = apps.render_request(request)
     instance = request.name or request.template
     for name in names:
         node = inventory.nodes[name]
         entry = AppEntry(
             template=request.template,
             name=None if instance == request.template else instance,
-            params=dict(request.params),
+            params=dict(rendered.given),
         )
         node.apps = [a for a in node.apps if a.instance != instance] + [entry]
 

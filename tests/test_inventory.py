@@ -1,0 +1,154 @@
+"""inventory.toml: the operator's comments survive every command that edits it, writes are
+locked (no lost update between two commands), values are validated before anything is written,
+and parameters are stored with their types."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from xnodectl import inventory as inv
+from xnodectl import process
+from xnodectl.cli import app
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+COMMENTED = """\
+# Fleet of the Lisbon office. Ask Ana before removing a node.
+
+[settings]
+max_parallel = 4 # the uplink is slow
+
+# The box under the desk.
+[nodes.desk]
+host = "10.0.0.2" # static lease
+port = 2200
+tags = ["office"]
+
+# eth first: the others need it
+[[nodes.desk.apps]]
+template = "ipfs" # gateway for the team
+"""
+COMMENTS = [
+    "# Fleet of the Lisbon office. Ask Ana before removing a node.",
+    "max_parallel = 4 # the uplink is slow",
+    "# The box under the desk.",
+    " # static lease\n",
+    'template = "ipfs" # gateway for the team',
+]
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    assert "Traceback" not in result.stdout + result.stderr
+    return result.exit_code, result.stdout, result.stderr
+
+
+def commented_workspace(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / inv.FILENAME).write_text(COMMENTED)
+    return root
+
+
+def assert_comments_kept(path: Path) -> None:
+    text = path.read_text()
+    for line in COMMENTS:
+        assert line in text, f"lost {line!r}:\n{text}"
+    tomllib.loads(text)  # and still valid TOML
+
+
+def test_save_changes_only_what_changed(tmp_path: Path) -> None:
+    path = commented_workspace(tmp_path) / inv.FILENAME
+    inventory = inv.load(path)
+    desk = inventory.nodes["desk"]
+    desk.host_key = KEY
+    desk.apps.append(inv.AppEntry(template="ai-chatbot", params={"port": 5434, "accel": "cpu"}))
+    inventory.nodes["lab"] = inv.Node(host="lab.example.org")
+    inv.save(inventory, path)
+    assert_comments_kept(path)
+    assert inv.load(path) == inventory
+    text = path.read_text()
+    assert "port = 22\n" not in text and 'user = "root"' not in text, "defaults stay unwritten"
+    assert "port = 2200" in text  # what the operator wrote stays, even when it is unchanged
+
+    inventory.nodes["desk"].apps = [a for a in desk.apps if a.template != "ipfs"]
+    del inventory.nodes["lab"]
+    inv.save(inventory, path)
+    assert inv.load(path) == inventory
+    assert "gateway for the team" not in path.read_text()  # the removed app's own comment goes
+    assert "# The box under the desk." in path.read_text()
+
+
+def test_del_and_control_characters_are_valid_toml(tmp_path: Path) -> None:
+    """The old hand-written writer emitted DEL (U+007F) raw, which TOML forbids."""
+    path = tmp_path / inv.FILENAME
+    odd = 'a\x7fb\x1bc\u2028d"e\\f'
+    inventory = inv.Inventory(
+        nodes={
+            "n1": inv.Node(
+                host="h", tags=[odd], apps=[inv.AppEntry(template="t", params={"x": odd})]
+            )
+        }
+    )
+    inv.save(inventory, path)
+    data = tomllib.loads(path.read_text())
+    assert data["nodes"]["n1"]["tags"] == [odd]
+    assert inv.load(path) == inventory
+
+
+def test_comments_survive_node_add_and_remove(tmp_path: Path) -> None:
+    ws = commented_workspace(tmp_path / "ws")
+    code, _, err = run(
+        "node", "add", "lab", "10.0.0.9", "--host-key", KEY, "--tag", "eu", "-w", str(ws)
+    )
+    assert code == 0, err
+    code, _, err = run("node", "add", "desk", "10.0.0.3", "--port", "2200", "-w", str(ws))
+    assert code == 0, err
+    assert_comments_kept(ws / inv.FILENAME)
+    assert 'host = "10.0.0.3" # static lease' in (ws / inv.FILENAME).read_text()
+    assert inv.load(ws / inv.FILENAME).nodes["lab"].tags == ["eu"]
+    assert run("node", "remove", "lab", "-w", str(ws))[0] == 0
+    assert_comments_kept(ws / inv.FILENAME)
+
+
+def test_node_name_rule_holds_for_init_node_add_and_the_file(tmp_path: Path) -> None:
+    code, out, err = run("init", str(tmp_path / "w1"), "--node", "Bad_Name")
+    assert code == 2 and "node name 'Bad_Name' is not allowed" in err, (out, err)
+    assert not (tmp_path / "w1").exists()
+    ws = commented_workspace(tmp_path / "w2")
+    code, _, err = run("node", "add", "Bad_Name", "h", "-w", str(ws))
+    assert code == 2 and "node name 'Bad_Name' is not allowed" in err
+    (ws / inv.FILENAME).write_text('[nodes.Bad_Name]\nhost = "h"\n')
+    code, _, err = run("node", "list", "-w", str(ws))
+    assert code == 2 and "node name 'Bad_Name' is not allowed" in err
+
+
+def test_init_and_deploy_words_store_typed_parameters(tmp_path: Path) -> None:
+    code, _, err = run("init", str(tmp_path / "ws"), "template=ai-chatbot", "port=5434")
+    assert code == 0, err
+    app_entry = tomllib.loads((tmp_path / "ws" / inv.FILENAME).read_text())["nodes"]["local"]
+    assert app_entry["apps"][0]["params"] == {"port": 5434}
+
+
+@pytest.mark.slow
+def test_simultaneous_node_adds_lose_nothing(tmp_path: Path) -> None:
+    """30 pairs of real `xnodectl node add` processes started at the same moment: all 60 nodes
+    are in the file afterwards (before the lock, about 5 of 30 pairs lost one)."""
+    ws = commented_workspace(tmp_path / "ws")
+    env = {**os.environ, "XNODECTL_WORKSPACE": str(ws)}
+    cmd = [sys.executable, "-m", "xnodectl", "node", "add"]
+    for pair in range(30):
+        procs = [
+            process.spawn([*cmd, f"n{pair}-{side}", f"10.1.{pair}.{side + 1}"], env=env)
+            for side in range(2)
+        ]
+        assert [p.wait() for p in procs] == [0, 0]
+    nodes = inv.load(ws / inv.FILENAME).nodes
+    assert {f"n{p}-{s}" for p in range(30) for s in range(2)} <= set(nodes)
+    assert_comments_kept(ws / inv.FILENAME)
+    assert not [p.name for p in ws.iterdir() if p.name.endswith(".tmp")]
