@@ -116,6 +116,39 @@ def test_comments_survive_node_add_and_remove(tmp_path: Path) -> None:
     assert_comments_kept(ws / inv.FILENAME)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("host", "-oProxyCommand=touch /tmp/pwned"),
+        ("host", "a; rm -rf /"),
+        ("host", "a host"),
+        ("host", "a\x07b"),
+        ("user", "-oProxyCommand=x"),
+        ("user", "root; rm -rf /"),
+        ("user", "ro ot"),
+    ],
+)
+def test_node_add_refuses_hosts_and_users_ssh_could_misread(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    ws = commented_workspace(tmp_path / "ws")
+    before = (ws / inv.FILENAME).read_text()
+    options = ["--scan", "-w", str(ws)]  # --scan: refused before any ssh-keyscan
+    if field == "user":
+        options += ["--user", value]
+    words = [value] if field == "host" else ["h"]
+    code, out, err = run("node", "add", *options, "--", "n2", *words)
+    assert code == 2, (out, err)
+    assert err.startswith(f"error: {field}: ") and len(err.strip().splitlines()) == 1, err
+    assert (ws / inv.FILENAME).read_text() == before
+
+
+def test_internationalised_host_is_stored_as_punycode(tmp_path: Path) -> None:
+    ws = commented_workspace(tmp_path / "ws")
+    assert run("node", "add", "n2", "bücher.example", "-w", str(ws))[0] == 0
+    assert inv.load(ws / inv.FILENAME).nodes["n2"].host == "xn--bcher-kva.example"
+
+
 def test_node_name_rule_holds_for_init_node_add_and_the_file(tmp_path: Path) -> None:
     code, out, err = run("init", str(tmp_path / "w1"), "--node", "Bad_Name")
     assert code == 2 and "node name 'Bad_Name' is not allowed" in err, (out, err)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import re
 import tomllib
 from collections.abc import Iterator
@@ -17,6 +18,27 @@ from xnodectl.errors import InventoryError, did_you_mean
 FILENAME = "inventory.toml"
 HEADER = "xnodectl inventory: the nodes of this workspace and the apps each runs."
 _NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+# Hosts and users reach ssh's command line: nothing that could read as an option or a second word.
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+
+
+def check_host(host: str) -> str:
+    """An IP address, or a DNS name (an internationalised one becomes its punycode form)."""
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(host))
+    problem = (
+        f"host {host!r} is not an IP address or a DNS name (letters, digits, '-' and '.'; "
+        "no leading '-', spaces or control characters)"
+    )
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(problem) from None
+    labels = ascii_host.removesuffix(".").split(".")
+    if len(ascii_host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(problem)
+    return ascii_host
 
 
 def check_node_name(name: str) -> str:
@@ -47,6 +69,21 @@ class Node(_Strict):
     host: str = Field(min_length=1)
     port: int = Field(default=22, ge=1, le=65535)
     user: str = "root"
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, host: str) -> str:
+        return check_host(host)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, user: str) -> str:
+        if not _USER.match(user):
+            raise ValueError(
+                f"user {user!r} is not a login name (letters, digits, '_', '.', '-'; "
+                "no leading '-', no spaces)"
+            )
+        return user
 
     # The node's SSH host public key ("ssh-ed25519 AAAA..."), pinned at claim or first contact.
     host_key: str | None = None
