@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.xnodes import NIX_CONF, Node
 from xnodectl import inventory as inv
 from xnodectl import process
 from xnodectl.cli import app
@@ -185,3 +187,31 @@ def test_simultaneous_node_adds_lose_nothing(tmp_path: Path) -> None:
     assert {f"n{p}-{s}" for p in range(30) for s in range(2)} <= set(nodes)
     assert_comments_kept(ws / inv.FILENAME)
     assert not [p.name for p in ws.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_deploy_template_words_keep_comments_and_store_typed_values(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real `xnodectl deploy template=probe-web port=N` onto a real test Xnode."""
+    from tests.test_deploy_nodes import PROBE_MODULE, PROBE_TEMPLATE, make_ws
+
+    root = tmp_path / "templates" / "probe-web"
+    root.mkdir(parents=True)
+    (root / "template.toml").write_text(PROBE_TEMPLATE)
+    (root / "module.nix.j2").write_text(PROBE_MODULE)
+    monkeypatch.setenv("XNODECTL_TEMPLATES", str(root.parent))
+    monkeypatch.setenv("NIX_CONFIG", NIX_CONF)
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1], health=True)
+    path = ws.root / inv.FILENAME
+    path.write_text("# the test fleet\n" + path.read_text() + "# end of the fleet\n")
+    (ws.root / "secrets" / "probe-web").mkdir(parents=True)
+    (ws.root / "secrets" / "probe-web" / "token").write_text("s3cret")
+    code, _, report, err = ws.deploy(
+        "--node", n1.name, "template=probe-web", f"port={n1.health_port}"
+    )
+    assert code == 0, (err, report)
+    text = path.read_text()
+    assert text.startswith("# the test fleet\n") and "# end of the fleet" in text, text
+    params = tomllib.loads(text)["nodes"][n1.name]["apps"][0]["params"]
+    assert params == {"port": n1.health_port}  # an integer, not "8123"

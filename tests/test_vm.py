@@ -362,3 +362,17 @@ def test_kvm_failure_falls_back_to_tcg(
     assert started == ["kvm", "tcg"]
     assert state.accel == "tcg"
     assert any("QEMU failed with KVM" in line and "kvm_buf_set_msrs" in line for line in lines)
+
+
+def test_up_keeps_the_operators_comments(
+    state_home: Path, qcow2: Path, workspace: Path, fake_qemu: FakeQemu
+) -> None:
+    path = workspace / "inventory.toml"
+    path.write_text("# lab fleet\n" + path.read_text().replace('"old"', '"old" # was the NUC'))
+    port = free_port()
+    code, _, err = run("vm", "up", "--image", str(qcow2), "--port", str(port))
+    assert code == 0, err
+    text = path.read_text()
+    assert text.startswith("# lab fleet\n") and " # was the NUC" in text, text
+    assert inventory.load(path).nodes["local"].port == port
+    assert run("vm", "down")[0] == 0
