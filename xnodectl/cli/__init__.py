@@ -59,6 +59,11 @@ def _hint_for(ctx: Any) -> str:
 class XnodeGroup(TyperGroup):
     """The one catch point: user mistakes become one `error:` line and a documented exit code."""
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        from xnodectl.cli import helptext
+
+        return helptext.tidy(super().get_command(ctx, cmd_name))
+
     def make_context(
         self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
     ) -> Any:
@@ -106,6 +111,7 @@ def new_app(help_text: str) -> typer.Typer:
         help=help_text,
         rich_markup_mode=None,
         no_args_is_help=True,
+        context_settings={"help_option_names": ["-h", "--help"]},
         pretty_exceptions_enable=False,
         add_completion=False,
     )

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from xnodectl.cli import output
+from xnodectl.image_format import ImageFormat
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
-FORMATS = ("iso", "qcow2", "raw")
 
 
 def register(app: typer.Typer) -> None:
@@ -41,11 +41,11 @@ def build_cmd(
         ),
     ] = None,
     fmt: Annotated[
-        str,
+        ImageFormat,
         typer.Option(
             "--format", help="Image format: iso (installer), qcow2 or raw (bootable disk images)."
         ),
-    ] = "iso",
+    ] = ImageFormat.ISO,
     hostname: Annotated[
         str | None,
         typer.Option(
@@ -102,28 +102,17 @@ def build_cmd(
     Prints the image path, its size and sha256 on stdout; progress goes to stderr.
     """
     from xnodectl import image, sshkeys, workspace
-    from xnodectl.errors import UsageError
 
-    if fmt not in FORMATS:
-        raise UsageError(
-            f"format '{fmt}' is not one of {', '.join(FORMATS)}",
-            hint="iso for bare metal, qcow2 for VMs, raw for dd onto a disk",
-        )
     req = image.request(
         owner=owner,
         key=sshkeys.read(ssh_key.expanduser()) if ssh_key is not None else None,
-        fmt=image.ImageFormat(fmt),
+        fmt=fmt,
         hostname=hostname,
         system=system,
         disk=disk,
         wipe=wipe,
         xnodectl_flake=xnodectl_flake or workspace.default_flake(),
     )
-    if (disk is not None or wipe) and req.format is not image.ImageFormat.ISO:
-        raise UsageError(
-            "--disk and --wipe apply to the installer ISO only",
-            hint="a qcow2/raw image is already the disk; drop --disk/--wipe",
-        )
     if req.key is None:
         output.info(
             "note: no --ssh-key: the node will run the claim service; authorize a key with "
