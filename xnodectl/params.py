@@ -111,9 +111,41 @@ def _bound(value: int | None) -> str:
     return "..." if value is None else str(value)
 
 
+_EXAMPLES = {
+    ParamType.STRING: "text",
+    ParamType.INT: "10",
+    ParamType.BOOL: "true",
+    ParamType.PORT: "8080",
+    ParamType.PATH: "/var/lib/data",
+    ParamType.ETH_ADDRESS: "0x" + "0" * 40,
+    ParamType.URL: "https://example.org",
+    ParamType.DURATION: "30s",
+}
+
+
+def as_word(value: object) -> str:
+    """A value as the key=value word the CLI reads back (true, 8545, eth,net)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(as_word(v) for v in value)
+    return str(value)
+
+
+def example_word(spec: ParamSpec) -> str:
+    """`name=value` the way this parameter is typed: its default when it has one."""
+    if spec.default not in (None, "", []):
+        return f"{spec.name}={as_word(spec.default)}"
+    if spec.choices:
+        return f"{spec.name}={spec.choices[0]}"
+    item = _EXAMPLES.get(spec.items or spec.type, "value")
+    return f"{spec.name}={item},{item}" if spec.type is ParamType.LIST else f"{spec.name}={item}"
+
+
 def _fail(spec: ParamSpec, value: object, expected: str) -> ParamError:
     return ParamError(
-        f"parameter '{spec.name}' got {value!r}, expected {expected}", hint=spec.description or None
+        f"parameter '{spec.name}' got {value!r}, expected {expected}",
+        hint=f"type it like {example_word(spec)}",
     )
 
 

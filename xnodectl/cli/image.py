@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from xnodectl.cli import output
+from xnodectl.cli.options import JsonOpt
 from xnodectl.image_format import ImageFormat
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+from xnodectl.units import human_bytes
 
 
 def register(app: typer.Typer) -> None:
@@ -160,7 +160,7 @@ def _show_image(built: object, as_json: bool) -> None:
         output.as_json(data)
         return
     output.result(str(built.path))
-    output.result(f"size: {built.size} bytes ({built.size / 2**20:.1f} MiB)")
+    output.result(f"size: {built.size} bytes ({human_bytes(built.size)})")
     output.result(f"sha256: {built.sha256}")
     if built.reproducible is not None:
         output.result(

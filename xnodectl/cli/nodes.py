@@ -6,12 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from xnodectl.cli import output
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
-WsOpt = Annotated[
-    Path | None,
-    typer.Option("--workspace", "-w", help="Workspace directory (default: find upwards)."),
-]
+from xnodectl.cli.options import JsonOpt, WsOpt
 
 
 def register(app: typer.Typer) -> None:

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 import typer
 
 from xnodectl.cli import output
+from xnodectl.cli.options import JsonOpt, WsOpt
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 WalletOpt = Annotated[
     Path | None,
     typer.Option(
@@ -16,10 +16,6 @@ WalletOpt = Annotated[
         help="Keystore file (default: ~/.config/xnodectl/wallet.json).",
         show_default=False,
     ),
-]
-WsOpt = Annotated[
-    Path | None,
-    typer.Option("--workspace", "-w", help="Workspace directory (default: find upwards)."),
 ]
 
 
