@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from xnodectl.errors import ParamError, UsageError, did_you_mean
 
@@ -32,23 +33,39 @@ class ParamType(StrEnum):
     LIST = "list"
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """One parameter of a template, already validated from its metadata."""
+class ParamSpec(BaseModel):
+    """One parameter of a template: its entry under [parameters.<name>] in template.toml."""
 
-    name: str
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     type: ParamType
-    description: str
+    description: str = ""
     default: Any = None
     required: bool = False
     secret: bool = False
     choices: tuple[str, ...] = ()
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: int | None = Field(default=None, alias="min")
+    maximum: int | None = Field(default=None, alias="max")
     pattern: str | None = None
     items: ParamType | None = None
     max_length: int | None = None
+    # url/path/eth_address/string: the empty string is allowed and means "not set".
     allow_empty: bool = False
+    # For secret parameters: who may read the file on the node (default root only).
+    owner: str = "root"
+    group: str = "root"
+    # The key of its [parameters.<name>] table, set by the catalogue (not written in the file).
+    name: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParamSpec:
+        if self.type is ParamType.ENUM and not self.choices:
+            raise ValueError("an enum parameter needs 'choices'")
+        if self.type is ParamType.LIST and self.items in (None, ParamType.LIST):
+            raise ValueError("a list parameter needs 'items' naming a scalar type")
+        if self.pattern is not None:
+            re.compile(self.pattern)
+        return self
 
 
 def split_words(words: Sequence[str]) -> dict[str, str]:
