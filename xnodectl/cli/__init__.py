@@ -1,7 +1,7 @@
 """The CLI layer: typer only. Commands parse words into frozen options and call a service.
 
 Only typer is imported at start-up; every command imports its service inside the function, so
-`xnodectl --help` never loads pydantic, jinja2, asyncssh, siwe or web3.
+`xnodectl --help` never loads pydantic, jinja2, siwe or web3.
 """
 
 import logging
