@@ -215,3 +215,19 @@ def test_deploy_template_words_keep_comments_and_store_typed_values(
     assert text.startswith("# the test fleet\n") and "# end of the fleet" in text, text
     params = tomllib.loads(text)["nodes"][n1.name]["apps"][0]["params"]
     assert params == {"port": n1.health_port}  # an integer, not "8123"
+
+
+def test_a_save_keeps_what_another_command_saved_since_the_load(tmp_path: Path) -> None:
+    """A deploy loads the inventory, builds for minutes, then saves its template words: a node
+    added meanwhile by `node add` stays, and the deploy's own change lands."""
+    ws = commented_workspace(tmp_path / "ws")
+    path = ws / inv.FILENAME
+    deploying = inv.load(path)
+    code, _, err = run("node", "add", "lab", "10.0.0.9", "-w", str(ws))
+    assert code == 0, err
+    deploying.nodes["desk"].apps.append(inv.AppEntry(template="ai-chatbot", params={"port": 5434}))
+    inv.save(deploying, path)
+    after = inv.load(path)
+    assert set(after.nodes) == {"desk", "lab"}
+    assert [a.template for a in after.nodes["desk"].apps] == ["ipfs", "ai-chatbot"]
+    assert_comments_kept(path)

@@ -10,7 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from xnodectl import inventory_file
 from xnodectl.errors import InventoryError, did_you_mean
@@ -122,6 +129,15 @@ class Settings(_Strict):
 class Inventory(_Strict):
     settings: Settings = Settings()
     nodes: dict[str, Node] = {}
+    # What the file held when this inventory was loaded: `save` writes only what changed since.
+    _loaded: Inventory | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:  # the content only, not where it was loaded from
+        if not isinstance(other, Inventory):
+            return NotImplemented
+        return self.settings == other.settings and self.nodes == other.nodes
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
 
     @field_validator("nodes")
     @classmethod
@@ -181,6 +197,7 @@ def parse(text: str, path: Path) -> Inventory:
             f"{where}: {'.'.join(map(str, loc))}: {first['msg']}",
             hint="see the inventory format in the README",
         ) from exc
+    inventory._loaded = inventory.model_copy(deep=True)
     return inventory
 
 
@@ -195,9 +212,31 @@ def load(path: Path) -> Inventory:
 
 
 def save(inventory: Inventory, path: Path) -> None:
-    """Write under the workspace lock, keeping the comments and layout the operator wrote."""
+    """Write under the workspace lock, keeping the comments and layout the operator wrote. An
+    inventory loaded earlier writes only its own changes: what another command saved meanwhile
+    (a `node add` during a deploy) stays."""
     with inventory_file.locked(path):
-        _write(inventory, path)
+        merged = inventory
+        if inventory._loaded is not None and path.exists():
+            merged = _rebase(inventory, inventory._loaded, load(path))
+        _write(merged, path)
+        inventory._loaded = inventory.model_copy(deep=True)
+
+
+def _rebase(mine: Inventory, base: Inventory, current: Inventory) -> Inventory:
+    """`current` with the settings and nodes `mine` changed since `base` (a node is the unit)."""
+    merged = current.model_copy(deep=True)
+    if mine.settings != base.settings:
+        merged.settings = mine.settings
+    for name in {*base.nodes, *mine.nodes}:
+        node = mine.nodes.get(name)
+        if node == base.nodes.get(name):
+            continue
+        if node is None:
+            merged.nodes.pop(name, None)
+        else:
+            merged.nodes[name] = node
+    return merged
 
 
 @contextlib.contextmanager
