@@ -231,3 +231,12 @@ def test_a_save_keeps_what_another_command_saved_since_the_load(tmp_path: Path) 
     assert set(after.nodes) == {"desk", "lab"}
     assert [a.template for a in after.nodes["desk"].apps] == ["ipfs", "ai-chatbot"]
     assert_comments_kept(path)
+
+
+def test_removing_the_last_app_leaves_no_empty_array(tmp_path: Path) -> None:
+    path = commented_workspace(tmp_path) / inv.FILENAME
+    inventory = inv.load(path)
+    inventory.nodes["desk"].apps = []
+    inv.save(inventory, path)
+    assert "apps" not in path.read_text()
+    assert inv.load(path) == inventory

@@ -83,8 +83,11 @@ def _merge(table: Any, full: Mapping[str, Any], minimal: Mapping[str, Any], tabl
         old = table[key]
         if isinstance(value, Mapping) and isinstance(old, Table | InlineTable):
             _merge(old, value, minimal.get(key, {}), tables - 1)
-        elif isinstance(old, AoT) and isinstance(value, list) and value:
-            _merge_array(table, key, old, value, minimal.get(key, [{} for _ in value]))
+        elif isinstance(old, AoT) and isinstance(value, list):
+            if value:
+                _merge_array(table, key, old, value, minimal.get(key, [{} for _ in value]))
+            else:  # the last entry went: no `key = []` left behind in place of the tables
+                del table[key]
         elif _plain(old) != value:
             table[key] = _new(value, tables)
 
