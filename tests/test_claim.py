@@ -574,3 +574,23 @@ def test_claim_refuses_a_bad_node_name_before_signing(
     )  # fmt: skip
     assert result.exit_code == 2 and "node name 'Node_A' is not allowed" in result.stderr
     node.assert_nothing_authorized()
+
+
+def test_claim_refuses_an_expected_key_other_than_the_pinned_one(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    pinned = node.host_key.line().split()[:2]
+    (ws / inv.FILENAME).write_text(
+        f'[nodes.node-a]\nhost = "127.0.0.1"\nhost_key = "{" ".join(pinned)}"\n'
+    )
+    monkeypatch.setenv(keystore.PASSWORD_ENV, "unused")
+    result = CliRunner().invoke(
+        app,
+        ["claim", "127.0.0.1", "--port", str(node.port), "--wallet", str(tmp_path / "none.json"),
+         "--ssh-key", str(node.key_path), "--node", "node-a", "--workspace", str(ws),
+         "--expect-host-key", "SHA256:" + "A" * 43],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "differs from the inventory's pinned key" in result.stderr
+    node.assert_nothing_authorized()

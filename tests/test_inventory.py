@@ -152,6 +152,8 @@ def test_internationalised_host_is_stored_as_punycode(tmp_path: Path) -> None:
 
 
 def test_node_name_rule_holds_for_init_node_add_and_the_file(tmp_path: Path) -> None:
+    code, _, err = run("init", str(tmp_path / "w0"), "--port", "70000")
+    assert code == 2 and "65535" in err and not (tmp_path / "w0").exists()
     code, out, err = run("init", str(tmp_path / "w1"), "--node", "Bad_Name")
     assert code == 2 and "node name 'Bad_Name' is not allowed" in err, (out, err)
     assert not (tmp_path / "w1").exists()

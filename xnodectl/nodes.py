@@ -94,14 +94,19 @@ def remove(ws: Workspace, name: str) -> None:
     shutil.rmtree(ws.apps_dir(name), ignore_errors=True)
 
 
-def pinned_fingerprint(ws: Workspace, name: str) -> str | None:
-    """The SHA256 fingerprint of the host key the inventory pins for `name`, if any (checked
-    before a claim, so a bad --node name stops it before anything is signed)."""
+def expected_fingerprint(ws: Workspace, name: str, given: str | None) -> str | None:
+    """The host key fingerprint a claim of node `name` must see: the one the operator read on
+    the console (`given`) and/or the one the inventory pins; they must agree. The name is checked
+    here, so a bad --node stops a claim before anything is signed."""
     inv.check_node_name(name)
     entry = ws.load().nodes.get(name)
-    if entry is None or not entry.host_key:
-        return None
-    return sshkeys.parse(entry.host_key).fingerprint
+    pinned = sshkeys.parse(entry.host_key).fingerprint if entry and entry.host_key else None
+    if pinned and given and pinned != given:
+        raise UsageError(
+            "--expect-host-key differs from the inventory's pinned key",
+            hint="check which one is right before claiming",
+        )
+    return given or pinned
 
 
 def pin_claimed(

@@ -176,7 +176,9 @@ def init_cmd(
     words: Words = None,
     node: Annotated[str, typer.Option("--node", help="Name of the first node.")] = "local",
     host: Annotated[str, typer.Option("--host", help="Address of the first node.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="SSH port of the first node.")] = 2222,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="SSH port of the first node.")
+    ] = 2222,
     flake: Annotated[
         str | None, typer.Option("--xnodectl-flake", help="Flake reference of xnodectl itself.")
     ] = None,
@@ -187,10 +189,7 @@ def init_cmd(
     """
     from xnodectl import inventory, workspace
     from xnodectl.apps import parse_request, render_request
-    from xnodectl.errors import UsageError
 
-    if not 1 <= port <= 65535:
-        raise UsageError(f"--port {port} is out of range", hint="use 1 to 65535")
     apps = [render_request(parse_request(words, None))] if words else []
     ws = workspace.init(
         directory,

@@ -199,18 +199,11 @@ def _claim(
 
     key = claim.read_public_key(ssh_key.expanduser())
     ws = None if no_inventory else _find_ws(workspace)
-    pinned = _pinned(ws, node)
-    if pinned and expect and pinned != expect:
-        from xnodectl.errors import UsageError
-
-        raise UsageError(
-            "--expect-host-key differs from the inventory's pinned key",
-            hint="check which one is right before claiming",
-        )
+    expected = _expected_host_key(ws, node, expect)
     path = _path(wallet)
     signer = keystore.load_signer(path, keystore.read_password(confirm=False, path=path))
     request = claim.ClaimRequest(
-        host=host, port=port, ssh_key=key, chain_id=chain_id, expect_host_key=expect or pinned
+        host=host, port=port, ssh_key=key, chain_id=chain_id, expect_host_key=expected
     )
     output.info(f"claiming {request.domain} as {signer.address} for key {key.fingerprint}")
     result = claim.claim(request, signer)
@@ -247,13 +240,13 @@ def _find_ws(workspace: Path | None) -> Any:
         ) from None
 
 
-def _pinned(ws: Any, node: str | None) -> str | None:
-    """The inventory's pinned host key fingerprint for `node`, if any."""
+def _expected_host_key(ws: Any, node: str | None, expect: str | None) -> str | None:
+    """The host key fingerprint the node must show: --expect-host-key and/or the inventory's."""
     if ws is None or node is None:
-        return None
+        return expect
     from xnodectl import nodes
 
-    return nodes.pinned_fingerprint(ws, node)
+    return nodes.expected_fingerprint(ws, node, expect)
 
 
 def _pin(ws: Any, name: str, host: str, result: Any) -> None:
