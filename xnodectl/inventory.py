@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import re
 import tomllib
 from collections.abc import Iterator
@@ -24,38 +23,33 @@ from xnodectl.errors import InventoryError, did_you_mean
 
 FILENAME = "inventory.toml"
 HEADER = "xnodectl inventory: the nodes of this workspace and the apps each runs."
-_NODE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-# Hosts and users reach ssh's command line: nothing that could read as an option or a second word.
-_HOST_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
-_USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+NODE_NAME = r"^[a-z][a-z0-9-]{0,62}$"
+
+
+# Values that end up in an ssh command line are checked where the file is read, not only where
+# `node add` writes them: a shared inventory.toml is input like any other (issue 13 item 6).
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}", re.IGNORECASE)
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)", re.IGNORECASE)  # "_": ssh aliases
 
 
 def check_host(host: str) -> str:
-    """An IP address, or a DNS name (an internationalised one becomes its punycode form)."""
-    with contextlib.suppress(ValueError):
-        return str(ipaddress.ip_address(host))
-    problem = (
-        f"host {host!r} is not an IP address or a DNS name (letters, digits, '-' and '.'; "
-        "no leading '-', spaces or control characters)"
-    )
+    """An IP address or a DNS name; an internationalized name becomes its punycode (IDNA) form."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(host.removeprefix("[").removesuffix("]")))
+    except ValueError:
+        pass
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in host) or host.startswith("-"):
+        raise ValueError(f"host {host[:60]!r} holds spaces, control characters or a leading '-'")
     try:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError:
-        raise ValueError(problem) from None
+        raise ValueError(f"host {host[:60]!r} is not a valid DNS name") from None
     labels = ascii_host.removesuffix(".").split(".")
-    if len(ascii_host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
-        raise ValueError(problem)
+    if len(ascii_host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"host {host[:60]!r} is not a valid DNS name or IP address")
     return ascii_host
-
-
-def check_node_name(name: str) -> str:
-    """The one rule for node names (they become host names, file names and Nix attributes)."""
-    if not _NODE_NAME.match(name):
-        raise InventoryError(
-            f"node name {name!r} is not allowed",
-            hint="use lowercase letters, digits and '-', starting with a letter (at most 63)",
-        )
-    return name
 
 
 class _Strict(BaseModel):
@@ -76,6 +70,14 @@ class Node(_Strict):
     host: str = Field(min_length=1)
     port: int = Field(default=22, ge=1, le=65535)
     user: str = "root"
+    # The node's SSH host public key ("ssh-ed25519 AAAA..."), pinned at claim or first contact.
+    host_key: str | None = None
+    tags: list[str] = []
+    system: str = "x86_64-linux"
+    owner: str | None = None
+    # Public keys that may log in as root. They become xnode.owner.sshKeys of the node's system, so
+    # a deploy can never lock out the operator (set by `claim`, `node add --authorized-key`).
+    authorized_keys: list[str] = []
 
     @field_validator("host")
     @classmethod
@@ -85,21 +87,12 @@ class Node(_Strict):
     @field_validator("user")
     @classmethod
     def _user(cls, user: str) -> str:
-        if not _USER.match(user):
+        if not _USER.fullmatch(user):
             raise ValueError(
-                f"user {user!r} is not a login name (letters, digits, '_', '.', '-'; "
-                "no leading '-', no spaces)"
+                f"user {user[:40]!r} is not a POSIX user name (letters, digits, '_', '.', '-'; "
+                "not starting with '-')"
             )
         return user
-
-    # The node's SSH host public key ("ssh-ed25519 AAAA..."), pinned at claim or first contact.
-    host_key: str | None = None
-    tags: list[str] = []
-    system: str = "x86_64-linux"
-    owner: str | None = None
-    # Public keys that may log in as root. They become xnode.owner.sshKeys of the node's system, so
-    # a deploy can never lock out the operator (set by `claim`, `node add --authorized-key`).
-    authorized_keys: list[str] = []
 
     @field_validator("authorized_keys")
     @classmethod
@@ -124,6 +117,16 @@ class Settings(_Strict):
     ssh_key: str | None = None
     # The owner's keystore used to sign deploy manifests for nodes with signed_deploys = true.
     signer_keystore: str | None = None
+
+
+def check_node_name(name: str) -> str:
+    """The one rule for node names (they become host names, file names and Nix attributes)."""
+    if not re.match(NODE_NAME, name):
+        raise InventoryError(
+            f"node name {name!r} is not allowed",
+            hint="use lowercase letters, digits and '-', starting with a letter (at most 63)",
+        )
+    return name
 
 
 class Inventory(_Strict):
