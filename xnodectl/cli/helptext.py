@@ -2,7 +2,7 @@
 Python types (`<str>`, `<list[str]>`, `{directory}`), and choices are shown."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from typer.core import TyperArgument, TyperOption
 
@@ -24,10 +24,14 @@ def metavar(param: TyperOption | TyperArgument) -> str:
     described = param.type_descriptor
     if described.is_choice and described.choices:
         return "[" + "|".join(str(getattr(c, "value", c)) for c in described.choices) + "]"
-    item = described.annotation
+    item: Any = described.annotation
+    if get_origin(item) is list:
+        (item,) = get_args(item)
+    longest = max(param.opts, key=len).lstrip("-") if isinstance(param, TyperOption) else None
+    if longest is not None and item is int and longest.endswith("port"):
+        return "PORT"
     if isinstance(param, TyperOption) and item in _BY_TYPE:
         return _BY_TYPE[item]
-    longest = max(param.opts, key=len).lstrip("-") if isinstance(param, TyperOption) else None
     return (longest or param.name or "value").replace("-", "_").upper()
 
 

@@ -29,7 +29,13 @@ def register(app: typer.Typer) -> None:
 
 def build_cmd(
     owner: Annotated[
-        str, typer.Option("--owner", help="Owner's Ethereum address (0x...).", show_default=False)
+        str,
+        typer.Option(
+            "--owner",
+            metavar="ADDRESS",
+            help="Owner's Ethereum address (0x...).",
+            show_default=False,
+        ),
     ],
     ssh_key: Annotated[
         Path | None,
@@ -91,6 +97,7 @@ def build_cmd(
         str | None,
         typer.Option(
             "--xnodectl-flake",
+            metavar="FLAKE",
             help="Flake providing XnodeOS (default: this checkout, else upstream).",
             show_default=False,
         ),

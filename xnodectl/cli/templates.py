@@ -120,7 +120,10 @@ def show_template(
 def render_cmd(
     words: Words = None,
     out: Annotated[
-        str, typer.Option("--output", "-o", help="Directory to write to, or - for stdout.")
+        str,
+        typer.Option(
+            "--output", "-o", metavar="DIR|-", help="Directory to write to, or - for stdout."
+        ),
     ] = ".",
     name: Annotated[
         str | None, typer.Option("--name", help="App name (default: the template name).")
@@ -180,7 +183,10 @@ def init_cmd(
         int, typer.Option("--port", min=1, max=65535, help="SSH port of the first node.")
     ] = 2222,
     flake: Annotated[
-        str | None, typer.Option("--xnodectl-flake", help="Flake reference of xnodectl itself.")
+        str | None,
+        typer.Option(
+            "--xnodectl-flake", metavar="FLAKE", help="Flake reference of xnodectl itself."
+        ),
     ] = None,
 ) -> None:
     """Create an operator workspace (flake.nix, inventory.toml, apps/) with optional first app.

@@ -145,6 +145,7 @@ def claim_cmd(
         str | None,
         typer.Option(
             "--expect-host-key",
+            metavar="SHA256:...",
             help="SHA256:... host key fingerprint seen on the "
             "node's console; the claim stops if the node shows another.",
             show_default=False,
