@@ -242,3 +242,14 @@ def test_removing_the_last_app_leaves_no_empty_array(tmp_path: Path) -> None:
     inv.save(inventory, path)
     assert "apps" not in path.read_text()
     assert inv.load(path) == inventory
+
+
+def test_an_inventory_written_inline_stays_valid_inline(tmp_path: Path) -> None:
+    path = tmp_path / inv.FILENAME
+    path.write_text('nodes = { a = { host = "h", apps = [{ template = "ipfs" }] } } # inline\n')
+    inventory = inv.load(path)
+    inventory.nodes["a"].apps.append(inv.AppEntry(template="x", params={"k": 1}))
+    inventory.nodes["b"] = inv.Node(host="h2", apps=[inv.AppEntry(template="y")])
+    inv.save(inventory, path)
+    assert inv.load(path) == inventory
+    assert path.read_text().count("\n") == 1 and path.read_text().endswith("# inline\n")

@@ -72,7 +72,10 @@ def _plain(item: Any) -> Any:
 
 def _merge(table: Any, full: Mapping[str, Any], minimal: Mapping[str, Any], tables: int) -> None:
     """`tables`: how many levels down a new mapping still becomes a [table] (settings, nodes,
-    a node) rather than an inline table (an app's params)."""
+    a node) rather than an inline table (an app's params); below 0, inside an inline table,
+    arrays of tables are inline too."""
+    if isinstance(table, InlineTable):
+        tables = -1  # nothing but inline values inside an inline table
     for key in [k for k in table if k not in full]:
         del table[key]
     for key, value in full.items():
@@ -89,7 +92,7 @@ def _merge(table: Any, full: Mapping[str, Any], minimal: Mapping[str, Any], tabl
             else:  # the last entry went: no `key = []` left behind in place of the tables
                 del table[key]
         elif _plain(old) != value:
-            table[key] = _new(value, tables)
+            table[key] = _new(minimal.get(key, value), tables)
 
 
 def _instance(entry: Mapping[str, Any]) -> object:
@@ -124,8 +127,10 @@ def _new(value: Any, tables: int) -> Any:
                 new[k] = _new(v, tables - 1)
             return new
         inline = tomlkit.inline_table()
-        inline.update({k: _new(v, 0) for k, v in value.items()})
+        inline.update({k: _new(v, -1) for k, v in value.items()})
         return inline
+    if isinstance(value, list) and tables < 0:
+        return [_new(v, tables) for v in value]
     if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
         array = tomlkit.aot()
         for v in value:
