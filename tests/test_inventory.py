@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tests.xnodes import NIX_CONF, Node
@@ -253,3 +256,40 @@ def test_an_inventory_written_inline_stays_valid_inline(tmp_path: Path) -> None:
     inv.save(inventory, path)
     assert inv.load(path) == inventory
     assert path.read_text().count("\n") == 1 and path.read_text().endswith("# inline\n")
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_value = st.one_of(_text, st.integers(-(2**40), 2**40), st.booleans(), st.lists(_text, max_size=3))
+_app = st.builds(
+    inv.AppEntry,
+    template=st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True),
+    params=st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True), _value),
+)
+_node = st.builds(
+    inv.Node,
+    host=st.sampled_from(["10.0.0.1", "::1", "node.example.org", "h"]),
+    port=st.integers(1, 65535),
+    tags=st.lists(_text, max_size=3),
+    apps=st.lists(_app, max_size=3, unique_by=lambda a: a.instance),
+)
+_inventory = st.builds(
+    inv.Inventory,
+    nodes=st.dictionaries(
+        st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True), _node, max_size=4
+    ),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(first=_inventory, second=_inventory)
+def test_any_inventory_round_trips_and_any_edit_lands(
+    first: inv.Inventory, second: inv.Inventory
+) -> None:
+    """Whatever the content (any text, control characters included), the file is valid TOML that
+    reads back as what was saved, first from scratch, then edited into another inventory."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / inv.FILENAME
+        inv.save(first, path)
+        assert inv.load(path) == first
+        inv.save(second, path)
+        assert inv.load(path) == second
