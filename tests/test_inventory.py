@@ -258,7 +258,7 @@ def test_an_inventory_written_inline_stays_valid_inline(tmp_path: Path) -> None:
     assert path.read_text().count("\n") == 1 and path.read_text().endswith("# inline\n")
 
 
-_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 _value = st.one_of(_text, st.integers(-(2**40), 2**40), st.booleans(), st.lists(_text, max_size=3))
 _app = st.builds(
     inv.AppEntry,
