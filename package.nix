@@ -37,6 +37,7 @@ python3Packages.buildPythonApplication {
     pydantic
     eth-account
     rich
+    tomlkit
   ] ++ [ siwe abnf ];
 
   nativeBuildInputs = [ makeWrapper ];

@@ -42,6 +42,8 @@ def broken(tmp_path: Path, old: str, new: str) -> Path:
         ("[parameters.title]", "[parameters.name]", "parameters.name: not a usable parameter name"),
         ("[parameters.title]", "[parameters.Title]", "parameters.Title: not a usable parameter"),
         ("[resources]", "[resources", "not valid TOML"),
+        ("[parameters.title]", '[parameters.title]\nname = "x"', "parameters.title.name: extra"),
+        ("default = 8080", "default = 8080\nmax = 80", "parameters.port: bad default"),
     ],
 )
 def test_broken_metadata_names_file_and_field(

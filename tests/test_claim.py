@@ -535,3 +535,62 @@ def test_any_altered_message_is_rejected_with_a_reason(edits: list[tuple[int, st
         return
     with pytest.raises(sign_in.Rejected):
         sign_in.verify(text, signature, FUZZ_POLICY)
+
+
+def test_claim_pinning_keeps_the_operators_comments(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / inv.FILENAME).write_text(
+        '# our fleet\n\n# the claimed box\n[nodes.node-a]\nhost = "127.0.0.1" # loopback\n'
+    )
+    wallet = tmp_path / "wallet.json"
+    keystore.create(wallet, "operator password", private_key=bytes(node.owner.key), scrypt_n=2**14)
+    monkeypatch.setenv(keystore.PASSWORD_ENV, "operator password")
+    result = CliRunner().invoke(
+        app,
+        ["claim", "127.0.0.1", "--port", str(node.port), "--wallet", str(wallet),
+         "--ssh-key", str(node.key_path), "--node", "node-a", "--workspace", str(ws)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    text = (ws / inv.FILENAME).read_text()
+    for comment in ("# our fleet", "# the claimed box", '"127.0.0.1" # loopback'):
+        assert comment in text, text
+    assert inv.load(ws / inv.FILENAME).nodes["node-a"].owner == node.owner.address
+
+
+def test_claim_refuses_a_bad_node_name_before_signing(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / inv.FILENAME).write_text("")
+    monkeypatch.setenv(keystore.PASSWORD_ENV, "unused")
+    result = CliRunner().invoke(
+        app,
+        ["claim", "127.0.0.1", "--port", str(node.port), "--wallet", str(tmp_path / "none.json"),
+         "--ssh-key", str(node.key_path), "--node", "Node_A", "--workspace", str(ws)],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "node name 'Node_A' is not allowed" in result.stderr
+    node.assert_nothing_authorized()
+
+
+def test_claim_refuses_an_expected_key_other_than_the_pinned_one(
+    node: Node, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    pinned = node.host_key.line().split()[:2]
+    (ws / inv.FILENAME).write_text(
+        f'[nodes.node-a]\nhost = "127.0.0.1"\nhost_key = "{" ".join(pinned)}"\n'
+    )
+    monkeypatch.setenv(keystore.PASSWORD_ENV, "unused")
+    result = CliRunner().invoke(
+        app,
+        ["claim", "127.0.0.1", "--port", str(node.port), "--wallet", str(tmp_path / "none.json"),
+         "--ssh-key", str(node.key_path), "--node", "node-a", "--workspace", str(ws),
+         "--expect-host-key", "SHA256:" + "A" * 43],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "differs from the inventory's pinned key" in result.stderr
+    node.assert_nothing_authorized()

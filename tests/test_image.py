@@ -24,6 +24,7 @@ from tests.xnodes import NIX_CONF
 from xnodectl import image, process, sshkeys
 from xnodectl.cli import app
 from xnodectl.errors import UsageError
+from xnodectl.image_format import ImageFormat
 
 OWNER_LOWER = "0x52908400098527886e0f7030069857d2e4169ee7"
 OWNER = "0x52908400098527886E0F7030069857D2E4169EE7"  # EIP-55 form (EIP-55 test vector)
@@ -155,7 +156,7 @@ def test_hostile_key_comment_stays_a_string(tmp_path: Path) -> None:
     req = image.request(
         owner=OWNER,
         key=sshkeys.read(key),
-        fmt=image.ImageFormat.ISO,
+        fmt=ImageFormat.ISO,
         hostname="n1",
         system="x86_64-linux",
         disk=None,
@@ -282,7 +283,7 @@ def test_real_keys_of_every_type_parse(tmp_path: Path) -> None:
         (["--disk", "/dev/sda"], "not a stable disk path"),
         (["--wipe"], "--wipe needs --disk"),
         (["--format", "qcow2", "--disk", "/dev/disk/by-id/ata-X"], "installer ISO only"),
-        (["--format", "vhd"], "format 'vhd' is not one of"),
+        (["--format", "vhd"], "'vhd' is not one of 'iso', 'qcow2', 'raw'"),
         (["--system", "riscv64-linux"], "system 'riscv64-linux' is not supported"),
     ],
 )

@@ -32,3 +32,14 @@ def test_arun_failure_and_timeout_and_missing_tool() -> None:
     assert "timed out" in slow.value.stderr
     with pytest.raises(ToolMissing):
         asyncio.run(process.arun(["xnodectl-no-such-tool"]))
+
+
+def test_arun_timeout_returns_although_a_grandchild_holds_the_pipes() -> None:
+    """Like an ssh multiplexing master keeping a killed client's stdio: the timeout still ends
+    the call at once (our pipe ends are closed), not when the grandchild exits."""
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(CommandFailed, match="timed out"):
+        asyncio.run(process.arun(["sh", "-c", "sleep 30 & sleep 30"], timeout=0.3))
+    assert time.monotonic() - started < 5

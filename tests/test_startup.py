@@ -9,7 +9,7 @@ import pytest
 
 from xnodectl import process
 
-HEAVY = {"asyncssh", "siwe", "web3", "eth_account", "jinja2", "Crypto"}
+HEAVY = {"siwe", "web3", "eth_account", "jinja2", "Crypto"}
 # typer >= 0.29 itself imports pydantic (typer._adapters) once a sub-command is resolved; the top
 # level --help and --version must not even load that.
 TOP_LEVEL_HEAVY = HEAVY | {"pydantic", "rich"}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from xnodectl import inventory, process, vm
+from xnodectl import inventory, process, qemu, vm
 from xnodectl.cli import app
 from xnodectl.errors import CommandFailed, ExternalError, ToolMissing
 from xnodectl.process import Result
@@ -67,10 +67,10 @@ class FakeQemu:
         self.calls.append(list(argv))
         if argv[0].endswith("qemu-system-x86_64"):
             code = "import time; time.sleep(120)"
-            self.sleeper = process.spawn([sys.executable, "-c", code, vm.VM_NAME])
+            self.sleeper = process.spawn([sys.executable, "-c", code, qemu.VM_NAME])
             # Like QEMU's -daemonize: the pidfile appears once the process is fully up.
             deadline = time.monotonic() + 10
-            while not vm._alive(self.sleeper.pid) and time.monotonic() < deadline:
+            while not qemu.alive(self.sleeper.pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
             pidfile = Path(argv[argv.index("-pidfile") + 1])
             pidfile.write_text(f"{self.sleeper.pid}\n")
@@ -83,8 +83,8 @@ class FakeQemu:
 def fake_qemu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeQemu]:
     fake = FakeQemu()
     monkeypatch.setattr(process, "run", fake.run)  # the runner as vm.py sees it
-    monkeypatch.setattr(vm, "require_tool", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(vm, "kvm_usable", lambda: False)
+    monkeypatch.setattr(qemu, "require_tool", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(qemu, "kvm_usable", lambda: False)
     monkeypatch.setattr(vm, "scan_host_key", lambda port: HOST_KEY)
     code, variables = tmp_path / "CODE.fd", tmp_path / "VARS.fd"
     code.write_bytes(b"code")
@@ -106,8 +106,8 @@ def free_port() -> int:
 
 
 def test_qemu_argv_exact(tmp_path: Path) -> None:
-    fw = vm.Firmware("/fw/CODE.fd", "/fw/VARS.fd")
-    argv = vm.qemu_argv(
+    fw = qemu.Firmware("/fw/CODE.fd", "/fw/VARS.fd")
+    argv = qemu.qemu_argv(
         qemu="/usr/bin/qemu-system-x86_64", accel="kvm", memory=2048, cpus=2, firmware=fw,
         vars_file=Path("/s/efivars.fd"), overlay=Path("/s/overlay.qcow2"), port=2222,
         serial=Path("/s/serial.log"), pidfile=Path("/s/qemu.pid"),
@@ -123,8 +123,8 @@ def test_qemu_argv_exact(tmp_path: Path) -> None:
         "-display", "none", "-serial", "file:/s/serial.log",
         "-daemonize", "-pidfile", "/s/qemu.pid",
     ]  # fmt: skip
-    tcg = vm.qemu_argv(
-        qemu="q", accel="tcg", memory=1024, cpus=1, firmware=vm.Firmware("/OVMF.fd", None),
+    tcg = qemu.qemu_argv(
+        qemu="q", accel="tcg", memory=1024, cpus=1, firmware=qemu.Firmware("/OVMF.fd", None),
         vars_file=Path("/v"), overlay=Path("/o"), port=2200, serial=Path("/s"), pidfile=Path("/p"),
     )  # fmt: skip
     assert tcg[5:9] == ["-accel", "tcg", "-m", "1024"]
@@ -239,7 +239,7 @@ def test_ssh_when_not_running(state_home: Path) -> None:
 
 
 def test_wait_for_ssh_times_out_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vm, "_alive", lambda pid: True)
+    monkeypatch.setattr(qemu, "alive", lambda pid: True)
     monkeypatch.setattr(vm, "scan_host_key", lambda port: None)
     ticks = iter(range(0, 1000, 10))
     with pytest.raises(ExternalError, match="did not answer within 30 s"):
@@ -295,10 +295,10 @@ def _qemu_ready() -> bool:
     import shutil
 
     try:
-        vm.find_firmware()
+        qemu.find_firmware()
     except ToolMissing:
         return False
-    return bool(shutil.which(vm.QEMU) and shutil.which(vm.QEMU_IMG))
+    return bool(shutil.which(qemu.QEMU) and shutil.which(qemu.QEMU_IMG))
 
 
 @pytest.mark.slow
@@ -312,7 +312,7 @@ def test_real_qemu_smoke(
     import socket
 
     base = tmp_path / "blank.qcow2"
-    process.run([vm.QEMU_IMG, "create", "-q", "-f", "qcow2", str(base), "64M"])
+    process.run([qemu.QEMU_IMG, "create", "-q", "-f", "qcow2", str(base), "64M"])
     monkeypatch.setattr(vm, "scan_host_key", lambda port: HOST_KEY)
     port = free_port()
     lines: list[str] = []
@@ -322,13 +322,13 @@ def test_real_qemu_smoke(
         # KVM when it works; a /dev/kvm that opens but fails once the guest starts (nested
         # virtualization) falls back to TCG and says so.
         kvm_failed = any("retrying with software emulation" in line for line in lines)
-        assert state.accel == ("kvm" if vm.kvm_usable() and not kvm_failed else "tcg")
+        assert state.accel == ("kvm" if qemu.kvm_usable() and not kvm_failed else "tcg")
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass  # QEMU's user-mode network forwards the port
         assert inventory.load(workspace / "inventory.toml").nodes["local"].port == port
     finally:
         assert vm.down(log=lambda _: None) is True
-    assert not Path(f"/proc/{state.pid}").exists() or not vm._alive(state.pid)
+    assert not Path(f"/proc/{state.pid}").exists() or not qemu.alive(state.pid)
     assert not (state_home / "overlay.qcow2").exists()
     assert base.read_bytes()[:4] == b"QFI\xfb"
 
@@ -343,7 +343,7 @@ def test_kvm_failure_falls_back_to_tcg(
     started: list[str] = []
 
     def fake_run(argv: list[str], **_: object) -> Result:
-        if argv[0] == vm.QEMU_IMG:
+        if argv[0] == qemu.QEMU_IMG:
             Path(argv[-1]).write_bytes(b"")
             return Result(tuple(argv), 0, "", "", 0.0)
         accel = argv[argv.index("-accel") + 1]
@@ -353,8 +353,8 @@ def test_kvm_failure_falls_back_to_tcg(
         Path(argv[argv.index("-pidfile") + 1]).write_text(f"{os.getpid()}\n")
         return Result(tuple(argv), 0, "", "", 0.0)
 
-    monkeypatch.setattr(vm, "kvm_usable", lambda: True)
-    monkeypatch.setattr(vm, "require_tool", lambda name: name)
+    monkeypatch.setattr(qemu, "kvm_usable", lambda: True)
+    monkeypatch.setattr(qemu, "require_tool", lambda name: name)
     monkeypatch.setattr(process, "run", fake_run)
     monkeypatch.setattr(vm, "wait_for_ssh", lambda port, pid, timeout: HOST_KEY)
     lines: list[str] = []
@@ -362,3 +362,17 @@ def test_kvm_failure_falls_back_to_tcg(
     assert started == ["kvm", "tcg"]
     assert state.accel == "tcg"
     assert any("QEMU failed with KVM" in line and "kvm_buf_set_msrs" in line for line in lines)
+
+
+def test_up_keeps_the_operators_comments(
+    state_home: Path, qcow2: Path, workspace: Path, fake_qemu: FakeQemu
+) -> None:
+    path = workspace / "inventory.toml"
+    path.write_text("# lab fleet\n" + path.read_text().replace('"old"', '"old" # was the NUC'))
+    port = free_port()
+    code, _, err = run("vm", "up", "--image", str(qcow2), "--port", str(port))
+    assert code == 0, err
+    text = path.read_text()
+    assert text.startswith("# lab fleet\n") and " # was the NUC" in text, text
+    assert inventory.load(path).nodes["local"].port == port
+    assert run("vm", "down")[0] == 0

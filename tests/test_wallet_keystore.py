@@ -190,4 +190,4 @@ print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))
 def test_help_does_not_import_siwe_web3_or_eth_account() -> None:
     result = process.run([sys.executable, "-c", PROBE])
     loaded = set(json.loads(result.stdout))
-    assert not loaded & {"siwe", "web3", "eth_account", "eth_keys", "asyncssh"}
+    assert not loaded & {"siwe", "web3", "eth_account", "eth_keys"}

@@ -26,35 +26,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ParamMeta(_Strict):
-    type: ParamType
-    description: str = ""
-    default: Any = None
-    required: bool = False
-    secret: bool = False
-    choices: list[str] = []
-    min: int | None = None
-    max: int | None = None
-    pattern: str | None = None
-    items: ParamType | None = None
-    max_length: int | None = None
-    # url/path/eth_address/string: the empty string is allowed and means "not set".
-    allow_empty: bool = False
-    # For secret parameters: who may read the file on the node (default root only).
-    owner: str = "root"
-    group: str = "root"
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ParamMeta:
-        if self.type is ParamType.ENUM and not self.choices:
-            raise ValueError("an enum parameter needs 'choices'")
-        if self.type is ParamType.LIST and self.items in (None, ParamType.LIST):
-            raise ValueError("a list parameter needs 'items' naming a scalar type")
-        if self.pattern is not None:
-            re.compile(self.pattern)
-        return self
-
-
 PortRef = int | Annotated[str, Field(pattern=r"^\{[a-z][a-z0-9_]*\}$")]
 
 
@@ -117,7 +88,7 @@ class TemplateMeta(_Strict):
         "blockchain", "storage", "ai", "database", "web", "monitoring", "dev", "security"
     ]
     description: str = ""
-    parameters: dict[str, ParamMeta] = {}
+    parameters: dict[str, ParamSpec] = {}
     ports: list[PortMeta] = []
     health: list[ProbeMeta] = []
     users: list[str] = []
@@ -149,24 +120,6 @@ def templates_root() -> Path:
             return candidate
     raise TemplateError(
         "the template catalogue was not found", hint="reinstall xnodectl or set XNODECTL_TEMPLATES"
-    )
-
-
-def _spec(name: str, meta: ParamMeta) -> ParamSpec:
-    return ParamSpec(
-        name=name,
-        type=meta.type,
-        description=meta.description,
-        default=meta.default,
-        required=meta.required,
-        secret=meta.secret,
-        choices=tuple(meta.choices),
-        minimum=meta.min,
-        maximum=meta.max,
-        pattern=meta.pattern,
-        items=meta.items,
-        max_length=meta.max_length,
-        allow_empty=meta.allow_empty,
     )
 
 
@@ -248,13 +201,17 @@ def load_template_dir(directory: Path) -> Template:
         raise TemplateError(f"{file}: name: '{meta.name}' differs from its directory name")
     if not (directory / MODULE_FILE).is_file():
         raise TemplateError(f"{directory / MODULE_FILE}: missing")
-    for name in meta.parameters:
+    for name, spec in meta.parameters.items():
+        if spec.name:
+            raise TemplateError(
+                f"{file}: parameters.{name}.name: extra field", hint="a parameter's name is its key"
+            )
         if name in RESERVED_KEYS or not PARAM_NAME.match(name):
             raise TemplateError(
                 f"{file}: parameters.{name}: not a usable parameter name",
                 hint="lowercase letters, digits and '_'; 'template' and 'name' are reserved",
             )
-    specs = {name: _spec(name, p) for name, p in meta.parameters.items()}
+    specs = {name: p.model_copy(update={"name": name}) for name, p in meta.parameters.items()}
     _check_refs(meta, file)
     _validate_defaults(meta, specs, file)
     return Template(name=meta.name, meta=meta, directory=directory, params=specs)

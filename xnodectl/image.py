@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
-from xnodectl import __version__, process
+from xnodectl import __version__, nix, process
 from xnodectl.errors import CommandFailed, ExternalError, UsageError
+from xnodectl.image_format import ImageFormat
 from xnodectl.params import check_address
 from xnodectl.render import render_nix
 from xnodectl.sshkeys import PublicKey
@@ -31,19 +30,6 @@ _HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _DISK = re.compile(r"^/dev/disk/by-(id|path)/[A-Za-z0-9_.:+@-]+$")
 SYSTEMS = ("x86_64-linux", "aarch64-linux")
 DRY_RUN_DIR = Path(tempfile.gettempdir()) / "xnodectl-image-XXXXXXXX"
-# Flakes and the new CLI are experimental in every Nix we support (Debian's 2.8 included).
-NIX = ("nix", "--extra-experimental-features", "nix-command flakes")
-_NOT_DETERMINISTIC = "may not be deterministic"
-
-
-class ImageFormat(StrEnum):
-    ISO = "iso"
-    QCOW2 = "qcow2"
-    RAW = "raw"
-
-    @property
-    def suffixes(self) -> tuple[str, ...]:
-        return {"iso": (".iso",), "qcow2": (".qcow2",), "raw": (".raw", ".img")}[self.value]
 
 
 @dataclass(frozen=True)
@@ -64,7 +50,8 @@ class Plan:
     files: Mapping[str, str]  # file name -> content of the generated flake directory
 
     def argv(self, directory: Path) -> list[str]:
-        return build_argv(installable(directory, self.request.system))
+        """The `nix build` command of the image (build logs streamed, the result as JSON)."""
+        return nix.build_argv([installable(directory, self.request.system)], print_logs=True)
 
 
 @dataclass(frozen=True)
@@ -112,6 +99,11 @@ def request(
     xnodectl_flake: str,
 ) -> ImageRequest:
     """Validate everything the user gave; raises UsageError before anything is created."""
+    if (disk is not None or wipe) and fmt is not ImageFormat.ISO:
+        raise UsageError(
+            "--disk and --wipe apply to the installer ISO only",
+            hint="a qcow2/raw image is already the disk; drop --disk/--wipe",
+        )
     address = check_address(owner, what="owner address")
     name = check_hostname(hostname or f"xnode-{address[2:10].lower()}")
     if system not in SYSTEMS:
@@ -152,46 +144,18 @@ def installable(directory: Path, system: str) -> str:
     return f"{directory}#packages.{system}.default"
 
 
-def build_argv(ref: str, *, rebuild: bool = False) -> list[str]:
-    # --print-build-logs: progress goes to stderr line by line; --json: the result on stdout.
-    return [
-        *NIX,
-        "build",
-        "--no-link",
-        "--json",
-        "--print-build-logs",
-        *(["--rebuild"] if rebuild else []),
-        ref,
-    ]
-
-
 async def _nix_build(ref: str, log: Callable[[str], None]) -> str:
     """`nix build` one installable; its `out` path."""
-    argv = build_argv(ref)
-    result = await process.arun(argv, check=False, on_stderr_line=log)
-    if not result.ok:
+    try:
+        (out,) = await nix.build([ref], print_logs=True, on_log=log)
+    except CommandFailed as failed:
         # The temporary flake is gone by the time the user reads this: point at --dry-run.
-        failed = CommandFailed(argv, result.returncode, result.stderr)
         failed.hint = (
             "the build log is above; `xnodectl image build ... --dry-run` prints the "
             "flake and the command to reproduce it"
         )
-        raise failed
-    try:
-        return str(json.loads(result.stdout)[0]["outputs"]["out"])
-    except (ValueError, LookupError, TypeError) as exc:
-        raise ExternalError(f"nix build printed unexpected JSON: {result.stdout[:200]!r}") from exc
-
-
-async def _nix_rebuild_identical(ref: str, log: Callable[[str], None]) -> bool:
-    """Build again with `--rebuild`: nix compares the new output with the stored one bit by bit."""
-    argv = build_argv(ref, rebuild=True)
-    result = await process.arun(argv, check=False, on_stderr_line=log)
-    if result.ok:
-        return True
-    if _NOT_DETERMINISTIC in result.stderr:
-        return False
-    raise CommandFailed(argv, result.returncode, result.stderr)
+        raise
+    return out
 
 
 @contextmanager
@@ -266,7 +230,7 @@ def build(
         reproducible = None
         if check:
             log("building it a second time to compare (--check)")
-            reproducible = asyncio.run(_nix_rebuild_identical(ref, log))
+            reproducible = asyncio.run(nix.rebuild_identical(ref, on_log=log))
     image = find_image(store_path, p.request.format)
     path = image
     if target is not None:

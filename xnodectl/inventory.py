@@ -2,18 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
-from xnodectl import tomlw
+from xnodectl import inventory_file
 from xnodectl.errors import InventoryError, did_you_mean
 
 FILENAME = "inventory.toml"
+HEADER = "xnodectl inventory: the nodes of this workspace and the apps each runs."
 NODE_NAME = r"^[a-z][a-z0-9-]{0,62}$"
+
+
+# Values that end up in an ssh command line are checked where the file is read, not only where
+# `node add` writes them: a shared inventory.toml is input like any other (issue 13 item 6).
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}", re.IGNORECASE)
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)", re.IGNORECASE)  # "_": ssh aliases
+
+
+def check_host(host: str) -> str:
+    """An IP address or a DNS name; an internationalized name becomes its punycode (IDNA) form."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(host.removeprefix("[").removesuffix("]")))
+    except ValueError:
+        pass
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in host) or host.startswith("-"):
+        raise ValueError(f"host {host[:60]!r} holds spaces, control characters or a leading '-'")
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"host {host[:60]!r} is not a valid DNS name") from None
+    labels = ascii_host.removesuffix(".").split(".")
+    if len(ascii_host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"host {host[:60]!r} is not a valid DNS name or IP address")
+    return ascii_host
 
 
 class _Strict(BaseModel):
@@ -43,6 +79,21 @@ class Node(_Strict):
     # a deploy can never lock out the operator (set by `claim`, `node add --authorized-key`).
     authorized_keys: list[str] = []
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, host: str) -> str:
+        return check_host(host)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, user: str) -> str:
+        if not _USER.fullmatch(user):
+            raise ValueError(
+                f"user {user[:40]!r} is not a POSIX user name (letters, digits, '_', '.', '-'; "
+                "not starting with '-')"
+            )
+        return user
+
     @field_validator("authorized_keys")
     @classmethod
     def _public_keys(cls, keys: list[str]) -> list[str]:
@@ -68,9 +119,38 @@ class Settings(_Strict):
     signer_keystore: str | None = None
 
 
+def check_node_name(name: str) -> str:
+    """The one rule for node names (they become host names, file names and Nix attributes)."""
+    if not re.match(NODE_NAME, name):
+        raise InventoryError(
+            f"node name {name!r} is not allowed",
+            hint="use lowercase letters, digits and '-', starting with a letter (at most 63)",
+        )
+    return name
+
+
 class Inventory(_Strict):
     settings: Settings = Settings()
     nodes: dict[str, Node] = {}
+    # What the file held when this inventory was loaded: `save` writes only what changed since.
+    _loaded: Inventory | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:  # the content only, not where it was loaded from
+        if not isinstance(other, Inventory):
+            return NotImplemented
+        return self.settings == other.settings and self.nodes == other.nodes
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_names(cls, nodes: dict[str, Node]) -> dict[str, Node]:
+        for name in nodes:
+            try:
+                check_node_name(name)
+            except InventoryError as exc:
+                raise ValueError(exc.message) from exc
+        return nodes
 
     def node(self, name: str) -> Node:
         if name not in self.nodes:
@@ -120,12 +200,7 @@ def parse(text: str, path: Path) -> Inventory:
             f"{where}: {'.'.join(map(str, loc))}: {first['msg']}",
             hint="see the inventory format in the README",
         ) from exc
-    for name in inventory.nodes:
-        if not re.match(NODE_NAME, name):
-            raise InventoryError(
-                f"{path}: node name '{name}' is not allowed",
-                hint="use lowercase letters, digits and '-'",
-            )
+    inventory._loaded = inventory.model_copy(deep=True)
     return inventory
 
 
@@ -139,20 +214,55 @@ def load(path: Path) -> Inventory:
     return parse(text, path)
 
 
-def dump(inventory: Inventory) -> str:
-    parts = ["# xnodectl inventory: the nodes of this workspace and the apps each runs.\n"]
-    parts.append(tomlw.table("settings", inventory.settings.model_dump(exclude_defaults=True)))
-    for name, node in inventory.nodes.items():
-        data = node.model_dump(exclude={"apps"}, exclude_none=True)
-        parts.append("\n" + tomlw.table(f"nodes.{tomlw.key(name)}", data))
-        for app in node.apps:
-            parts.append(f"\n[[nodes.{tomlw.key(name)}.apps]]\n")
-            parts.append(tomlw.table("", app.model_dump(exclude_none=True)))
-    return "".join(parts)
-
-
 def save(inventory: Inventory, path: Path) -> None:
-    """Write atomically: a reader never sees half a file."""
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(dump(inventory))
-    tmp.replace(path)
+    """Write under the workspace lock, keeping the comments and layout the operator wrote. An
+    inventory loaded earlier writes only its own changes: what another command saved meanwhile
+    (a `node add` during a deploy) stays."""
+    with inventory_file.locked(path):
+        merged = inventory
+        if inventory._loaded is not None and path.exists():
+            merged = _rebase(inventory, inventory._loaded, load(path))
+        _write(merged, path)
+        inventory._loaded = inventory.model_copy(deep=True)
+
+
+def _rebase(mine: Inventory, base: Inventory, current: Inventory) -> Inventory:
+    """`current` with the settings and nodes `mine` changed since `base` (a node is the unit)."""
+    merged = current.model_copy(deep=True)
+    if mine.settings != base.settings:
+        merged.settings = mine.settings
+    for name in {*base.nodes, *mine.nodes}:
+        node = mine.nodes.get(name)
+        if node == base.nodes.get(name):
+            continue
+        if node is None:
+            merged.nodes.pop(name, None)
+        else:
+            merged.nodes[name] = node
+    return merged
+
+
+@contextlib.contextmanager
+def edit(path: Path) -> Iterator[Inventory]:
+    """Read, change and write the inventory under the workspace lock, so two commands editing it
+    at once both keep their change. Nothing is written if the block raises."""
+    with inventory_file.locked(path):
+        inventory = load(path)
+        yield inventory
+        _write(inventory, path)
+
+
+def _write(inventory: Inventory, path: Path) -> None:
+    """Validate the whole model again (a name or host set after loading meets the same rules),
+    then write it; values equal to their defaults are only written if the file had them."""
+    full = inventory.model_dump(exclude_none=True)
+    try:
+        Inventory.model_validate(full)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InventoryError(
+            f"{'.'.join(map(str, first['loc']))}: {first['msg']}",
+            hint="nothing was written; correct the value and run the command again",
+        ) from exc
+    minimal = inventory.model_dump(exclude_none=True, exclude_defaults=True)
+    inventory_file.write(path, full, minimal, HEADER)

@@ -23,6 +23,7 @@ BASE = ("nix", "--extra-experimental-features", "nix-command flakes")
 # Store path names: <hash>-<pname>-<version>; the version starts at the first '-<digit>'.
 _STORE_NAME = re.compile(r"^/nix/store/[0-9a-z]{32}-(?P<name>.+)$")
 _VERSION_SPLIT = re.compile(r"-(?=\d)")
+_NOT_DETERMINISTIC = "may not be deterministic"  # nix build --rebuild, outputs differ
 _STOP = re.compile(r'@nix \{"action":"stop","id":(\d+)\}$')
 
 
@@ -86,10 +87,26 @@ def _parse(model: type[BaseModel], text: str, argv: Sequence[str]) -> Any:
     raise ExternalError(f"unexpected JSON from nix: {text[:200]!r}")
 
 
-def build_argv(installables: Sequence[str], *, fail_fast: bool = False) -> list[str]:
-    # fail_fast: one download attempt, so an offline plan fails in seconds instead of retrying.
+def build_argv(
+    installables: Sequence[str],
+    *,
+    fail_fast: bool = False,
+    print_logs: bool = False,
+    rebuild: bool = False,
+) -> list[str]:
+    """fail_fast: one download attempt, so an offline plan fails in seconds instead of retrying;
+    print_logs: build logs line by line on stderr; rebuild: build again and compare bit by bit."""
     quick = ["--option", "download-attempts", "1", "--option", "connect-timeout", "3"]
-    return [*BASE, "build", "--no-link", "--json", *(quick if fail_fast else []), *installables]
+    return [
+        *BASE,
+        "build",
+        "--no-link",
+        "--json",
+        *(["--print-build-logs"] if print_logs else []),
+        *(["--rebuild"] if rebuild else []),
+        *(quick if fail_fast else []),
+        *installables,
+    ]
 
 
 def _errors_only(stderr: str) -> str:
@@ -104,15 +121,30 @@ async def build(
     timeout: float | None = None,
     fail_fast: bool = False,
     on_log: Callable[[str], None] | None = None,
+    print_logs: bool = False,
 ) -> list[str]:
     """Build installables in ONE nix call (Nix dedupes identical closures); their `out` paths."""
-    argv = build_argv(installables, fail_fast=fail_fast)
+    argv = build_argv(installables, fail_fast=fail_fast, print_logs=print_logs)
     try:
         result = await process.arun(argv, timeout=timeout, on_stderr_line=on_log)
     except CommandFailed as exc:
         raise CommandFailed(exc.argv, exc.returncode, _errors_only(exc.stderr)) from None
     built: list[_BuildResult] = _parse(_BuildResult, result.stdout, argv)
     return [b.outputs["out"] for b in built]
+
+
+async def rebuild_identical(
+    installable: str, *, on_log: Callable[[str], None] | None = None
+) -> bool:
+    """Build an already built installable again (`--rebuild`): whether nix found the new output
+    bit-identical to the stored one."""
+    argv = build_argv([installable], print_logs=True, rebuild=True)
+    result = await process.arun(argv, check=False, on_stderr_line=on_log)
+    if result.ok:
+        return True
+    if _NOT_DETERMINISTIC in result.stderr:
+        return False
+    raise CommandFailed(argv, result.returncode, _errors_only(result.stderr))
 
 
 def path_info_argv(paths: Sequence[str], *, store: str | None = None) -> list[str]:

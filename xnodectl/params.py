@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from xnodectl.errors import ParamError, UsageError, did_you_mean
 
@@ -32,23 +33,39 @@ class ParamType(StrEnum):
     LIST = "list"
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """One parameter of a template, already validated from its metadata."""
+class ParamSpec(BaseModel):
+    """One parameter of a template: its entry under [parameters.<name>] in template.toml."""
 
-    name: str
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     type: ParamType
-    description: str
+    description: str = ""
     default: Any = None
     required: bool = False
     secret: bool = False
     choices: tuple[str, ...] = ()
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: int | None = Field(default=None, alias="min")
+    maximum: int | None = Field(default=None, alias="max")
     pattern: str | None = None
     items: ParamType | None = None
     max_length: int | None = None
+    # url/path/eth_address/string: the empty string is allowed and means "not set".
     allow_empty: bool = False
+    # For secret parameters: who may read the file on the node (default root only).
+    owner: str = "root"
+    group: str = "root"
+    # The key of its [parameters.<name>] table, set by the catalogue (not written in the file).
+    name: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParamSpec:
+        if self.type is ParamType.ENUM and not self.choices:
+            raise ValueError("an enum parameter needs 'choices'")
+        if self.type is ParamType.LIST and self.items in (None, ParamType.LIST):
+            raise ValueError("a list parameter needs 'items' naming a scalar type")
+        if self.pattern is not None:
+            re.compile(self.pattern)
+        return self
 
 
 def split_words(words: Sequence[str]) -> dict[str, str]:
@@ -111,9 +128,41 @@ def _bound(value: int | None) -> str:
     return "..." if value is None else str(value)
 
 
+_EXAMPLES = {
+    ParamType.STRING: "text",
+    ParamType.INT: "10",
+    ParamType.BOOL: "true",
+    ParamType.PORT: "8080",
+    ParamType.PATH: "/var/lib/data",
+    ParamType.ETH_ADDRESS: "0x" + "0" * 40,
+    ParamType.URL: "https://example.org",
+    ParamType.DURATION: "30s",
+}
+
+
+def as_word(value: object) -> str:
+    """A value as the key=value word the CLI reads back (true, 8545, eth,net)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(as_word(v) for v in value)
+    return str(value)
+
+
+def example_word(spec: ParamSpec) -> str:
+    """`name=value` the way this parameter is typed: its default when it has one."""
+    if spec.default not in (None, "", []):
+        return f"{spec.name}={as_word(spec.default)}"
+    if spec.choices:
+        return f"{spec.name}={spec.choices[0]}"
+    item = _EXAMPLES.get(spec.items or spec.type, "value")
+    return f"{spec.name}={item},{item}" if spec.type is ParamType.LIST else f"{spec.name}={item}"
+
+
 def _fail(spec: ParamSpec, value: object, expected: str) -> ParamError:
     return ParamError(
-        f"parameter '{spec.name}' got {value!r}, expected {expected}", hint=spec.description or None
+        f"parameter '{spec.name}' got {value!r}, expected {expected}",
+        hint=f"type it like {example_word(spec)}",
     )
 
 

@@ -1,7 +1,8 @@
 """The one subprocess runner. Nothing else in xnodectl imports `subprocess`.
 
-argv lists only, never a shell; `check=True` by default; every call is logged at DEBUG with
-secret values redacted; a failure becomes `CommandFailed`, shown shell-joined for copy and paste.
+argv lists only, never a shell; `check=True` by default; every call is logged at DEBUG (secret
+values never travel in argv: they go through stdin); a failure becomes `CommandFailed`, shown
+shell-joined for copy and paste.
 """
 
 from __future__ import annotations
@@ -46,12 +47,7 @@ class Result:
         return self.returncode == 0
 
 
-def redact(argv: Sequence[str], secrets: Sequence[str] = ()) -> str:
-    text = shlex.join(argv)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<redacted>")
-    return text
+_STREAM_LIMIT = 2**16  # asyncio's default buffer limit for subprocess streams
 
 
 def _env(extra: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -75,10 +71,9 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float | None = None,
-    secrets: Sequence[str] = (),
 ) -> Result:
     """Run a command to completion and capture its output as text."""
-    logger.debug("run: %s", redact(argv, secrets))
+    logger.debug("run: %s", shlex.join(argv))
     started = time.monotonic()
     data = input.encode() if isinstance(input, str) else input
     try:
@@ -140,18 +135,21 @@ async def arun(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
-    secrets: Sequence[str] = (),
     cwd: Path | None = None,
 ) -> Result:
     """Async twin of `run` for the fleet engine; streams stderr lines to a callback.
 
     On timeout or cancellation the child is killed, so no process outlives its deploy step.
     """
-    logger.debug("arun: %s", redact(argv, secrets))
+    logger.debug("arun: %s", shlex.join(argv))
     started = time.monotonic()
+    loop = asyncio.get_running_loop()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
+        # asyncio.create_subprocess_exec, keeping the transport: its pipes are closed below.
+        transport, protocol = await loop.subprocess_exec(
+            lambda: asyncio.subprocess.SubprocessStreamProtocol(limit=_STREAM_LIMIT, loop=loop),
+            argv[0],
+            *argv[1:],
             stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -160,6 +158,7 @@ async def arun(
         )
     except FileNotFoundError as exc:
         raise _missing(argv) from exc
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
 
     err_lines: list[str] = []
 
@@ -199,9 +198,8 @@ async def arun(
             proc.kill()
         # asyncio's wait() also waits for the pipes to close, and a grandchild may hold them (an
         # `ssh` multiplexing master keeps a killed client's stdio): close our ends first.
-        transport = getattr(proc, "_transport", None)
         for fd in (0, 1, 2):
-            pipe = transport.get_pipe_transport(fd) if transport is not None else None
+            pipe = transport.get_pipe_transport(fd)
             if pipe is not None:
                 pipe.close()
         await proc.wait()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -20,24 +19,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xnodectl import process
-from xnodectl.errors import CommandFailed, ExternalError, ToolMissing, UsageError
+from xnodectl import process, qemu
+from xnodectl.errors import ExternalError, UsageError
 
 if TYPE_CHECKING:
     from xnodectl.workspace import Workspace
 
 NODE = "local"
-VM_NAME = "xnodectl-local"
-QEMU = "qemu-system-x86_64"
-QEMU_IMG = "qemu-img"
-_QCOW2_MAGIC = b"QFI\xfb"
-# UEFI firmware (qemu-efi images boot with systemd-boot): split CODE/VARS, or one combined file.
-OVMF_SPLIT = (
-    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
-    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
-    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
-)
-OVMF_COMBINED = ("/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd")
 
 
 @dataclass(frozen=True)
@@ -49,12 +37,6 @@ class UpOptions:
     timeout: int = 300
     ssh_key: Path | None = None
     workspace: Path | None = None  # None: the workspace found upwards, if any
-
-
-@dataclass(frozen=True)
-class Firmware:
-    code: str
-    vars_template: str | None  # None: `code` is a combined image passed with -bios
 
 
 @dataclass(frozen=True)
@@ -91,120 +73,6 @@ def _paths(root: Path) -> dict[str, Path]:
     }
 
 
-def kvm_usable() -> bool:
-    return os.access("/dev/kvm", os.R_OK | os.W_OK)
-
-
-def find_firmware() -> Firmware:
-    override = os.environ.get("XNODECTL_OVMF")
-    if override:
-        return Firmware(override, os.environ.get("XNODECTL_OVMF_VARS"))
-    for code, template in OVMF_SPLIT:
-        if Path(code).is_file() and Path(template).is_file():
-            return Firmware(code, template)
-    for combined in OVMF_COMBINED:
-        if Path(combined).is_file():
-            return Firmware(combined, None)
-    raise ToolMissing(
-        "no UEFI firmware (OVMF) found for QEMU",
-        hint="install it (Debian: apt-get install ovmf) or set XNODECTL_OVMF",
-    )
-
-
-def require_tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise ToolMissing(
-            f"'{name}' was not found on PATH",
-            hint=process.HINTS.get(
-                name, "install QEMU (Debian: apt-get install qemu-system-x86 qemu-utils)"
-            ),
-        )
-    return found
-
-
-def check_image(image: Path) -> Path:
-    try:
-        with image.open("rb") as f:
-            magic = f.read(4)
-    except FileNotFoundError as exc:
-        raise UsageError(
-            f"{image} does not exist",
-            hint="build one: xnodectl image build --format qcow2 --owner 0x... "
-            f"--ssh-key KEY.pub -o {image}",
-        ) from exc
-    except IsADirectoryError as exc:
-        raise UsageError(f"{image} is a directory", hint="give the .qcow2 file") from exc
-    if magic != _QCOW2_MAGIC:
-        raise UsageError(
-            f"{image} is not a qcow2 image",
-            hint="build one with: xnodectl image build --format qcow2",
-        )
-    return image.resolve()
-
-
-def qemu_argv(
-    *,
-    qemu: str,
-    accel: str,
-    memory: int,
-    cpus: int,
-    firmware: Firmware,
-    vars_file: Path,
-    overlay: Path,
-    port: int,
-    serial: Path,
-    pidfile: Path,
-) -> list[str]:
-    """The QEMU command line of the local Xnode (daemonized; pidfile written by QEMU itself)."""
-    if firmware.vars_template is None:
-        fw = ["-bios", firmware.code]
-    else:
-        fw = [
-            "-drive",
-            f"if=pflash,format=raw,unit=0,readonly=on,file={firmware.code}",
-            "-drive",
-            f"if=pflash,format=raw,unit=1,file={vars_file}",
-        ]
-    cpu = ["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg"]
-    return [
-        qemu,
-        "-name",
-        VM_NAME,
-        "-machine",
-        "q35",
-        *cpu,
-        "-m",
-        str(memory),
-        "-smp",
-        str(cpus),
-        *fw,
-        "-drive",
-        f"file={overlay},if=virtio,format=qcow2,cache=writeback",
-        # user-mode networking: nothing but the SSH forward reaches the VM, and only from loopback
-        "-netdev",
-        f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22",
-        "-device",
-        "virtio-net-pci,netdev=net0",
-        "-display",
-        "none",
-        "-serial",
-        f"file:{serial}",
-        "-daemonize",
-        "-pidfile",
-        str(pidfile),
-    ]
-
-
-def _alive(pid: int) -> bool:
-    """The pid is running and is our QEMU (not a recycled pid of something else)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return VM_NAME.encode() in cmdline
-
-
 def load_state(root: Path | None = None) -> VmState | None:
     path = _paths(root or state_dir())["state"]
     try:
@@ -222,7 +90,7 @@ def status(root: Path | None = None) -> VmState | None:
     state = load_state(root)
     if state is None:
         return None
-    if _alive(state.pid):
+    if qemu.alive(state.pid):
         return state
     _cleanup(root)
     return None
@@ -266,7 +134,7 @@ def wait_for_ssh(
 ) -> str:
     deadline = clock() + timeout
     while clock() < deadline:
-        if not _alive(pid):
+        if not qemu.alive(pid):
             raise ExternalError(
                 "QEMU exited while the VM was booting",
                 hint=f"see the console log {_paths(state_dir())['serial']}",
@@ -303,11 +171,10 @@ def register_local(
     if ws is None:
         log("no workspace here: node 'local' was not added (run `vm up` inside a workspace)")
         return False
-    inv = ws.load()
-    node = inv.nodes.get(NODE) or inventory.Node(host="127.0.0.1")
-    node.host, node.port, node.user, node.host_key = "127.0.0.1", port, "root", host_key
-    inv.nodes[NODE] = node
-    ws.save(inv)
+    with ws.edit() as inv:
+        node = inv.nodes.get(NODE) or inventory.Node(host="127.0.0.1")
+        node.host, node.port, node.user, node.host_key = "127.0.0.1", port, "root", host_key
+        inv.nodes[NODE] = node
     log(f"inventory: node '{NODE}' -> root@127.0.0.1:{port} (host key pinned)")
     return True
 
@@ -318,42 +185,45 @@ def up(opts: UpOptions, log: Callable[[str], None]) -> VmState:
     if status(root) is not None:
         raise UsageError("the local VM is already running", hint="stop it with: xnodectl vm down")
     ws = _workspace(opts.workspace)  # a wrong --workspace fails before QEMU starts
-    image = check_image(opts.image or root / "xnodeos.qcow2")
+    image = qemu.check_image(opts.image or root / "xnodeos.qcow2")
     if not _port_free(opts.port):
         raise UsageError(
             f"port {opts.port} on 127.0.0.1 is in use", hint="choose another: --port N"
         )
-    qemu, qemu_img = require_tool(QEMU), require_tool(QEMU_IMG)
-    firmware = find_firmware()
-    accel = "kvm" if kvm_usable() else "tcg"
+    qemu_bin, qemu_img = qemu.require_tool(qemu.QEMU), qemu.require_tool(qemu.QEMU_IMG)
+    firmware = qemu.find_firmware()
+    accel = "kvm" if qemu.kvm_usable() else "tcg"
     if accel == "tcg":
         log("warning: /dev/kvm is not usable; falling back to slow software emulation (TCG)")
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     paths = _paths(root)
     _cleanup(root)
-    process.run(
-        [
-            qemu_img,
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            str(image),
-            str(paths["overlay"]),
-        ]
-    )
+    qemu.create_overlay(qemu_img, image, paths["overlay"])
     if firmware.vars_template is not None:
         shutil.copyfile(firmware.vars_template, paths["vars"])
-    accel = _start_qemu(accel, image, paths, opts, qemu, firmware, log)
+    accel = qemu.start(
+        lambda accel: qemu.qemu_argv(
+            qemu=qemu_bin,
+            accel=accel,
+            memory=opts.memory,
+            cpus=opts.cpus,
+            firmware=firmware,
+            vars_file=paths["vars"],
+            overlay=paths["overlay"],
+            port=opts.port,
+            serial=paths["serial"],
+            pidfile=paths["pid"],
+        ),
+        log,
+        accel,
+        image,
+    )
     pid = int(paths["pid"].read_text().strip())
     try:
         log(f"waiting for SSH on 127.0.0.1:{opts.port}")
         host_key = wait_for_ssh(opts.port, pid, opts.timeout)
     except BaseException:
-        _stop(pid)
+        qemu.stop(pid)
         _cleanup(root)
         raise
     paths["known_hosts"].write_text(f"[127.0.0.1]:{opts.port} {host_key}\n")
@@ -372,61 +242,14 @@ def up(opts: UpOptions, log: Callable[[str], None]) -> VmState:
     return state
 
 
-def _start_qemu(
-    accel: str,
-    image: Path,
-    paths: dict[str, Path],
-    opts: UpOptions,
-    qemu: str,
-    firmware: Firmware,
-    log: Callable[[str], None],
-) -> str:
-    """Start QEMU daemonized; returns the accelerator that worked. A /dev/kvm that opens can still
-    fail once the guest starts (nested virtualization that lacks MSRs QEMU needs): then TCG."""
-    while True:
-        argv = qemu_argv(
-            qemu=qemu,
-            accel=accel,
-            memory=opts.memory,
-            cpus=opts.cpus,
-            firmware=firmware,
-            vars_file=paths["vars"],
-            overlay=paths["overlay"],
-            port=opts.port,
-            serial=paths["serial"],
-            pidfile=paths["pid"],
-        )
-        log(f"starting {VM_NAME} ({accel}) from {image}")
-        try:
-            process.run(argv, timeout=60)
-        except CommandFailed as exc:
-            if accel != "kvm":
-                raise
-            log(f"warning: QEMU failed with KVM ({exc}); retrying with software emulation (TCG)")
-            accel = "tcg"
-            continue
-        return accel
-
-
-def _stop(pid: int, grace: float = 10.0) -> None:
-    if not _alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.2)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-
-
 def down(log: Callable[[str], None], root: Path | None = None) -> bool:
     """Stop the VM and delete its overlay. False when nothing was running."""
     root = root or state_dir()
     state = load_state(root)
-    running = state is not None and _alive(state.pid)
+    running = state is not None and qemu.alive(state.pid)
     if state is not None and running:
-        log(f"stopping {VM_NAME} (pid {state.pid})")
-        _stop(state.pid)
+        log(f"stopping {qemu.VM_NAME} (pid {state.pid})")
+        qemu.stop(state.pid)
     _cleanup(root)
     return running
 

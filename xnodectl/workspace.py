@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,10 @@ class Workspace:
 
     def save(self, inventory: inv.Inventory) -> None:
         inv.save(inventory, self.inventory_path)
+
+    def edit(self) -> AbstractContextManager[inv.Inventory]:
+        """Load, change and save the inventory under the workspace lock (see inventory.edit)."""
+        return inv.edit(self.inventory_path)
 
 
 def find(start: Path | None = None) -> Workspace:
@@ -130,6 +135,7 @@ def init(
     apps: Sequence[RenderedApp],
 ) -> Workspace:
     """Create a workspace. Refuses to overwrite an existing inventory."""
+    inv.check_node_name(node_name)
     ws = Workspace(root.resolve())
     if ws.inventory_path.exists():
         raise UsageError(

@@ -1,7 +1,7 @@
 """The CLI layer: typer only. Commands parse words into frozen options and call a service.
 
 Only typer is imported at start-up; every command imports its service inside the function, so
-`xnodectl --help` never loads pydantic, jinja2, asyncssh, siwe or web3.
+`xnodectl --help` never loads pydantic, jinja2, siwe or web3.
 """
 
 import logging
@@ -59,6 +59,11 @@ def _hint_for(ctx: Any) -> str:
 class XnodeGroup(TyperGroup):
     """The one catch point: user mistakes become one `error:` line and a documented exit code."""
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        from xnodectl.cli import helptext
+
+        return helptext.tidy(super().get_command(ctx, cmd_name))
+
     def make_context(
         self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
     ) -> Any:
@@ -106,6 +111,7 @@ def new_app(help_text: str) -> typer.Typer:
         help=help_text,
         rich_markup_mode=None,
         no_args_is_help=True,
+        context_settings={"help_option_names": ["-h", "--help"]},
         pretty_exceptions_enable=False,
         add_completion=False,
     )
@@ -140,10 +146,11 @@ def _root(
 
 
 def _register() -> None:
-    from xnodectl.cli import deploy, image, templates, wallet
+    from xnodectl.cli import deploy, image, nodes, templates, wallet
 
     templates.register(app)
     deploy.register(app)
+    nodes.register(app)
     image.register(app)
     wallet.register(app)
 

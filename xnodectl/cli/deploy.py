@@ -1,4 +1,4 @@
-"""deploy, plan, status, rollback, generations, node add/remove/list."""
+"""deploy, plan, status, rollback, generations."""
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from xnodectl.cli import output
+from xnodectl.cli.options import WsOpt
 from xnodectl.deploy.engine import Engine
 
 if TYPE_CHECKING:
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 Words = Annotated[
     list[str] | None,
     typer.Argument(
@@ -28,26 +28,16 @@ Words = Annotated[
 NodeOpt = Annotated[list[str] | None, typer.Option("--node", "-n", help="Node name (repeatable).")]
 TagOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Nodes with this tag.")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every node in the inventory.")]
-WsOpt = Annotated[
-    Path | None,
-    typer.Option("--workspace", "-w", help="Workspace directory (default: find upwards)."),
-]
 
 
 def register(app: typer.Typer) -> None:
-    from xnodectl.cli import new_app, plan, status
+    from xnodectl.cli import plan, status
 
     app.command("deploy")(deploy_cmd)
     app.command("plan")(plan.plan_cmd)
     app.command("status")(status.status_cmd)
     app.command("rollback")(status.rollback_cmd)
     app.command("generations")(status.generations_cmd)
-    node = new_app("Manage the inventory's nodes.")
-    node.command("add")(node_add)
-    node.command("remove")(node_remove)
-    node.command("list")(node_list)
-    node.command("unlock")(status.unlock_cmd)
-    app.add_typer(node, name="node")
 
 
 def _run(make: Callable[[], Awaitable[T]]) -> T:
@@ -259,99 +249,3 @@ def _deploy(ws: "Workspace", prepared: "prepare.Prepared", req: "Request", as_js
 def _generations(n: "events.NodeReport") -> str:
     before = "-" if n.generation_before is None else str(n.generation_before)
     return f"{before} -> {n.generation_after}" if n.generation_after is not None else before
-
-
-def node_add(
-    name: Annotated[str, typer.Argument(help="Node name (lowercase, digits, '-').")],
-    host: Annotated[str, typer.Argument(help="Address (IP or DNS name).")],
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="SSH port.")] = 22,
-    user: Annotated[str, typer.Option("--user", help="SSH user.")] = "root",
-    tag: TagOpt = None,
-    host_key: Annotated[
-        str | None, typer.Option("--host-key", help="Pinned host key 'ssh-ed25519 AAAA...'.")
-    ] = None,
-    scan: Annotated[
-        bool,
-        typer.Option("--scan", help="Fetch the host key now (check the printed fingerprint!)."),
-    ] = False,
-    authorized_key: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--authorized-key",
-            help="Public key file (.pub) that may log in as root; kept in every deployed system "
-            "(repeatable).",
-        ),
-    ] = None,
-    workspace: WsOpt = None,
-) -> None:
-    """Add a node (or update its address/key, keeping its apps)."""
-    import re
-
-    from xnodectl import inventory as inv
-    from xnodectl import remote, sshkeys
-    from xnodectl.errors import UsageError
-
-    keys = [sshkeys.read(path.expanduser()).line() for path in authorized_key or []]
-    ws = _ws(workspace)
-    inventory = ws.load()
-    before = set(inventory.nodes)
-    if not re.match(inv.NODE_NAME, name):
-        raise UsageError(
-            f"node name '{name}' is not allowed", hint="use lowercase letters, digits and '-'"
-        )
-    if host_key and scan:
-        raise UsageError("give --host-key or --scan, not both", hint="--scan fetches the key")
-    if scan:
-        host_key = remote.scan_host_key(host, port)
-        output.info(
-            f"pinned {name}'s host key {remote.fingerprint(host_key)}: compare it with "
-            "the node's console before deploying"
-        )
-    if host_key is not None:
-        host_key = " ".join(sshkeys.parse(host_key, "--host-key").line().split()[:2])
-    old = inventory.nodes.get(name) or inv.Node(host=host)
-    update: dict[str, object] = {"host": host, "port": port, "user": user}
-    if host_key:
-        update["host_key"] = host_key
-    if tag:
-        update["tags"] = list(tag)
-    if keys:
-        update["authorized_keys"] = list(dict.fromkeys([*old.authorized_keys, *keys]))
-    inventory.nodes[name] = old.model_copy(update=update)
-    ws.save(inventory)
-    output.info(("updated" if name in before else "added") + f" node '{name}'")
-    output.result(name)
-
-
-def node_remove(
-    name: Annotated[str, typer.Argument(help="Node name.")], workspace: WsOpt = None
-) -> None:
-    """Remove a node from the inventory and its apps/<node>/; the machine is untouched."""
-    import shutil
-
-    ws = _ws(workspace)
-    inventory = ws.load()
-    inventory.node(name)
-    del inventory.nodes[name]
-    ws.save(inventory)
-    shutil.rmtree(ws.apps_dir(name), ignore_errors=True)
-    output.info(f"removed node '{name}'")
-
-
-def node_list(as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
-    """List the inventory's nodes."""
-    inventory = _ws(workspace).load()
-    if as_json:
-        output.as_json({n: node.model_dump() for n, node in inventory.nodes.items()})
-        return
-    rows = [
-        [
-            n,
-            f"{node.user}@{node.host}:{node.port}",
-            ",".join(node.tags) or "-",
-            "pinned" if node.host_key else "NOT PINNED",
-            ", ".join(a.instance for a in node.apps) or "-",
-        ]
-        for n, node in inventory.nodes.items()
-    ]
-    output.result(output.table(rows, ["NODE", "ADDRESS", "TAGS", "HOST KEY", "APPS"]))

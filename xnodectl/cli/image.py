@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from xnodectl.cli import output
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
-FORMATS = ("iso", "qcow2", "raw")
+from xnodectl.cli.options import JsonOpt
+from xnodectl.image_format import ImageFormat
+from xnodectl.units import human_bytes
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +29,13 @@ def register(app: typer.Typer) -> None:
 
 def build_cmd(
     owner: Annotated[
-        str, typer.Option("--owner", help="Owner's Ethereum address (0x...).", show_default=False)
+        str,
+        typer.Option(
+            "--owner",
+            metavar="ADDRESS",
+            help="Owner's Ethereum address (0x...).",
+            show_default=False,
+        ),
     ],
     ssh_key: Annotated[
         Path | None,
@@ -41,11 +47,11 @@ def build_cmd(
         ),
     ] = None,
     fmt: Annotated[
-        str,
+        ImageFormat,
         typer.Option(
             "--format", help="Image format: iso (installer), qcow2 or raw (bootable disk images)."
         ),
-    ] = "iso",
+    ] = ImageFormat.ISO,
     hostname: Annotated[
         str | None,
         typer.Option(
@@ -91,6 +97,7 @@ def build_cmd(
         str | None,
         typer.Option(
             "--xnodectl-flake",
+            metavar="FLAKE",
             help="Flake providing XnodeOS (default: this checkout, else upstream).",
             show_default=False,
         ),
@@ -102,28 +109,17 @@ def build_cmd(
     Prints the image path, its size and sha256 on stdout; progress goes to stderr.
     """
     from xnodectl import image, sshkeys, workspace
-    from xnodectl.errors import UsageError
 
-    if fmt not in FORMATS:
-        raise UsageError(
-            f"format '{fmt}' is not one of {', '.join(FORMATS)}",
-            hint="iso for bare metal, qcow2 for VMs, raw for dd onto a disk",
-        )
     req = image.request(
         owner=owner,
         key=sshkeys.read(ssh_key.expanduser()) if ssh_key is not None else None,
-        fmt=image.ImageFormat(fmt),
+        fmt=fmt,
         hostname=hostname,
         system=system,
         disk=disk,
         wipe=wipe,
         xnodectl_flake=xnodectl_flake or workspace.default_flake(),
     )
-    if (disk is not None or wipe) and req.format is not image.ImageFormat.ISO:
-        raise UsageError(
-            "--disk and --wipe apply to the installer ISO only",
-            hint="a qcow2/raw image is already the disk; drop --disk/--wipe",
-        )
     if req.key is None:
         output.info(
             "note: no --ssh-key: the node will run the claim service; authorize a key with "
@@ -171,7 +167,7 @@ def _show_image(built: object, as_json: bool) -> None:
         output.as_json(data)
         return
     output.result(str(built.path))
-    output.result(f"size: {built.size} bytes ({built.size / 2**20:.1f} MiB)")
+    output.result(f"size: {built.size} bytes ({human_bytes(built.size)})")
     output.result(f"sha256: {built.sha256}")
     if built.reproducible is not None:
         output.result(

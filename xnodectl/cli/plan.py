@@ -7,15 +7,15 @@ import typer
 from xnodectl.cli import output
 from xnodectl.cli.deploy import (
     AllOpt,
-    JsonOpt,
     NodeOpt,
     TagOpt,
     Words,
-    WsOpt,
     _run,
     _selection,
     _ws,
 )
+from xnodectl.cli.options import JsonOpt, WsOpt
+from xnodectl.units import human_bytes
 
 if TYPE_CHECKING:
     from xnodectl.deploy.plan import NodePlan
@@ -53,12 +53,6 @@ def show_plan(ws: "Workspace", req: "Request", as_json: bool) -> None:
         output.as_json({"nodes": [p.to_json() for p in plans]})
         return
     output.result("\n\n".join(_plan_text(p) for p in plans))
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    return f"{n / 1_048_576:.1f} MiB" if n >= 1_048_576 else f"{n} B"
 
 
 def _diff_lines(diff: str) -> list[str]:
@@ -116,8 +110,8 @@ def _plan_text(p: "NodePlan") -> str:
             if p.packages[kind]:
                 lines.append(f"  {kind}: " + ", ".join(p.packages[kind][:30]))
         lines.append(
-            f"  to copy: {p.paths_to_copy} paths, {_size(p.bytes_to_copy)} "
-            f"(closure {_size(p.closure_bytes)}); reboot needed: "
+            f"  to copy: {p.paths_to_copy} paths, {human_bytes(p.bytes_to_copy)} "
+            f"(closure {human_bytes(p.closure_bytes)}); reboot needed: "
             f"{'yes' if p.reboot_needed else 'no'}"
         )
     for what, why in p.unknown.items():

@@ -5,7 +5,8 @@ from typing import Annotated
 import typer
 
 from xnodectl.cli import output
-from xnodectl.cli.deploy import AllOpt, JsonOpt, NodeOpt, TagOpt, WsOpt, _run, _selection, _ws
+from xnodectl.cli.deploy import AllOpt, NodeOpt, TagOpt, _run, _selection, _ws
+from xnodectl.cli.options import JsonOpt, WsOpt
 
 
 def status_cmd(

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from xnodectl.cli import output
+from xnodectl.cli.options import JsonOpt
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 Words = Annotated[
     list[str] | None,
     typer.Argument(help="template=NAME followed by key=value parameters.", show_default=False),
@@ -39,13 +39,11 @@ def _summary(t: object) -> dict[str, object]:
     }
 
 
-def _word(value: object) -> str:
-    """A parameter value as the key=value word the CLI reads back."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(_word(v) for v in value)
-    return str(value)
+def _default(value: object) -> str:
+    """A default as the TOML value an operator would write (true, 8545, ["eth", "net"])."""
+    import json
+
+    return "no default" if value is None else "default " + json.dumps(value, ensure_ascii=False)
 
 
 def list_templates(as_json: JsonOpt = False) -> None:
@@ -65,6 +63,7 @@ def show_template(
 ) -> None:
     """Show a template: parameters (as JSON Schema), ports, health probes, resources, example."""
     from xnodectl import catalog
+    from xnodectl.params import as_word
 
     t = catalog.get(name)
     data = {
@@ -93,7 +92,7 @@ def show_template(
         extra = (
             "secret file"
             if spec.secret
-            else ("required" if spec.required else f"default {spec.default!r}")
+            else ("required" if spec.required else _default(spec.default))
         )
         choices = f" one of {', '.join(spec.choices)}" if spec.choices else ""
         lines.append(f"  {pname} ({kind}, {extra}){choices}: {spec.description}")
@@ -112,7 +111,7 @@ def show_template(
     lines.append(
         "example: xnodectl render "
         + shlex.join(
-            [f"template={t.name}", *(f"{k}={_word(v)}" for k, v in t.meta.example.items())]
+            [f"template={t.name}", *(f"{k}={as_word(v)}" for k, v in t.meta.example.items())]
         )
     )
     output.result("\n".join(lines))
@@ -121,7 +120,10 @@ def show_template(
 def render_cmd(
     words: Words = None,
     out: Annotated[
-        str, typer.Option("--output", "-o", help="Directory to write to, or - for stdout.")
+        str,
+        typer.Option(
+            "--output", "-o", metavar="DIR|-", help="Directory to write to, or - for stdout."
+        ),
     ] = ".",
     name: Annotated[
         str | None, typer.Option("--name", help="App name (default: the template name).")
@@ -136,7 +138,10 @@ def render_cmd(
 
     rendered = render_request(parse_request(words or [], name))
     if out == "-":
-        output.result(rendered.source.rstrip("\n"))
+        if as_json:
+            output.as_json({**_rendered_json(rendered), "source": rendered.source})
+        else:
+            output.result(rendered.source.rstrip("\n"))
         return
     directory = Path(out)
     if directory.exists() and not directory.is_dir():
@@ -150,19 +155,23 @@ def render_cmd(
     path.write_text(rendered.source)
     output.info(f"rendered {rendered.template} as app '{rendered.instance}'")
     if as_json:
-        output.as_json(
-            {
-                "path": str(path),
-                "app": rendered.instance,
-                "template": rendered.template,
-                "parameters": dict(rendered.params),
-                "ports": [vars(p) for p in rendered.ports],
-                "health": [vars(p) for p in rendered.probes],
-                "secrets": [vars(s) for s in rendered.secrets],
-            }
-        )
+        output.as_json({"path": str(path), **_rendered_json(rendered)})
         return
     output.result(str(path))
+
+
+def _rendered_json(rendered: object) -> dict[str, object]:
+    from xnodectl.render import RenderedApp
+
+    assert isinstance(rendered, RenderedApp)
+    return {
+        "app": rendered.instance,
+        "template": rendered.template,
+        "parameters": dict(rendered.params),
+        "ports": [vars(p) for p in rendered.ports],
+        "health": [vars(p) for p in rendered.probes],
+        "secrets": [vars(s) for s in rendered.secrets],
+    }
 
 
 def init_cmd(
@@ -170,9 +179,14 @@ def init_cmd(
     words: Words = None,
     node: Annotated[str, typer.Option("--node", help="Name of the first node.")] = "local",
     host: Annotated[str, typer.Option("--host", help="Address of the first node.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="SSH port of the first node.")] = 2222,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="SSH port of the first node.")
+    ] = 2222,
     flake: Annotated[
-        str | None, typer.Option("--xnodectl-flake", help="Flake reference of xnodectl itself.")
+        str | None,
+        typer.Option(
+            "--xnodectl-flake", metavar="FLAKE", help="Flake reference of xnodectl itself."
+        ),
     ] = None,
 ) -> None:
     """Create an operator workspace (flake.nix, inventory.toml, apps/) with optional first app.
@@ -181,10 +195,7 @@ def init_cmd(
     """
     from xnodectl import inventory, workspace
     from xnodectl.app_request import parse_request, render_request
-    from xnodectl.errors import UsageError
 
-    if not 1 <= port <= 65535:
-        raise UsageError(f"--port {port} is out of range", hint="use 1 to 65535")
     apps = [render_request(parse_request(words, None))] if words else []
     ws = workspace.init(
         directory,

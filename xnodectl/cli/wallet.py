@@ -6,8 +6,8 @@ from typing import Annotated, Any
 import typer
 
 from xnodectl.cli import output
+from xnodectl.cli.options import JsonOpt, WsOpt
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 WalletOpt = Annotated[
     Path | None,
     typer.Option(
@@ -16,10 +16,6 @@ WalletOpt = Annotated[
         help="Keystore file (default: ~/.config/xnodectl/wallet.json).",
         show_default=False,
     ),
-]
-WsOpt = Annotated[
-    Path | None,
-    typer.Option("--workspace", "-w", help="Workspace directory (default: find upwards)."),
 ]
 
 
@@ -149,6 +145,7 @@ def claim_cmd(
         str | None,
         typer.Option(
             "--expect-host-key",
+            metavar="SHA256:...",
             help="SHA256:... host key fingerprint seen on the "
             "node's console; the claim stops if the node shows another.",
             show_default=False,
@@ -203,18 +200,11 @@ def _claim(
 
     key = claim.read_public_key(ssh_key.expanduser())
     ws = None if no_inventory else _find_ws(workspace)
-    pinned = _pinned(ws, node)
-    if pinned and expect and pinned != expect:
-        from xnodectl.errors import UsageError
-
-        raise UsageError(
-            "--expect-host-key differs from the inventory's pinned key",
-            hint="check which one is right before claiming",
-        )
+    expected = _expected_host_key(ws, node, expect)
     path = _path(wallet)
     signer = keystore.load_signer(path, keystore.read_password(confirm=False, path=path))
     request = claim.ClaimRequest(
-        host=host, port=port, ssh_key=key, chain_id=chain_id, expect_host_key=expect or pinned
+        host=host, port=port, ssh_key=key, chain_id=chain_id, expect_host_key=expected
     )
     output.info(f"claiming {request.domain} as {signer.address} for key {key.fingerprint}")
     result = claim.claim(request, signer)
@@ -251,43 +241,21 @@ def _find_ws(workspace: Path | None) -> Any:
         ) from None
 
 
-def _pinned(ws: Any, node: str | None) -> str | None:
-    """The inventory's pinned host key fingerprint for `node`, if any."""
+def _expected_host_key(ws: Any, node: str | None, expect: str | None) -> str | None:
+    """The host key fingerprint the node must show: --expect-host-key and/or the inventory's."""
     if ws is None or node is None:
-        return None
-    from xnodectl import sshkeys
+        return expect
+    from xnodectl import nodes
 
-    entry = ws.load().nodes.get(node)
-    if entry is None or not entry.host_key:
-        return None
-    return sshkeys.parse(entry.host_key).fingerprint
+    return nodes.expected_fingerprint(ws, node, expect)
 
 
 def _pin(ws: Any, name: str, host: str, result: Any) -> None:
-    import re
+    from xnodectl import nodes
 
-    from xnodectl import inventory as inv
-    from xnodectl.errors import UsageError
-
-    if not re.match(inv.NODE_NAME, name):
-        raise UsageError(
-            f"the node calls itself {name!r}, which is not a valid inventory name "
-            "(the key is authorized; only pinning failed)",
-            hint=f"rerun with --node NAME and --expect-host-key {result.host_key_fingerprint}",
-        )
-    inventory = ws.load()
-    entry = inventory.nodes.get(name)
-    if entry is None:
-        entry = inv.Node(host=host, host_key=result.host_key, owner=result.address)
-        inventory.nodes[name] = entry
-    else:
-        entry.host_key = result.host_key
-        entry.owner = result.address
-    # The claimed key goes into the node's NixOS config at the next deploy, which also turns the
-    # claim service off (modules/claim.nix: enabled only while the owner has no key).
-    if result.authorized_key not in entry.authorized_keys:
-        entry.authorized_keys.append(result.authorized_key)
-    ws.save(inventory)
+    nodes.pin_claimed(
+        ws, name, host, result.host_key, owner=result.address, authorized_key=result.authorized_key
+    )
 
 
 def _reopen(name: str, ssh_key: Path | None, workspace: Path | None) -> None:

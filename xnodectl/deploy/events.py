@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from xnodectl.units import human_bytes as human_bytes  # the deploy table uses it too
+
 
 class Phase(StrEnum):
     BUILD = "build"
@@ -185,15 +187,6 @@ class JsonSink:
 
     def close(self) -> None:
         self._writer.close()
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 class ConsoleSink:

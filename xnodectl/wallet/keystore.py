@@ -50,13 +50,17 @@ def read_password(*, confirm: bool, path: Path) -> str:
                 hint=f"set {PASSWORD_ENV} for non-interactive use",
             )
         password = getpass.getpass(f"password for {path}: ", stream=sys.stderr)
-        if confirm and getpass.getpass("repeat the password: ", stream=sys.stderr) != password:
-            raise WalletError("the two passwords differ", hint="run the command again")
-    if confirm and len(password) < MIN_PASSWORD:
+    if confirm and len(password) < MIN_PASSWORD:  # said before asking for it a second time
         raise WalletError(
             f"the password is shorter than {MIN_PASSWORD} characters",
             hint="choose a longer password",
         )
+    if (
+        confirm
+        and from_env is None
+        and getpass.getpass("repeat the password: ", stream=sys.stderr) != password
+    ):
+        raise WalletError("the two passwords differ", hint="run the command again")
     return password
 
 
