@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from xnodectl import sshkeys
 from xnodectl.nodeside.httpbase import BadRequest, JsonHandler, logger, warm_up_siwe
-from xnodectl.wallet import sign_in
+from xnodectl.nodeside.nonces import NonceLimit, NonceStore
+from xnodectl.nodeside.server import BoundedServer
+from xnodectl.verify import sign_in
 
 DEFAULT_PORT = 8740
 OWNER_FILE = Path("/etc/xnode/owner-address")
@@ -62,7 +63,7 @@ class ClaimService:
     def __init__(self, config: ClaimConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.nonces = sign_in.NonceStore(ttl=config.nonce_ttl, clock=clock)
+        self.nonces = NonceStore(ttl=config.nonce_ttl, clock=clock)
         self._lock = threading.Lock()
         self.on_claimed: Callable[[], None] = lambda: None  # called after the answer is sent
 
@@ -78,12 +79,16 @@ class ClaimService:
     def _closed(self) -> BadRequest:
         return BadRequest(HTTPStatus.GONE, "claims are closed: this node is already claimed")
 
-    def issue(self) -> dict[str, Any]:
+    def issue(self, client: str = "") -> dict[str, Any]:
         if not self.is_open():
             raise self._closed()
         key = self.host_key()
+        try:
+            nonce = self.nonces.issue(client)
+        except NonceLimit as exc:
+            raise BadRequest.from_limit(exc) from None
         return {
-            "nonce": self.nonces.issue(),
+            "nonce": nonce,
             "expires_in": self.config.nonce_ttl,
             "time": int(self.clock()),  # the operator dates its message by the node's clock
             "chain_id": self.config.chain_id,
@@ -98,6 +103,7 @@ class ClaimService:
             uri_for=lambda domain: f"http://{domain}{sign_in.CLAIM_PATH}",
             chain_id=self.config.chain_id,
             allowed=frozenset({self.config.owner}),
+            scheme="http",  # the claim service speaks plain HTTP only
             max_lifetime=self.config.max_lifetime,
             skew=self.config.skew,
         )
@@ -193,7 +199,7 @@ class ClaimHandler(JsonHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         try:
             if self.path == "/claim/nonce":
-                self.send_json(HTTPStatus.OK, self.service.issue())
+                self.send_json(HTTPStatus.OK, self.service.issue(self.client()))
             elif self.path == "/claim":
                 self.send_json(
                     HTTPStatus.OK,
@@ -202,7 +208,7 @@ class ClaimHandler(JsonHandler):
             else:
                 self.refuse(HTTPStatus.NOT_FOUND, "not found")
         except BadRequest as exc:
-            self.refuse(exc.status, exc.reason)
+            self.refuse_with(exc)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         if self.path != "/claim":
@@ -217,26 +223,18 @@ class ClaimHandler(JsonHandler):
                 _local_domains(self.connection),
             )
         except BadRequest as exc:
-            self.refuse(exc.status, exc.reason)
+            self.refuse_with(exc)
             return
         self.send_json(HTTPStatus.OK, answer)
         self.service.on_claimed()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-
 def make_server(
     service: ClaimService, host: str, port: int, *, exit_after_claim: bool = False
-) -> ThreadingHTTPServer:
+) -> BoundedServer:
     """A claim server bound to host:port (port 0 = ephemeral), not yet serving."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server_cls: type[ThreadingHTTPServer] = type(
-        "ClaimServer", (_Server,), {"address_family": family}
-    )
     handler: type[ClaimHandler] = type("Handler", (ClaimHandler,), {"service": service})
-    server = server_cls((host, port), handler)
+    server = BoundedServer((host, port), handler)
     if exit_after_claim:
         # shutdown() blocks until serve_forever returns, so it must run off the handler thread.
         def stop() -> None:
@@ -247,7 +245,7 @@ def make_server(
 
 
 def _read_owner(arg: str | None, path: Path) -> str:
-    from xnodectl.wallet.signer import normalize_address
+    from xnodectl.verify.eip191 import normalize_address
 
     try:
         return normalize_address(arg if arg is not None else path.read_text())

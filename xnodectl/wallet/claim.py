@@ -26,7 +26,7 @@ from typing import Any
 
 from xnodectl import process, sshkeys
 from xnodectl.errors import ClaimRefused, NodeUnreachable, UsageError
-from xnodectl.wallet import sign_in
+from xnodectl.verify import sign_in
 from xnodectl.wallet.signer import Signer
 
 logger = logging.getLogger(__name__)
