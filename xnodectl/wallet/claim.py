@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xnodectl import process, sshkeys
+from xnodectl import process, remote, sshkeys
 from xnodectl.errors import ClaimRefused, NodeUnreachable, UsageError
 from xnodectl.verify import sign_in
 from xnodectl.wallet.signer import Signer
@@ -198,8 +198,7 @@ def reopen(host: str, port: int, user: str, host_key: str, identity: Path | None
         known = Path(tmp) / "known_hosts"
         name = host if port == 22 else f"[{host}]:{port}"
         known.write_text(f"{name} {host_key}\n")
-        argv = [
-            "ssh",
+        options = [
             "-p",
             str(port),
             "-o",
@@ -212,8 +211,10 @@ def reopen(host: str, port: int, user: str, host_key: str, identity: Path | None
             "GlobalKnownHostsFile=/dev/null",
         ]
         if identity is not None:
-            argv += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
+            options += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
         # The same steps as `xnode-claim reopen`, spelled out so no node-side PATH is assumed.
-        remote = f"rm -f {shlex.quote(CLAIMED_FLAG)} && systemctl start {shlex.quote(CLAIM_UNIT)}"
-        argv += [f"{user}@{host}", remote]
+        remote_cmd = (
+            f"rm -f {shlex.quote(CLAIMED_FLAG)} && systemctl start {shlex.quote(CLAIM_UNIT)}"
+        )
+        argv = remote.ssh_argv(options, user, host, remote_cmd)
         process.run(argv, timeout=60)
