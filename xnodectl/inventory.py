@@ -16,6 +16,32 @@ FILENAME = "inventory.toml"
 NODE_NAME = r"^[a-z][a-z0-9-]{0,62}$"
 
 
+# Values that end up in an ssh command line are checked where the file is read, not only where
+# `node add` writes them: a shared inventory.toml is input like any other (issue 13 item 6).
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}", re.IGNORECASE)
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)", re.IGNORECASE)  # "_": ssh aliases
+
+
+def check_host(host: str) -> str:
+    """An IP address or a DNS name; an internationalized name becomes its punycode (IDNA) form."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(host.removeprefix("[").removesuffix("]")))
+    except ValueError:
+        pass
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in host) or host.startswith("-"):
+        raise ValueError(f"host {host[:60]!r} holds spaces, control characters or a leading '-'")
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"host {host[:60]!r} is not a valid DNS name") from None
+    labels = ascii_host.removesuffix(".").split(".")
+    if len(ascii_host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"host {host[:60]!r} is not a valid DNS name or IP address")
+    return ascii_host
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -42,6 +68,21 @@ class Node(_Strict):
     # Public keys that may log in as root. They become xnode.owner.sshKeys of the node's system, so
     # a deploy can never lock out the operator (set by `claim`, `node add --authorized-key`).
     authorized_keys: list[str] = []
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, host: str) -> str:
+        return check_host(host)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, user: str) -> str:
+        if not _USER.fullmatch(user):
+            raise ValueError(
+                f"user {user[:40]!r} is not a POSIX user name (letters, digits, '_', '.', '-'; "
+                "not starting with '-')"
+            )
+        return user
 
     @field_validator("authorized_keys")
     @classmethod
