@@ -25,6 +25,7 @@ in rec {
   filter = builtins.filter;
   mapAttrs = builtins.mapAttrs;
   optionalAttrs = cond: set: if cond then set else { };
+  optionalString = cond: s: if cond then s else "";
   nameValuePair = name: value: { inherit name value; };
   "mapAttrs'" = f: set: builtins.listToAttrs (map (n: f n set.${n}) (builtins.attrNames set));
   filterAttrs = pred: set: builtins.listToAttrs (concatMap

@@ -139,8 +139,8 @@ GATE = {
     "secureCookie": "auto",
 }
 ROUTES = {
-    "/grafana/": {"port": 3000, "walletGate": True},
-    "/open/": {"port": 3001, "walletGate": False},
+    "/grafana/": {"port": 3000, "walletGate": True, "public": False},
+    "/open/": {"port": 3001, "walletGate": False, "public": False},
 }
 
 
