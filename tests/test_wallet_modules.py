@@ -249,3 +249,21 @@ def test_signed_deploys_verifier_line_runs_the_real_verifier(tmp_path: Path) -> 
         base_config(requireSignedDeploys=False, signedDeploys={"maxAge": 300, "skew": 60}),
     )
     assert off == {}
+
+
+def test_node_services_have_resource_limits_and_sandbox() -> None:
+    """Issue 13 item 4: the units had neither TasksMax nor MemoryMax."""
+    from xnodectl.nodeside import server
+
+    claim_unit = evaluate("modules/claim.nix", base_config(claim=CLAIM))["systemd"]["services"]
+    gate_config = base_config(walletGate=GATE, proxy={"port": 80, "routes": ROUTES})
+    gate_unit = evaluate("modules/wallet-gate.nix", gate_config)["systemd"]["services"]
+    for unit in (claim_unit["xnode-claim"], gate_unit["xnode-gate"]):
+        sc = unit["serviceConfig"]
+        # Room for every handler thread the server allows, plus its own few.
+        assert server.MAX_CONNECTIONS + 4 <= sc["TasksMax"] <= 128
+        assert sc["MemoryMax"] == "256M" and sc["LimitNOFILE"] >= 2 * server.MAX_CONNECTIONS
+        assert sc["CapabilityBoundingSet"] == "" and sc["NoNewPrivileges"] is True
+        assert sc["SystemCallFilter"][0] == "@system-service"
+        assert sc["ProtectSystem"] == "strict" and sc["ProtectProc"] == "invisible"
+    assert gate_unit["xnode-gate"]["serviceConfig"]["DynamicUser"] is True

@@ -41,6 +41,9 @@ class JsonHandler(BaseHTTPRequestHandler):
     server_version = "xnode"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    # Errors found before the version is parsed are answered with a status line (http.server's
+    # default, HTTP/0.9, sends a bare HTML page a client cannot tell from a success).
+    default_request_version = "HTTP/1.0"
     timeout = 10  # seconds per socket operation; the server's watchdog bounds a whole request
     server: BoundedServer
     answered = False  # a response was started for the current request
@@ -75,16 +78,28 @@ class JsonHandler(BaseHTTPRequestHandler):
                     pass
         finally:
             if self.connection in watchdog.expired:
-                self.close_connection = True
-                logger.warning("request from %s timed out", self.client_address[0])
+                self._timed_out()
             watchdog.disarm(self.connection)
 
+    def _timed_out(self) -> None:
+        self.close_connection = True
+        if not getattr(self, "raw_requestline", b""):
+            return  # an idle keep-alive connection: closed without a word, as nginx does
+        logger.warning("request from %s timed out", self.client_address[0])
+        if not self.answered:
+            try:
+                self.send_json(
+                    HTTPStatus.REQUEST_TIMEOUT,
+                    {"error": "request timed out"},
+                    {"Connection": "close"},
+                )
+            except OSError:
+                pass
+
     def parse_request(self) -> bool:
+        ok = super().parse_request()
         # The watchdog ended a trickled request: what was read is incomplete, never act on it.
-        if self.connection in self.server.watchdog.expired:
-            self.close_connection = True
-            return False
-        return super().parse_request()
+        return ok and self.connection not in self.server.watchdog.expired
 
     def client(self) -> str:
         """The client's address: nginx's X-Real-IP when nginx (on loopback) forwarded it."""

@@ -78,7 +78,8 @@ class Watchdog:
                     self.expired.add(sock)
             for sock in late:
                 try:
-                    sock.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns at once
+                    # The handler's blocked read returns at once; it can still answer 408.
+                    sock.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
 
