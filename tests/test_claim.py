@@ -256,7 +256,10 @@ def test_valid_claim_then_closed_then_replay_refused(node: Node) -> None:
     code, answer = call(node.base + "/claim", body)
     assert code == 410 and "already claimed" in answer["error"]
     # The owner reopens (as `xnode-claim reopen` does); the same signed body is still refused.
-    assert claim_server.main(["reopen", "--state-dir", str(node.service.config.state_dir)]) == 0
+    state = node.service.config.state_dir
+    assert (
+        claim_server.main(["reopen", "--state-dir", str(state), "--marker", str(state / "m")]) == 0
+    )
     code, answer = call(node.base + "/claim", body)
     assert code == 403 and "nonce unknown, already used or expired" in answer["error"]
     assert node.authorized.read_text().count("\n") == 1

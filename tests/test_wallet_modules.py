@@ -100,6 +100,8 @@ def test_claim_enabled_by_default_only_with_owner_and_no_key() -> None:
 
 
 def test_claim_service_unit_and_firewall() -> None:
+    from xnodectl.nodeside import claim_server
+
     config = evaluate("modules/claim.nix", base_config(claim=CLAIM))
     assert config["services"]["openssh"]["authorizedKeysFiles"] == [
         "/var/lib/xnode/ssh/authorized_keys.d/%u"
@@ -108,7 +110,23 @@ def test_claim_service_unit_and_firewall() -> None:
     assert unit["unitConfig"]["ConditionPathExists"] == [
         "/etc/xnode/owner-address",
         "!/var/lib/xnode/claim/claimed",
+        "!/var/lib/xnode/ssh/claimed",
     ]
+    # Not root: the network-facing service writes only its own directory; root's installer,
+    # started by a path unit when the approved key appears, appends it.
+    service = unit["serviceConfig"]
+    assert service["User"] == "xnode-claim" and service["ReadWritePaths"] == [
+        "/var/lib/xnode/claim"
+    ]
+    assert config["users"]["users"]["xnode-claim"]["isSystemUser"] is True
+    path = config["systemd"]["paths"]["xnode-claim-install"]["pathConfig"]["PathExists"]
+    assert path == "/var/lib/xnode/claim/authorize.pub"
+    install = config["systemd"]["services"]["xnode-claim-install"]["serviceConfig"]
+    argv = shlex.split(install["ExecStart"])
+    assert "User" not in install and install["Type"] == "oneshot"
+    args = claim_server._args(argv[1:])
+    assert args.command == "install" and str(args.marker) == "/var/lib/xnode/ssh/claimed"
+    assert str(args.state_dir) + "/authorize.pub" == path
     argv = shlex.split(unit["serviceConfig"]["ExecStart"])
     assert argv[0] == f"{PACKAGE}/bin/xnode-claim" and argv[1] == "serve"
     assert argv[argv.index("--authorized-keys") + 1] == "/var/lib/xnode/ssh/authorized_keys.d/root"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from xnodectl import sshkeys
+from xnodectl.nodeside import claim_install
 from xnodectl.nodeside.httpbase import BadRequest, JsonHandler, logger, warm_up_siwe
 from xnodectl.nodeside.nonces import NonceLimit, NonceStore
 from xnodectl.nodeside.server import BoundedServer
@@ -51,6 +52,9 @@ class ClaimConfig:
     nonce_ttl: int = 300
     max_lifetime: int = 600
     skew: int = 60
+    # True on a node: the service runs unprivileged and root's `xnode-claim install` (started by
+    # a path unit) appends the key; False: append to `authorized_keys` directly (tests, dev).
+    handoff: bool = False
 
     @property
     def flag(self) -> Path:
@@ -161,21 +165,14 @@ class ClaimService:
             )
 
     def _authorize(self, key: sshkeys.PublicKey, signed: sign_in.SignIn) -> None:
-        path = self.config.authorized_keys
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        existing = path.read_text() if path.exists() else ""
-        # Same key already there (whatever its comment): nothing to add.
-        known = {line.split()[1] for line in existing.splitlines() if len(line.split()) >= 2}
-        if key.line().split()[1] not in known:
-            # Never glue the new key onto a last line that lacks its newline.
-            line = ("\n" if existing and not existing.endswith("\n") else "") + key.line() + "\n"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, line.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
         self.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.config.handoff:  # unprivileged: root's xnode-claim install appends the key
+            try:
+                claim_install.hand_over(self.config.state_dir, key)
+            except claim_install.InstallRefused as exc:
+                raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
+        else:
+            claim_install.append_key(self.config.authorized_keys, key)
         record = {"address": signed.address, "key": key.fingerprint, "time": int(self.clock())}
         fd = os.open(self.config.flag, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -269,6 +266,7 @@ def _serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         host_key=args.host_key,
         node_name=name,
+        handoff=args.handoff,
     )
     service = ClaimService(config)
     if not service.is_open():
@@ -286,11 +284,22 @@ def _reopen(args: argparse.Namespace) -> int:
     """Owner over SSH: allow one more claim (e.g. to add a second operator key)."""
     from xnodectl import process
 
-    flag = args.state_dir / "claimed"
-    flag.unlink(missing_ok=True)
+    (args.state_dir / "claimed").unlink(missing_ok=True)
+    args.marker.unlink(missing_ok=True)
     if Path("/run/systemd/system").is_dir():
         process.run(["systemctl", "start", UNIT])
     print(json.dumps({"open": True}))
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    """Root, started by xnode-claim-install.path: install the key the service approved."""
+    try:
+        installed = claim_install.install(args.state_dir, args.authorized_keys, args.marker)
+    except claim_install.InstallRefused as exc:
+        logger.warning("xnode-claim install: refused: %s", exc)
+        return 1
+    logger.warning("xnode-claim install: %s", f"authorized {installed}" if installed else "nothing")
     return 0
 
 
@@ -318,15 +327,23 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     serve.add_argument("--host-key", type=Path, default=HOST_KEY)
     serve.add_argument("--state-dir", type=Path, default=STATE_DIR)
     serve.add_argument("--exit-after-claim", action="store_true")
+    serve.add_argument(
+        "--handoff", action="store_true", help="leave the key to `xnode-claim install` (as root)"
+    )
+    install = sub.add_parser("install", help="(root) install the key the service approved")
+    install.add_argument("--authorized-keys", type=Path, default=AUTHORIZED_KEYS)
     reopen = sub.add_parser("reopen", help="accept one more claim")
-    reopen.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    for command in (install, reopen):
+        command.add_argument("--state-dir", type=Path, default=STATE_DIR)
+        command.add_argument("--marker", type=Path, default=claim_install.MARKER)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     args = _args(argv)
-    return _serve(args) if args.command == "serve" else _reopen(args)
+    commands = {"serve": _serve, "install": _install, "reopen": _reopen}
+    return commands[args.command](args)
 
 
 def entry() -> None:

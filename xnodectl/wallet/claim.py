@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8740
 CLAIMED_FLAG = "/var/lib/xnode/claim/claimed"
+CLAIM_MARKER = "/var/lib/xnode/ssh/claimed"  # root's: set when the key was installed
 CLAIM_UNIT = "xnode-claim.service"
 LIFETIME = 300
 # Straight to the node: an HTTP proxy from the environment has no business seeing a claim.
@@ -213,8 +214,7 @@ def reopen(host: str, port: int, user: str, host_key: str, identity: Path | None
         if identity is not None:
             options += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
         # The same steps as `xnode-claim reopen`, spelled out so no node-side PATH is assumed.
-        remote_cmd = (
-            f"rm -f {shlex.quote(CLAIMED_FLAG)} && systemctl start {shlex.quote(CLAIM_UNIT)}"
-        )
+        flags = " ".join(shlex.quote(f) for f in (CLAIMED_FLAG, CLAIM_MARKER))
+        remote_cmd = f"rm -f {flags} && systemctl start {shlex.quote(CLAIM_UNIT)}"
         argv = remote.ssh_argv(options, user, host, remote_cmd)
         process.run(argv, timeout=60)
