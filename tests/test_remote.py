@@ -4,6 +4,7 @@ The runner is patched as seen from the module; test_deploy_nodes.py covers real 
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -198,3 +199,15 @@ def test_one_keyscan_parser_and_one_fingerprint() -> None:
     printed = process.run(["ssh-keygen", "-l", "-f", "-"], input=KEY + "\n").stdout.split()[1]
     assert remote.fingerprint(KEY) == printed == sshkeys.parse(KEY).fingerprint
     assert remote.fingerprint("garbage") == "?"
+
+
+def test_one_function_builds_ssh_argv() -> None:
+    """Issue 15: remote.ssh_argv is the only place an ssh command line starts."""
+    package = Path(remote.__file__).parent
+    starts = re.compile(r"""\[\s*["']ssh["']\s*,""")
+    found = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if starts.search(path.read_text())
+    ]
+    assert found == ["remote.py"], found
