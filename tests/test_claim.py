@@ -565,3 +565,11 @@ def test_any_altered_message_is_rejected_with_a_reason(edits: list[tuple[int, st
         return
     with pytest.raises(sign_in.Rejected):
         sign_in.verify(text, signature, FUZZ_POLICY)
+
+
+def test_journal_lines_are_escaped() -> None:
+    from xnodectl.nodeside.server import printable
+
+    line = printable("GET /\x1b[31m\u202e\u2028é\\ x\x00\x9b")
+    assert line == "GET /\\x1b[31m\\u202e\\u2028é\\x5c x\\x00\\x9b"
+    assert line.isprintable() and printable("a" * 400).endswith("a...")

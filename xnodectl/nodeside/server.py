@@ -35,12 +35,15 @@ _BUSY = (
 
 
 def printable(text: str, limit: int = 300) -> str:
-    """`text` safe for one journal line: control characters, DEL and C1 as \\xNN escapes."""
-    out = "".join(
-        f"\\x{ord(c):02x}" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c == "\\" else c
-        for c in text[:limit]
-    )
+    """`text` safe for one journal line: anything not printable (control characters, DEL, C1,
+    line separators, bidi overrides) and the backslash itself as \\xNN / \\uNNNN escapes."""
+    out = "".join(_escape(c) if not c.isprintable() or c == "\\" else c for c in text[:limit])
     return out + ("..." if len(text) > limit else "")
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 class Watchdog:
