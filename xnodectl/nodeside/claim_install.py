@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import time
 from pathlib import Path
@@ -92,11 +93,13 @@ def _check_open(marker: Path) -> None:
 
 def _answer(state_dir: Path, data: dict[str, str]) -> None:
     """Written by root into a directory the claim service owns: never through a planted link."""
-    path = state_dir / RESULT
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    # A fresh name (O_EXCL: never an existing file or link), then renamed over the answer, so
+    # the waiting service never reads it half written and a link there is replaced, not followed.
+    tmp = state_dir / f".{RESULT}.{secrets.token_hex(8)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle)
+    tmp.replace(state_dir / RESULT)
 
 
 def hand_over(state_dir: Path, key: sshkeys.PublicKey, timeout: float = 8) -> None:
