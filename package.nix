@@ -36,6 +36,8 @@ python3Packages.buildPythonApplication {
     jinja2
     pydantic
     eth-account
+    eth-utils # imported directly (EIP-55, address checks)
+    eth-keys # imported directly (KeystoreSigner.public_key)
     rich
     tomlkit
   ] ++ [ siwe abnf ];

@@ -8,8 +8,13 @@ let
   cfg = config.xnode.claim;
   stateDir = "/var/lib/xnode/claim";
   keysDir = "/var/lib/xnode/ssh/authorized_keys.d";
+  # Written by root's installer once a key is in; the service cannot write /var/lib/xnode/ssh.
+  marker = "/var/lib/xnode/ssh/claimed";
+  user = "xnode-claim";
+  claimBin = "${config.xnode.package}/bin/xnode-claim";
   args = [
     "serve"
+    "--handoff"
     "--listen" cfg.listenAddress
     "--port" (toString cfg.port)
     "--chain-id" (toString cfg.chainId)
@@ -84,22 +89,51 @@ in
       systemd.tmpfiles.rules = [
         "d /var/lib/xnode/ssh 0700 root root -"
         "d ${keysDir} 0700 root root -"
-        "d ${stateDir} 0700 root root -"
       ];
     }
     (mkIf cfg.enable {
+      # nixpkgs nixos/modules/config/users-groups.nix (users.users.<name>.isSystemUser, group)
+      users.users.${user} = { isSystemUser = true; group = user; };
+      users.groups.${user} = { };
+      # The service's own directory: it writes the claimed flag and hands the key over here.
+      systemd.tmpfiles.rules = [ "d ${stateDir} 0700 ${user} ${user} -" ];
+
       # nixpkgs nixos/modules/system/boot/systemd.nix (systemd.services.<name>: wantedBy, after,
       # unitConfig, serviceConfig); conditions: systemd.unit(5) ConditionPathExists, all must hold.
       systemd.services.xnode-claim = {
         description = "Xnode claim service (SIWE owner sign-in authorizes an SSH key)";
         wantedBy = [ "multi-user.target" ];
         after = [ "network.target" "sshd.service" "sshd-keygen.service" "systemd-tmpfiles-setup.service" ];
-        unitConfig.ConditionPathExists = [ "/etc/xnode/owner-address" "!${stateDir}/claimed" ];
+        unitConfig.ConditionPathExists = [ "/etc/xnode/owner-address" "!${stateDir}/claimed" "!${marker}" ];
         serviceConfig = import ./lib/service-hardening.nix // {
-          ExecStart = lib.escapeShellArgs ([ "${config.xnode.package}/bin/xnode-claim" ] ++ args);
-          # Root only because it appends to root's authorized_keys; everything else is locked down.
+          ExecStart = lib.escapeShellArgs ([ claimBin ] ++ args);
+          # Not root: it faces the network. It writes only its own directory; root's installer
+          # below appends the approved key to root's authorized_keys.
+          User = user;
+          Group = user;
+          ReadWritePaths = [ stateDir ];
+          UMask = "0077";
+        };
+      };
+      # systemd.path(5): PathExists starts the unit when the file appears (and again while it
+      # exists after the unit ran). nixpkgs nixos/modules/system/boot/systemd.nix (systemd.paths).
+      systemd.paths.xnode-claim-install = {
+        description = "Install the SSH key the claim service approved";
+        wantedBy = [ "multi-user.target" ];
+        pathConfig.PathExists = "${stateDir}/authorize.pub";
+      };
+      systemd.services.xnode-claim-install = {
+        description = "Append the approved claim key to root's authorized_keys";
+        serviceConfig = import ./lib/service-hardening.nix // {
+          Type = "oneshot";
+          Restart = "no";
+          ExecStart = lib.escapeShellArgs [ claimBin "install" "--state-dir" stateDir
+            "--authorized-keys" "${keysDir}/root" "--marker" marker ];
           ReadWritePaths = [ "/var/lib/xnode/ssh" stateDir ];
           UMask = "0077";
+          RestrictAddressFamilies = [ "AF_UNIX" ];
+          # Root, to reach into the service's 0700 directory (read the key, answer, clean up).
+          CapabilityBoundingSet = [ "CAP_DAC_OVERRIDE" "CAP_DAC_READ_SEARCH" ];
         };
       };
       # nixpkgs nixos/modules/services/networking/firewall.nix (networking.firewall.allowedTCPPorts)

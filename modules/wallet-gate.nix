@@ -9,6 +9,7 @@ let
   cfg = config.xnode.walletGate;
   proxy = config.xnode.proxy;
   gated = lib.filterAttrs (_: route: route.walletGate) proxy.routes;
+  publicGated = lib.filterAttrs (_: route: route.public) gated;
   gatedSites = lib.filterAttrs (_: site: site.walletGate) proxy.sites;
   upstream = "http://127.0.0.1:${toString cfg.port}";
   # Every name with and without the proxy port: browsers omit the port only when it is 80/443.
@@ -42,7 +43,12 @@ let
     "/auth/" = {
       proxyPass = upstream;
       recommendedProxySettings = false; # its Host is $host (no port); the gate needs $http_host
-      extraConfig = gateHeaders;
+      # Nonces and sign-ins per client address: a sign-in takes about five requests; a flood
+      # gets 429 from nginx before it reaches the gate (ngx_http_limit_req_module).
+      extraConfig = gateHeaders + ''
+        limit_req zone=xnode_auth burst=20 nodelay;
+        limit_req_status 429;
+      '';
     };
     # The subrequest target: internal, so a browser cannot probe it directly.
     "= /auth/check" = {
@@ -138,9 +144,17 @@ in
     # nixpkgs nixos/modules/services/web-servers/nginx/vhost-options.nix (locations) and
     # nginx/location-options.nix (proxyPass, recommendedProxySettings, return, extraConfig);
     # directives: nginx ngx_http_auth_request_module (auth_request, auth_request_set).
+    # ngx_http_limit_req_module: 5 requests a second per client address, in 1 MB (~16000 clients).
+    services.nginx.appendHttpConfig = ''
+      limit_req_zone $binary_remote_addr zone=xnode_auth:1m rate=5r/s;
+    '';
     services.nginx.virtualHosts =
       lib.optionalAttrs (gated != { }) {
         "xnode-proxy".locations = gateLocations // lib.mapAttrs (_: _: gatedLocation) gated;
+      }
+      // lib.optionalAttrs (publicGated != { }) {
+        "xnode-proxy-public".locations =
+          gateLocations // lib.mapAttrs (_: _: gatedLocation) publicGated;
       }
       // lib.mapAttrs'
         (name: _: lib.nameValuePair "xnode-site-${name}" {

@@ -23,8 +23,10 @@ in rec {
   inherit concatMap;
   unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
   filter = builtins.filter;
+  any = builtins.any;
   mapAttrs = builtins.mapAttrs;
   optionalAttrs = cond: set: if cond then set else { };
+  optionalString = cond: s: if cond then s else "";
   nameValuePair = name: value: { inherit name value; };
   "mapAttrs'" = f: set: builtins.listToAttrs (map (n: f n set.${n}) (builtins.attrNames set));
   filterAttrs = pred: set: builtins.listToAttrs (concatMap

@@ -32,7 +32,9 @@ from xnodectl.cli import app
 from xnodectl.errors import ClaimRefused
 from xnodectl.nodeside import claim_server
 from xnodectl.nodeside.httpbase import serve_in_thread
-from xnodectl.wallet import claim, keystore, sign_in
+from xnodectl.nodeside.nonces import NonceLimit, NonceStore, client_key
+from xnodectl.verify import sign_in
+from xnodectl.wallet import claim, keystore
 from xnodectl.wallet.signer import KeystoreSigner
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -254,7 +256,10 @@ def test_valid_claim_then_closed_then_replay_refused(node: Node) -> None:
     code, answer = call(node.base + "/claim", body)
     assert code == 410 and "already claimed" in answer["error"]
     # The owner reopens (as `xnode-claim reopen` does); the same signed body is still refused.
-    assert claim_server.main(["reopen", "--state-dir", str(node.service.config.state_dir)]) == 0
+    state = node.service.config.state_dir
+    assert (
+        claim_server.main(["reopen", "--state-dir", str(state), "--marker", str(state / "m")]) == 0
+    )
     code, answer = call(node.base + "/claim", body)
     assert code == 403 and "nonce unknown, already used or expired" in answer["error"]
     assert node.authorized.read_text().count("\n") == 1
@@ -262,15 +267,40 @@ def test_valid_claim_then_closed_then_replay_refused(node: Node) -> None:
 
 def test_nonces_are_single_use_random_and_expire() -> None:
     now = [1000.0]
-    store = sign_in.NonceStore(ttl=60, capacity=3, clock=lambda: now[0])
+    store = NonceStore(ttl=60, capacity=3, clock=lambda: now[0])
     first = store.issue()
     assert len(first) == 32 and store.problem(first) is None
     assert store.consume(first) and not store.consume(first)
     second = store.issue()
     now[0] += 61
     assert store.problem(second) is not None and not store.consume(second)
-    many = [store.issue() for _ in range(5)]
-    assert store.problem(many[0]) is not None and store.problem(many[-1]) is None
+
+
+def test_a_nonce_flood_never_evicts_a_pending_nonce() -> None:
+    """Issue 13 item 4: 1120 requests used to evict the owner's pending nonce (oldest first)."""
+    now = [1000.0]
+    store = NonceStore(ttl=300, capacity=64, per_client=4, clock=lambda: now[0])
+    owner = store.issue("192.0.2.7")
+    refused = 0
+    for i in range(2000):  # one flooder, then many addresses, then one IPv6 /64 in many hosts
+        client = "198.51.100.9" if i < 500 else f"10.{i // 250}.{i % 250}.1"
+        if i >= 1500:
+            client = f"2001:db8:0:1::{i:x}"
+        try:
+            store.issue(client)
+        except NonceLimit as exc:
+            refused += 1
+            assert 0 < exc.retry_after <= 300
+    assert store.problem(owner) is None and store.consume(owner)
+    assert refused >= 2000 - 64 and store.pending() <= 64
+    with pytest.raises(NonceLimit, match=r"198\.51\.100\.9"):
+        store.issue("198.51.100.9")
+    now[0] += 301  # everything expired: every client is served again
+    assert store.issue("198.51.100.9") and store.pending() == 1
+    assert (
+        client_key("2001:db8:0:1::5") == client_key("2001:db8:0:1:ffff::1") == "2001:db8:0:1::/64"
+    )
+    assert client_key("::ffff:192.0.2.1") == "192.0.2.1"
 
 
 def test_operator_claim_pins_host_key_in_inventory(
@@ -594,3 +624,11 @@ def test_claim_refuses_an_expected_key_other_than_the_pinned_one(
     )  # fmt: skip
     assert result.exit_code == 2 and "differs from the inventory's pinned key" in result.stderr
     node.assert_nothing_authorized()
+
+
+def test_journal_lines_are_escaped() -> None:
+    from xnodectl.nodeside.server import printable
+
+    line = printable("GET /\x1b[31m\u202e\u2028é\\ x\x00\x9b")
+    assert line == "GET /\\x1b[31m\\u202e\\u2028é\\x5c x\\x00\\x9b"
+    assert line.isprintable() and printable("a" * 400).endswith("a...")

@@ -218,7 +218,7 @@ global.fetch = async (path, options = {}) => {
 };
 let address = null;
 global.window = {
-  location: { search: '?next=' + encodeURIComponent(next),
+  location: { origin: base, search: '?next=' + encodeURIComponent(next),
               assign: (url) => { console.log(JSON.stringify({ went: url, cookie })); },
               replace: (url) => { console.log(JSON.stringify({ replaced: url })); } },
   ethereum: { request: async ({ method, params }) => {
@@ -287,6 +287,67 @@ def test_sign_in_page_script_signs_in_with_a_wallet(gate: Gate, tmp_path: Path) 
         wallet.shutdown()
         wallet.server_close()
     events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert events[-1]["went"] == "/grafana/?tab=1", result.stdout + result.stderr
+    assert events[-1]["went"] == gate.base + "/grafana/?tab=1", result.stdout + result.stderr
     cookie = events[-1]["cookie"]
     assert gate.call("/auth/check", headers={"Cookie": cookie}).status == 204
+
+
+# The page's script with a signed-in session (GET /auth/session answers 200): it goes straight on
+# to `next`. Each target is resolved as the browser resolves location.replace(url): WHATWG URL,
+# which Node.js implements to the same standard.
+REDIRECT_HARNESS = r"""
+const [base, script, ...nexts] = process.argv.slice(2);
+(async () => {
+  for (const next of nexts) {
+    let went = null;
+    global.document = { getElementById: () => ({ addEventListener: () => {} }) };
+    global.fetch = async () => ({ ok: true, json: async () => ({}) });
+    global.window = { location: { origin: base, search: '?next=' + encodeURIComponent(next),
+                                  replace: (url) => { went = url; } } };
+    delete require.cache[require.resolve(script)];
+    require(script);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const resolved = went === null ? null : new URL(went, base + '/auth/login');
+    console.log(JSON.stringify({ next, went, origin: resolved && resolved.origin,
+                                 href: resolved && resolved.href }));
+  }
+})();
+"""
+
+HOSTILE_NEXT = [
+    "/\t/evil.example",
+    "/\r/evil.example",
+    "/\n/evil.example",
+    "/\t\t/evil.example/x?y",
+    "//evil.example",
+    "/\\evil.example",
+    "\\/evil.example",
+    "/.//evil.example",
+    " //evil.example",
+    "https://evil.example/",
+    "http:evil.example",
+    "javascript:alert(1)",
+    "data:text/html,hi",
+]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_sign_in_page_never_redirects_off_origin(gate: Gate, tmp_path: Path) -> None:
+    """Issue 13 item 1: `next=/%09/evil.example` passed the old check and, with TAB dropped by
+    URL parsing, sent a signed-in owner to http://evil.example/."""
+    script = tmp_path / "signin.js"
+    script.write_bytes(gate.call("/auth/signin.js").body)
+    harness = tmp_path / "redirect.js"
+    harness.write_text(REDIRECT_HARNESS)
+    same = ["/grafana/?tab=1#top", "/", "grafana/", "/a/../b"]
+    result = process.run(
+        ["node", str(harness), gate.base, str(script), *HOSTILE_NEXT, *same], timeout=30
+    )
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["next"] for e in events] == HOSTILE_NEXT + same, result.stderr
+    for event in events:
+        assert event["origin"] == gate.base, event
+    hrefs = {e["next"]: e["href"] for e in events}
+    assert hrefs["/grafana/?tab=1#top"] == gate.base + "/grafana/?tab=1#top"
+    assert hrefs["/a/../b"] == gate.base + "/b"
+    assert hrefs["/\t/evil.example"] == gate.base + "/"

@@ -4,13 +4,15 @@ The runner is patched as seen from the module; test_deploy_nodes.py covers real 
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from xnodectl import process, remote
+from xnodectl import process, remote, sshkeys
+from xnodectl.errors import UsageError
 from xnodectl.process import Result
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -127,7 +129,7 @@ def test_run_quotes_remote_args(monkeypatch: pytest.MonkeyPatch, session: remote
     ssh = session.ssh(remote.Target("n1", "h", 22, "root", KEY))
     asyncio.run(ssh.run(["echo", "a b; rm -rf /"], timeout=5))
     argv = calls[0]
-    assert argv[0] == "ssh" and argv[-3:] == ["root@h", "--", "echo 'a b; rm -rf /'"]
+    assert argv[0] == "ssh" and argv[-3:] == ["--", "root@h", "echo 'a b; rm -rf /'"]
     assert shlex.split(argv[-1]) == ["echo", "a b; rm -rf /"]
 
 
@@ -147,3 +149,65 @@ def test_ssh_errors_name_the_node(
     with pytest.raises(kind) as info:
         asyncio.run(ssh.run(["true"], timeout=5))
     assert "edge-7" in str(info.value)
+
+
+def _ssh_g(argv: list[str]) -> dict[str, str]:
+    """What ssh would do with this argv (`ssh -G` prints the resolved configuration, no connect)."""
+    result = process.run([argv[0], "-G", *argv[1:]], check=False, timeout=10)
+    pairs = (line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    return {key: value for key, value in pairs}
+
+
+@pytest.mark.parametrize(
+    ("user", "host"),
+    [
+        ("-oProxyCommand=touch /tmp/pwned", "10.0.0.5"),
+        ("root", "-oProxyCommand=touch /tmp/pwned"),
+        ("root -oProxyCommand=x", "h"),
+        ("root", "h\n-oProxyCommand=x"),
+        ("a@b", "h"),
+        ("", "h"),
+    ],
+)
+def test_no_value_becomes_an_ssh_option(user: str, host: str) -> None:
+    """Issue 13 item 6: the user used to stand before `--`, so `ssh -G` showed the proxycommand."""
+    with pytest.raises(UsageError, match="is not usable"):
+        remote.ssh_argv(["-p", "22"], user, host, "true")
+
+
+def test_destination_follows_double_dash_and_ssh_reads_no_option_after_it(
+    session: remote.Session,
+) -> None:
+    ssh = session.ssh(remote.Target("n1", "10.0.0.5", 2222, "deploy", KEY))
+    argv = ssh.argv(["-oProxyCommand=touch /tmp/pwned"], fresh=True)
+    assert argv[argv.index("--") + 1] == "deploy@10.0.0.5"
+    assert argv.index("--") == len(argv) - 3
+    resolved = _ssh_g(argv)
+    assert resolved["user"] == "deploy" and resolved["hostname"] == "10.0.0.5"
+    assert resolved["port"] == "2222" and "proxycommand" not in resolved
+
+
+def test_one_keyscan_parser_and_one_fingerprint() -> None:
+    output = (
+        "# 10.0.0.5:22 SSH-2.0-OpenSSH_9.2\n"
+        "10.0.0.5 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ\n"
+        f"10.0.0.5 {KEY}\n"
+    )
+    assert remote.parse_keyscan(output) == KEY
+    assert remote.parse_keyscan("10.0.0.5 ssh-ed25519 not-base64!\n") is None
+    assert remote.parse_keyscan("") is None
+    printed = process.run(["ssh-keygen", "-l", "-f", "-"], input=KEY + "\n").stdout.split()[1]
+    assert remote.fingerprint(KEY) == printed == sshkeys.parse(KEY).fingerprint
+    assert remote.fingerprint("garbage") == "?"
+
+
+def test_one_function_builds_ssh_argv() -> None:
+    """Issue 15: remote.ssh_argv is the only place an ssh command line starts."""
+    package = Path(remote.__file__).parent
+    starts = re.compile(r"""\[\s*["']ssh["']\s*,""")
+    found = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if starts.search(path.read_text())
+    ]
+    assert found == ["remote.py"], found

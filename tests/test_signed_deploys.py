@@ -25,9 +25,11 @@ from xnodectl import inventory as inv
 from xnodectl import process
 from xnodectl.cli import app
 from xnodectl.nodeside import verify_manifest
+from xnodectl.verify.eip191 import recover_address
+from xnodectl.verify.manifest import canonical_text
 from xnodectl.wallet import keystore
-from xnodectl.wallet.manifest import build_manifest, canonical_text, sign_manifest
-from xnodectl.wallet.signer import KeystoreSigner, recover_address
+from xnodectl.wallet.manifest import build_manifest, sign_manifest
+from xnodectl.wallet.signer import KeystoreSigner
 
 SYSTEM = "/nix/store/" + "a" * 32 + "-nixos-system-node-a-25.11"
 PREVIOUS = "/nix/store/" + "b" * 32 + "-nixos-system-node-a-25.11"

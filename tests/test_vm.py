@@ -169,7 +169,7 @@ def test_up_status_down_registers_local_node(
     assert ssh == [
         "ssh", "-p", str(port), "-o", f"UserKnownHostsFile={state_home / 'known_hosts'}",
         "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null",
-        "root@127.0.0.1", "--", "uname", "-a",
+        "--", "root@127.0.0.1", "uname -a",
     ]  # fmt: skip
 
     code, out, _ = run("vm", "down")

@@ -24,23 +24,15 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
-from tests.test_wallet_modules import base_config, evaluate
+from tests import nginxconf
+from tests.nginxconf import module_nginx, route
+from tests.test_wallet_modules import base_config
 from xnodectl import process
 from xnodectl.nodeside import gate_server
 from xnodectl.nodeside.httpbase import serve_in_thread
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
-
-# What nixpkgs' recommendedProxySettings includes in a proxyPass location (nginx/default.nix).
-RECOMMENDED = """
-proxy_set_header Host $host;
-proxy_set_header X-Real-IP $remote_addr;
-proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-proxy_set_header X-Forwarded-Proto $scheme;
-proxy_set_header X-Forwarded-Host $host;
-proxy_set_header X-Forwarded-Server $hostname;
-"""
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -72,19 +64,6 @@ class Backend(BaseHTTPRequestHandler):
         pass
 
 
-def location(name: str, spec: dict[str, Any]) -> str:
-    """One location block the way nixpkgs renders these options."""
-    lines = []
-    if spec.get("proxyPass"):
-        lines.append(f"proxy_pass {spec['proxyPass']};")
-        if spec.get("recommendedProxySettings", True):
-            lines.append(RECOMMENDED)
-    if spec.get("return"):
-        lines.append(f"return {spec['return']};")
-    lines.append(spec.get("extraConfig", ""))
-    return f"location {name} {{\n" + "\n".join(lines) + "\n}\n"
-
-
 @dataclass
 class Site:
     base: str
@@ -112,7 +91,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     backend = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
     serve_in_thread(backend)
     gate_port, nginx_port = free_port(), free_port()
-    routes = {"/app/": {"port": backend.server_address[1], "walletGate": True}}
+    routes = {"/app/": route(backend.server_address[1], walletGate=True)}
     gate_cfg = {
         "enable": True,
         "port": gate_port,
@@ -122,13 +101,11 @@ def site(tmp_path: Path) -> Iterator[Site]:
         "sessionTtl": 600,
         "secureCookie": "auto",
     }
-    config = evaluate(
-        "modules/wallet-gate.nix",
+    nginx = module_nginx(
         base_config(walletGate=gate_cfg, proxy={"port": nginx_port, "routes": routes, "sites": {}}),
+        "modules/proxy.nix",
+        "modules/wallet-gate.nix",
     )
-    locations = config["services"]["nginx"]["virtualHosts"]["xnode-proxy"]["locations"]
-    # modules/proxy.nix's own part of the route's location.
-    locations["/app/"]["proxyPass"] = f"http://127.0.0.1:{backend.server_address[1]}"
     gate = gate_server.make_server(
         gate_server.Gate(
             gate_server.GateConfig(
@@ -139,18 +116,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
         gate_port,
     )
     serve_in_thread(gate)
-    temp = "".join(
-        f"{kind}_temp_path {tmp_path}/{kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    (tmp_path / "nginx.conf").write_text(
-        f"user root;\nworker_processes 1;\npid {tmp_path}/nginx.pid;\n"
-        f"error_log {tmp_path}/error.log warn;\nevents {{ worker_connections 64; }}\n"
-        f"http {{\naccess_log off;\n{temp}proxy_http_version 1.1;\n"
-        f"server {{\nlisten 127.0.0.1:{nginx_port};\n"
-        + "".join(location(name, spec) for name, spec in locations.items())
-        + "}\n}\n"
-    )
+    (tmp_path / "nginx.conf").write_text(nginxconf.render(nginx, tmp_path, 64))
     assert NGINX is not None
     daemon = process.spawn(
         [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"]

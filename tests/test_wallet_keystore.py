@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from xnodectl import process
 from xnodectl.cli import app
 from xnodectl.errors import UsageError, WalletError
+from xnodectl.verify.eip191 import normalize_address, recover_address
 from xnodectl.wallet import keystore
-from xnodectl.wallet.signer import KeystoreSigner, Signer, normalize_address, recover_address
+from xnodectl.wallet.signer import KeystoreSigner, Signer
 
 PASSWORD = "correct horse battery"
 FAST = 2**14  # a cheap scrypt cost for library-level tests; the CLI tests use the real default

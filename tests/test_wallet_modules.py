@@ -100,6 +100,8 @@ def test_claim_enabled_by_default_only_with_owner_and_no_key() -> None:
 
 
 def test_claim_service_unit_and_firewall() -> None:
+    from xnodectl.nodeside import claim_server
+
     config = evaluate("modules/claim.nix", base_config(claim=CLAIM))
     assert config["services"]["openssh"]["authorizedKeysFiles"] == [
         "/var/lib/xnode/ssh/authorized_keys.d/%u"
@@ -108,7 +110,23 @@ def test_claim_service_unit_and_firewall() -> None:
     assert unit["unitConfig"]["ConditionPathExists"] == [
         "/etc/xnode/owner-address",
         "!/var/lib/xnode/claim/claimed",
+        "!/var/lib/xnode/ssh/claimed",
     ]
+    # Not root: the network-facing service writes only its own directory; root's installer,
+    # started by a path unit when the approved key appears, appends it.
+    service = unit["serviceConfig"]
+    assert service["User"] == "xnode-claim" and service["ReadWritePaths"] == [
+        "/var/lib/xnode/claim"
+    ]
+    assert config["users"]["users"]["xnode-claim"]["isSystemUser"] is True
+    path = config["systemd"]["paths"]["xnode-claim-install"]["pathConfig"]["PathExists"]
+    assert path == "/var/lib/xnode/claim/authorize.pub"
+    install = config["systemd"]["services"]["xnode-claim-install"]["serviceConfig"]
+    argv = shlex.split(install["ExecStart"])
+    assert "User" not in install and install["Type"] == "oneshot"
+    args = claim_server._args(argv[1:])
+    assert args.command == "install" and str(args.marker) == "/var/lib/xnode/ssh/claimed"
+    assert str(args.state_dir) + "/authorize.pub" == path
     argv = shlex.split(unit["serviceConfig"]["ExecStart"])
     assert argv[0] == f"{PACKAGE}/bin/xnode-claim" and argv[1] == "serve"
     assert argv[argv.index("--authorized-keys") + 1] == "/var/lib/xnode/ssh/authorized_keys.d/root"
@@ -139,8 +157,8 @@ GATE = {
     "secureCookie": "auto",
 }
 ROUTES = {
-    "/grafana/": {"port": 3000, "walletGate": True},
-    "/open/": {"port": 3001, "walletGate": False},
+    "/grafana/": {"port": 3000, "walletGate": True, "public": False},
+    "/open/": {"port": 3001, "walletGate": False, "public": False},
 }
 
 
@@ -249,3 +267,21 @@ def test_signed_deploys_verifier_line_runs_the_real_verifier(tmp_path: Path) -> 
         base_config(requireSignedDeploys=False, signedDeploys={"maxAge": 300, "skew": 60}),
     )
     assert off == {}
+
+
+def test_node_services_have_resource_limits_and_sandbox() -> None:
+    """Issue 13 item 4: the units had neither TasksMax nor MemoryMax."""
+    from xnodectl.nodeside import server
+
+    claim_unit = evaluate("modules/claim.nix", base_config(claim=CLAIM))["systemd"]["services"]
+    gate_config = base_config(walletGate=GATE, proxy={"port": 80, "routes": ROUTES})
+    gate_unit = evaluate("modules/wallet-gate.nix", gate_config)["systemd"]["services"]
+    for unit in (claim_unit["xnode-claim"], gate_unit["xnode-gate"]):
+        sc = unit["serviceConfig"]
+        # Room for every handler thread the server allows, plus its own few.
+        assert server.MAX_CONNECTIONS + 4 <= sc["TasksMax"] <= 128
+        assert sc["MemoryMax"] == "256M" and sc["LimitNOFILE"] >= 2 * server.MAX_CONNECTIONS
+        assert sc["CapabilityBoundingSet"] == "" and sc["NoNewPrivileges"] is True
+        assert sc["SystemCallFilter"][0] == "@system-service"
+        assert sc["ProtectSystem"] == "strict" and sc["ProtectProc"] == "invisible"
+    assert gate_unit["xnode-gate"]["serviceConfig"]["DynamicUser"] is True

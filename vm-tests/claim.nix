@@ -58,6 +58,9 @@ pkgs.testers.runNixOSTest {
     node.wait_for_unit("xnode-claim.service")
     node.wait_for_open_port(PORT)
     operator.wait_for_unit("multi-user.target")
+    # The network-facing service is not root; root's installer is a path-started oneshot.
+    node.succeed('test "$(stat -c %U /proc/$(systemctl show -P MainPID xnode-claim.service))" = xnode-claim')
+    node.succeed("systemctl is-active xnode-claim-install.path")
 
     with subtest("operator: SSH key and wallets (imported from key files, never argv)"):
         operator.succeed("mkdir -p /root/.ssh && ssh-keygen -q -t ed25519 -N ''' -f /root/.ssh/id_ed25519")

@@ -90,14 +90,10 @@ def split_words(words: Sequence[str]) -> dict[str, str]:
 
 
 def eip55_checksum(address: str) -> str:
-    """The EIP-55 mixed-case form of a 0x address (keccak from pycryptodome, imported lazily)."""
-    from Crypto.Hash import keccak
+    """The EIP-55 mixed-case form of a 0x address (eth_utils, imported lazily)."""
+    from eth_utils.address import to_checksum_address
 
-    lower = address[2:].lower()
-    digest = keccak.new(digest_bits=256, data=lower.encode()).hexdigest()
-    return "0x" + "".join(
-        ch.upper() if ch.isalpha() and int(digest[i], 16) >= 8 else ch for i, ch in enumerate(lower)
-    )
+    return str(to_checksum_address(address.lower()))
 
 
 def check_address(text: str, what: str = "value") -> str:

@@ -8,6 +8,7 @@ key comes from inventory.toml and a different key is a refusal naming the node.
 from __future__ import annotations
 
 import functools
+import re
 import shlex
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xnodectl import process
+from xnodectl import process, sshkeys
 from xnodectl.errors import CommandFailed, ExitCode, ExternalError, UsageError
 
 CONTROL_PERSIST_S = 30
@@ -35,6 +36,26 @@ MLKEM = "mlkem768x25519-sha256"
 AES_FIRST = "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 # ssh exits 255 on its own errors; the remote command's code otherwise.
 SSH_ERROR = 255
+
+
+# What may stand on either side of the '@' of an ssh destination: no leading '-' (it would be read
+# as an option), no whitespace, control characters or '@'. The inventory model holds values to
+# the same rules where it reads them (inventory.py); this is the last line before ssh.
+_UNSAFE = re.compile(r"^-|[\s\x00-\x1f\x7f@]")
+
+
+def ssh_argv(options: Sequence[str], user: str, host: str, command: str | None = None) -> list[str]:
+    """THE ssh command line: options, `--`, the destination, then the remote command (one shell
+    string). After `--` ssh reads no option, so neither a value from inventory.toml nor the remote
+    command can become one (`user = "-oProxyCommand=..."` is refused here and in the model)."""
+    for what, value in (("user", user), ("host", host)):
+        if not value or _UNSAFE.search(value):
+            raise UsageError(
+                f"ssh {what} {value!r} is not usable",
+                hint="a host or user name never starts with '-' nor holds spaces or '@'",
+            )
+    argv = ["ssh", *options, "--", f"{user}@{host}"]
+    return [*argv, command] if command else argv
 
 
 class RemoteError(ExternalError):
@@ -155,13 +176,9 @@ class Ssh:
         return " ".join(self.options())
 
     def argv(self, command: Sequence[str], *, fresh: bool = False) -> list[str]:
-        return [
-            "ssh",
-            *self.options(fresh=fresh),
-            self.target.destination,
-            "--",
-            shlex.join(command),
-        ]
+        return ssh_argv(
+            self.options(fresh=fresh), self.target.user, self.target.host, shlex.join(command)
+        )
 
     async def run(
         self,
@@ -205,7 +222,11 @@ class Ssh:
         """Stop the multiplexing master (if one was started)."""
         if self.control.exists():
             await process.arun(
-                ["ssh", "-o", f"ControlPath={self.control}", "-O", "exit", self.target.destination],
+                ssh_argv(
+                    ["-o", f"ControlPath={self.control}", "-O", "exit"],
+                    self.target.user,
+                    self.target.host,
+                ),
                 check=False,
                 timeout=5,
             )
@@ -236,24 +257,43 @@ def _cpu_has_aes(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> bool:
     return False
 
 
+def parse_keyscan(output: str, kind: str = "ssh-ed25519") -> str | None:
+    """The first `kind` key in ssh-keyscan's output as '<type> <base64>', or None."""
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not line.startswith("#") and parts[1] == kind:
+            try:
+                key = sshkeys.parse(f"{parts[1]} {parts[2]}", "scanned host key")
+            except ValueError:
+                continue
+            return f"{key.type} {key.blob}"
+    return None
+
+
+def keyscan(host: str, port: int, timeout: int = 5) -> str | None:
+    """The node's ed25519 host key, or None when none was offered (sshd not up yet)."""
+    result = process.run(
+        ["ssh-keyscan", "-T", str(timeout), "-p", str(port), "-t", "ed25519", "--", host],
+        check=False,
+        timeout=timeout + 10,
+    )
+    return parse_keyscan(result.stdout)
+
+
 def scan_host_key(host: str, port: int, timeout: int = 5) -> str:
     """Fetch a node's ed25519 host key (trust on first use, done explicitly by the operator)."""
-    result = process.run(
-        ["ssh-keyscan", "-T", str(timeout), "-p", str(port), "-t", "ed25519", host],
-        check=False,
-        timeout=timeout + 5,
-    )
-    for line in result.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and not line.startswith("#"):
-            return f"{parts[1]} {parts[2]}"
-    raise RemoteError(
-        f"no ed25519 host key from {host}:{port}",
-        hint="is sshd running there? or pass --host-key 'ssh-ed25519 ...'",
-    )
+    key = keyscan(host, port, timeout)
+    if key is None:
+        raise RemoteError(
+            f"no ed25519 host key from {host}:{port}",
+            hint="is sshd running there? or pass --host-key 'ssh-ed25519 ...'",
+        )
+    return key
 
 
 def fingerprint(host_key: str) -> str:
     """SHA256 fingerprint as ssh prints it, for the operator to compare out of band."""
-    result = process.run(["ssh-keygen", "-l", "-f", "-"], input=host_key + "\n", check=False)
-    return result.stdout.split()[1] if result.ok and len(result.stdout.split()) > 1 else "?"
+    try:
+        return sshkeys.parse(host_key, "host key").fingerprint
+    except ValueError:
+        return "?"

@@ -113,16 +113,9 @@ def _port_free(port: int) -> bool:
 
 def scan_host_key(port: int) -> str | None:
     """The VM's ed25519 host key as 'ssh-ed25519 AAAA...', or None while sshd is not up."""
-    result = process.run(
-        ["ssh-keyscan", "-T", "5", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
-        check=False,
-        timeout=15,
-    )
-    for line in result.stdout.splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and fields[1] == "ssh-ed25519":
-            return f"{fields[1]} {fields[2]}"
-    return None
+    from xnodectl import remote
+
+    return remote.keyscan("127.0.0.1", port)
 
 
 def wait_for_ssh(
@@ -255,8 +248,10 @@ def down(log: Callable[[str], None], root: Path | None = None) -> bool:
 
 
 def ssh_argv(state: VmState, known_hosts: Path, command: Sequence[str]) -> list[str]:
-    argv = [
-        "ssh",
+    """An interactive ssh to the VM; the command's words are joined as ssh itself joins them."""
+    from xnodectl import remote
+
+    options = [
         "-p",
         str(state.port),
         "-o",
@@ -267,8 +262,8 @@ def ssh_argv(state: VmState, known_hosts: Path, command: Sequence[str]) -> list[
         "GlobalKnownHostsFile=/dev/null",
     ]
     if state.ssh_key:
-        argv += ["-i", state.ssh_key, "-o", "IdentitiesOnly=yes"]
-    return [*argv, "root@127.0.0.1", *(["--", *command] if command else [])]
+        options += ["-i", state.ssh_key, "-o", "IdentitiesOnly=yes"]
+    return remote.ssh_argv(options, "root", "127.0.0.1", " ".join(command) or None)
 
 
 def ssh(command: Sequence[str], root: Path | None = None) -> int:

@@ -21,13 +21,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from xnodectl import sshkeys
+from xnodectl.nodeside import claim_install
 from xnodectl.nodeside.httpbase import BadRequest, JsonHandler, logger, warm_up_siwe
-from xnodectl.wallet import sign_in
+from xnodectl.nodeside.nonces import NonceLimit, NonceStore
+from xnodectl.nodeside.server import BoundedServer
+from xnodectl.verify import sign_in
 
 DEFAULT_PORT = 8740
 OWNER_FILE = Path("/etc/xnode/owner-address")
@@ -50,6 +52,9 @@ class ClaimConfig:
     nonce_ttl: int = 300
     max_lifetime: int = 600
     skew: int = 60
+    # True on a node: the service runs unprivileged and root's `xnode-claim install` (started by
+    # a path unit) appends the key; False: append to `authorized_keys` directly (tests, dev).
+    handoff: bool = False
 
     @property
     def flag(self) -> Path:
@@ -62,7 +67,7 @@ class ClaimService:
     def __init__(self, config: ClaimConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.nonces = sign_in.NonceStore(ttl=config.nonce_ttl, clock=clock)
+        self.nonces = NonceStore(ttl=config.nonce_ttl, clock=clock)
         self._lock = threading.Lock()
         self.on_claimed: Callable[[], None] = lambda: None  # called after the answer is sent
 
@@ -78,12 +83,16 @@ class ClaimService:
     def _closed(self) -> BadRequest:
         return BadRequest(HTTPStatus.GONE, "claims are closed: this node is already claimed")
 
-    def issue(self) -> dict[str, Any]:
+    def issue(self, client: str = "") -> dict[str, Any]:
         if not self.is_open():
             raise self._closed()
         key = self.host_key()
+        try:
+            nonce = self.nonces.issue(client)
+        except NonceLimit as exc:
+            raise BadRequest.from_limit(exc) from None
         return {
-            "nonce": self.nonces.issue(),
+            "nonce": nonce,
             "expires_in": self.config.nonce_ttl,
             "time": int(self.clock()),  # the operator dates its message by the node's clock
             "chain_id": self.config.chain_id,
@@ -98,6 +107,7 @@ class ClaimService:
             uri_for=lambda domain: f"http://{domain}{sign_in.CLAIM_PATH}",
             chain_id=self.config.chain_id,
             allowed=frozenset({self.config.owner}),
+            scheme="http",  # the claim service speaks plain HTTP only
             max_lifetime=self.config.max_lifetime,
             skew=self.config.skew,
         )
@@ -155,21 +165,14 @@ class ClaimService:
             )
 
     def _authorize(self, key: sshkeys.PublicKey, signed: sign_in.SignIn) -> None:
-        path = self.config.authorized_keys
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        existing = path.read_text() if path.exists() else ""
-        # Same key already there (whatever its comment): nothing to add.
-        known = {line.split()[1] for line in existing.splitlines() if len(line.split()) >= 2}
-        if key.line().split()[1] not in known:
-            # Never glue the new key onto a last line that lacks its newline.
-            line = ("\n" if existing and not existing.endswith("\n") else "") + key.line() + "\n"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, line.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
         self.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.config.handoff:  # unprivileged: root's xnode-claim install appends the key
+            try:
+                claim_install.hand_over(self.config.state_dir, key)
+            except claim_install.InstallRefused as exc:
+                raise BadRequest(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
+        else:
+            claim_install.append_key(self.config.authorized_keys, key)
         record = {"address": signed.address, "key": key.fingerprint, "time": int(self.clock())}
         fd = os.open(self.config.flag, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -193,7 +196,7 @@ class ClaimHandler(JsonHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         try:
             if self.path == "/claim/nonce":
-                self.send_json(HTTPStatus.OK, self.service.issue())
+                self.send_json(HTTPStatus.OK, self.service.issue(self.client()))
             elif self.path == "/claim":
                 self.send_json(
                     HTTPStatus.OK,
@@ -202,7 +205,7 @@ class ClaimHandler(JsonHandler):
             else:
                 self.refuse(HTTPStatus.NOT_FOUND, "not found")
         except BadRequest as exc:
-            self.refuse(exc.status, exc.reason)
+            self.refuse_with(exc)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         if self.path != "/claim":
@@ -217,26 +220,18 @@ class ClaimHandler(JsonHandler):
                 _local_domains(self.connection),
             )
         except BadRequest as exc:
-            self.refuse(exc.status, exc.reason)
+            self.refuse_with(exc)
             return
         self.send_json(HTTPStatus.OK, answer)
         self.service.on_claimed()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-
 def make_server(
     service: ClaimService, host: str, port: int, *, exit_after_claim: bool = False
-) -> ThreadingHTTPServer:
+) -> BoundedServer:
     """A claim server bound to host:port (port 0 = ephemeral), not yet serving."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server_cls: type[ThreadingHTTPServer] = type(
-        "ClaimServer", (_Server,), {"address_family": family}
-    )
     handler: type[ClaimHandler] = type("Handler", (ClaimHandler,), {"service": service})
-    server = server_cls((host, port), handler)
+    server = BoundedServer((host, port), handler)
     if exit_after_claim:
         # shutdown() blocks until serve_forever returns, so it must run off the handler thread.
         def stop() -> None:
@@ -247,7 +242,7 @@ def make_server(
 
 
 def _read_owner(arg: str | None, path: Path) -> str:
-    from xnodectl.wallet.signer import normalize_address
+    from xnodectl.verify.eip191 import normalize_address
 
     try:
         return normalize_address(arg if arg is not None else path.read_text())
@@ -271,6 +266,7 @@ def _serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         host_key=args.host_key,
         node_name=name,
+        handoff=args.handoff,
     )
     service = ClaimService(config)
     if not service.is_open():
@@ -288,11 +284,22 @@ def _reopen(args: argparse.Namespace) -> int:
     """Owner over SSH: allow one more claim (e.g. to add a second operator key)."""
     from xnodectl import process
 
-    flag = args.state_dir / "claimed"
-    flag.unlink(missing_ok=True)
+    (args.state_dir / "claimed").unlink(missing_ok=True)
+    args.marker.unlink(missing_ok=True)
     if Path("/run/systemd/system").is_dir():
         process.run(["systemctl", "start", UNIT])
     print(json.dumps({"open": True}))
+    return 0
+
+
+def _install(args: argparse.Namespace) -> int:
+    """Root, started by xnode-claim-install.path: install the key the service approved."""
+    try:
+        installed = claim_install.install(args.state_dir, args.authorized_keys, args.marker)
+    except claim_install.InstallRefused as exc:
+        logger.warning("xnode-claim install: refused: %s", exc)
+        return 1
+    logger.warning("xnode-claim install: %s", f"authorized {installed}" if installed else "nothing")
     return 0
 
 
@@ -320,15 +327,23 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     serve.add_argument("--host-key", type=Path, default=HOST_KEY)
     serve.add_argument("--state-dir", type=Path, default=STATE_DIR)
     serve.add_argument("--exit-after-claim", action="store_true")
+    serve.add_argument(
+        "--handoff", action="store_true", help="leave the key to `xnode-claim install` (as root)"
+    )
+    install = sub.add_parser("install", help="(root) install the key the service approved")
+    install.add_argument("--authorized-keys", type=Path, default=AUTHORIZED_KEYS)
     reopen = sub.add_parser("reopen", help="accept one more claim")
-    reopen.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    for command in (install, reopen):
+        command.add_argument("--state-dir", type=Path, default=STATE_DIR)
+        command.add_argument("--marker", type=Path, default=claim_install.MARKER)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     args = _args(argv)
-    return _serve(args) if args.command == "serve" else _reopen(args)
+    commands = {"serve": _serve, "install": _install, "reopen": _reopen}
+    return commands[args.command](args)
 
 
 def entry() -> None:

@@ -42,9 +42,15 @@ SCRIPT = r"""'use strict';
     status.className = isError ? 'error' : '';
   }
   function nextPath() {
+    // Resolved the way the browser will (it drops TAB, CR and LF and reads '\\' as '/'), and
+    // kept only when it stays on this origin: never an open redirect. The absolute URL is
+    // returned, so a path such as '//evil.example' cannot turn protocol-relative afterwards.
     const next = new URLSearchParams(window.location.search).get('next') || '/';
-    // Only same-site paths: never an open redirect to another origin.
-    return /^\/(?![\/\\])/.test(next) ? next : '/';
+    try {
+      const url = new URL(next, window.location.origin);
+      if (url.origin === window.location.origin) return url.href;
+    } catch (err) { /* not a URL at all */ }
+    return window.location.origin + '/';
   }
   async function json(response) {
     const body = await response.json().catch(() => ({}));

@@ -19,14 +19,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.cookies import CookieError, SimpleCookie
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 from xnodectl.nodeside import gate_page
 from xnodectl.nodeside.httpbase import BadRequest, JsonHandler, logger, warm_up_siwe
-from xnodectl.wallet import sign_in
+from xnodectl.nodeside.nonces import NonceLimit, NonceStore
+from xnodectl.nodeside.server import MAX_CONNECTIONS, BoundedServer
+from xnodectl.verify import sign_in
 
 DEFAULT_PORT = 8741
 COOKIE = "xnode_session"
@@ -91,7 +92,7 @@ class Gate:
     def __init__(self, config: GateConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.nonces = sign_in.NonceStore(ttl=config.nonce_ttl, clock=clock)
+        self.nonces = NonceStore(ttl=config.nonce_ttl, clock=clock)
         self.sessions = Sessions(config.session_ttl, clock)
 
     def policy(self, domains: frozenset[str], scheme: str) -> sign_in.Policy:
@@ -100,11 +101,20 @@ class Gate:
             uri_for=lambda d: f"{scheme}://{d}/",
             chain_id=self.config.chain_id,
             allowed=self.config.allowed,
+            scheme=scheme,
             max_lifetime=self.config.max_lifetime,
             skew=self.config.skew,
         )
 
-    def prepare(self, address: str, host: str, domains: frozenset[str], scheme: str) -> str:
+    def new_nonce(self, client: str) -> str:
+        try:
+            return self.nonces.issue(client)
+        except NonceLimit as exc:
+            raise BadRequest.from_limit(exc) from None
+
+    def prepare(
+        self, address: str, host: str, domains: frozenset[str], scheme: str, client: str = ""
+    ) -> str:
         """The EIP-4361 text for a browser wallet to sign (the server does EIP-55 and time)."""
         from eth_utils.address import is_address, to_checksum_address
 
@@ -117,7 +127,7 @@ class Gate:
             uri=f"{scheme}://{host}/",
             address=to_checksum_address(address),
             chain_id=self.config.chain_id,
-            nonce=self.nonces.issue(),
+            nonce=self.new_nonce(client),
             statement=f"Sign in to the apps of {self.config.node_name}.",
             now=self.clock(),
         )
@@ -205,7 +215,7 @@ class GateHandler(JsonHandler):
                 case _:
                     self.refuse(HTTPStatus.NOT_FOUND, "not found")
         except BadRequest as exc:
-            self.refuse(exc.status, exc.reason)
+            self.refuse_with(exc)
 
     def _check(self) -> None:
         token = self._token()
@@ -228,11 +238,11 @@ class GateHandler(JsonHandler):
 
     def _nonce(self, address: str) -> None:
         if not address:
-            nonce = self.gate.nonces.issue()
+            nonce = self.gate.new_nonce(self.client())
             self.send_json(HTTPStatus.OK, {"nonce": nonce, "chain_id": self.gate.config.chain_id})
             return
         host = self.headers.get("Host", "")
-        message = self.gate.prepare(address, host, self._domains(), self._scheme())
+        message = self.gate.prepare(address, host, self._domains(), self._scheme(), self.client())
         self.send_json(HTTPStatus.OK, {"message": message})
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -249,7 +259,7 @@ class GateHandler(JsonHandler):
             else:
                 self.refuse(HTTPStatus.NOT_FOUND, "not found")
         except BadRequest as exc:
-            self.refuse(exc.status, exc.reason)
+            self.refuse_with(exc)
 
     def _login(self) -> None:
         data = self.read_json()
@@ -271,17 +281,15 @@ class GateHandler(JsonHandler):
         )
 
 
-def make_server(gate: Gate, host: str, port: int) -> ThreadingHTTPServer:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server_cls: type[ThreadingHTTPServer] = type(
-        "GateServer", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True}
-    )
+def make_server(gate: Gate, host: str, port: int) -> BoundedServer:
     handler: type[GateHandler] = type("Handler", (GateHandler,), {"gate": gate})
-    return server_cls((host, port), handler)
+    # Behind nginx every connection comes from 127.0.0.1: the per-client cap is nginx's job
+    # (limit_conn per $binary_remote_addr), so here only the total is bounded.
+    return BoundedServer((host, port), handler, per_client=MAX_CONNECTIONS)
 
 
 def _allowed(args: argparse.Namespace) -> frozenset[str]:
-    from xnodectl.wallet.signer import normalize_address
+    from xnodectl.verify.eip191 import normalize_address
 
     found = list(args.allow)
     if args.owner:

@@ -20,7 +20,7 @@ from typing import Any
 OWNER_FILE = Path("/etc/xnode/owner-address")
 STATE_DIR = Path("/var/lib/xnode/deploy/manifests")
 MAX_FILE = 64 * 1024
-_NONCE = re.compile(r"^[0-9a-f]{32,64}$")
+_NONCE = re.compile(r"[0-9a-f]{32,64}")  # used with fullmatch: "$" would allow a "\n"
 
 
 class Refused(Exception):
@@ -57,7 +57,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _check_fields(manifest: dict[str, Any]) -> None:
-    from xnodectl.wallet.manifest import FIELDS
+    from xnodectl.verify.manifest import FIELDS
 
     if set(manifest) != set(FIELDS):
         raise Refused(f"manifest fields must be exactly {', '.join(FIELDS)}")
@@ -67,13 +67,13 @@ def _check_fields(manifest: dict[str, Any]) -> None:
         raise Refused("manifest previous must be a string or null")
     if not isinstance(manifest["time"], int) or isinstance(manifest["time"], bool):
         raise Refused("manifest time must be an integer (unix seconds)")
-    if not isinstance(manifest["nonce"], str) or not _NONCE.match(manifest["nonce"]):
+    if not isinstance(manifest["nonce"], str) or not _NONCE.fullmatch(manifest["nonce"]):
         raise Refused("manifest nonce must be 32-64 lowercase hex digits")
 
 
 def _check_signer(data: dict[str, Any], owner: str) -> str:
-    from xnodectl.wallet.manifest import canonical_text
-    from xnodectl.wallet.signer import recover_address
+    from xnodectl.verify.eip191 import recover_address
+    from xnodectl.verify.manifest import canonical_text
 
     signature = data["signature"]
     if not isinstance(signature, str):
@@ -144,7 +144,7 @@ def verify(path: Path, expect: Expect, *, now: float | None = None) -> dict[str,
 
 
 def _owner(arg: str | None, owner_file: Path) -> str:
-    from xnodectl.wallet.signer import normalize_address
+    from xnodectl.verify.eip191 import normalize_address
 
     text = arg
     if text is None:

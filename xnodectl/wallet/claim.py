@@ -24,15 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xnodectl import process, sshkeys
+from xnodectl import process, remote, sshkeys
 from xnodectl.errors import ClaimRefused, NodeUnreachable, UsageError
-from xnodectl.wallet import sign_in
+from xnodectl.verify import sign_in
 from xnodectl.wallet.signer import Signer
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8740
 CLAIMED_FLAG = "/var/lib/xnode/claim/claimed"
+CLAIM_MARKER = "/var/lib/xnode/ssh/claimed"  # root's: set when the key was installed
 CLAIM_UNIT = "xnode-claim.service"
 LIFETIME = 300
 # Straight to the node: an HTTP proxy from the environment has no business seeing a claim.
@@ -198,8 +199,7 @@ def reopen(host: str, port: int, user: str, host_key: str, identity: Path | None
         known = Path(tmp) / "known_hosts"
         name = host if port == 22 else f"[{host}]:{port}"
         known.write_text(f"{name} {host_key}\n")
-        argv = [
-            "ssh",
+        options = [
             "-p",
             str(port),
             "-o",
@@ -212,8 +212,9 @@ def reopen(host: str, port: int, user: str, host_key: str, identity: Path | None
             "GlobalKnownHostsFile=/dev/null",
         ]
         if identity is not None:
-            argv += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
+            options += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
         # The same steps as `xnode-claim reopen`, spelled out so no node-side PATH is assumed.
-        remote = f"rm -f {shlex.quote(CLAIMED_FLAG)} && systemctl start {shlex.quote(CLAIM_UNIT)}"
-        argv += [f"{user}@{host}", remote]
+        flags = " ".join(shlex.quote(f) for f in (CLAIMED_FLAG, CLAIM_MARKER))
+        remote_cmd = f"rm -f {flags} && systemctl start {shlex.quote(CLAIM_UNIT)}"
+        argv = remote.ssh_argv(options, user, host, remote_cmd)
         process.run(argv, timeout=60)

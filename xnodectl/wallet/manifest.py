@@ -1,7 +1,6 @@
-"""Owner-signed deploy manifests: what the operator signs and what `xnode-verify-manifest` checks.
+"""Owner-signed deploy manifests, the operator's side: build one and sign it.
 
-The signature is EIP-191 personal_sign over `PREFIX + canonical JSON` (sorted keys, no spaces), so
-a wallet shows the owner a readable text and both sides derive byte-identical input.
+The signed form (and what `xnode-verify-manifest` checks) is xnodectl.verify.manifest.
 """
 
 from __future__ import annotations
@@ -11,10 +10,8 @@ import secrets
 import time
 from typing import Any
 
+from xnodectl.verify.manifest import FIELDS, canonical_text
 from xnodectl.wallet.signer import Signer
-
-PREFIX = "xnodectl deploy manifest v1: activate this system on this Xnode\n"
-FIELDS = ("node", "system", "previous", "time", "nonce")
 
 
 def build_manifest(
@@ -28,11 +25,6 @@ def build_manifest(
         "time": int(time.time() if now is None else now),
         "nonce": secrets.token_hex(16),
     }
-
-
-def canonical_text(manifest: dict[str, Any]) -> str:
-    """The exact text that is signed."""
-    return PREFIX + json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def sign_manifest(manifest: dict[str, Any], signer: Signer) -> bytes:

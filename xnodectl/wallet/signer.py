@@ -47,35 +47,3 @@ class KeystoreSigner:
 
     def __repr__(self) -> str:  # never show key material, even in a debugger or a log line
         return f"KeystoreSigner({self.address})"
-
-
-def recover_address(text: str, signature: str) -> str:
-    """The checksummed address that signed `text` (EIP-191 personal_sign), offline.
-
-    Raises ValueError for a signature that is not a valid secp256k1 signature.
-    """
-    from eth_account import Account
-    from eth_account.messages import encode_defunct
-
-    raw = signature.removeprefix("0x")
-    if len(raw) != 130 or any(c not in "0123456789abcdefABCDEF" for c in raw):
-        raise ValueError("signature must be 65 bytes of hex")
-    try:
-        return str(Account.recover_message(encode_defunct(text=text), signature=bytes.fromhex(raw)))
-    except Exception as exc:  # eth_keys raises several types (BadSignature, ValidationError)
-        raise ValueError(f"signature cannot be recovered: {type(exc).__name__}") from exc
-
-
-def normalize_address(text: str) -> str:
-    """'0xAbC..', 'eth:0xabc..' or 'ethereum:0x..' -> lowercase '0x' + 40 hex, else ValueError."""
-    value = text.strip()
-    for prefix in ("ethereum:", "eth:"):
-        value = value.removeprefix(prefix)
-    value = value.lower()
-    if (
-        len(value) != 42
-        or not value.startswith("0x")
-        or any(c not in "0123456789abcdef" for c in value[2:])
-    ):
-        raise ValueError(f"not an Ethereum address: {text.strip()[:60]!r}")
-    return value

@@ -1,26 +1,22 @@
-"""SIWE (EIP-4361) sign-in messages: build them (operator) and verify them strictly (node), offline.
+"""SIWE (EIP-4361) sign-in messages: built (operator, and the gate for a browser wallet) and
+verified strictly and offline (the node).
 
 `siwe` parses and serializes the message; eth-account recovers the EIP-191 signer. siwe's own
-`verify` is not used: it builds a web3 provider and does not check URI, chain id, issued-at or
-the presence of an expiration, all of which an Xnode requires.
+`verify` is not used: it builds a web3 provider and does not check URI, chain id, issued-at,
+scheme or the presence of an expiration, all of which an Xnode requires.
 """
 
 from __future__ import annotations
 
-import secrets
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from xnodectl.wallet.signer import recover_address
+from xnodectl.verify.eip191 import recover_address
 
 MAX_MESSAGE = 4096
-NONCE_BYTES = 16  # 128 bits
-
 
 # The claim vocabulary, shared by `xnodectl claim` and the node's claim service: the statement
 # names the one SSH key being authorized; the resource binds the signature to the node's host key.
@@ -46,12 +42,14 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class Policy:
-    """What a node accepts. `uri_for(domain)` is the one URI a message for `domain` may carry."""
+    """What a node accepts. `uri_for(domain)` is the one URI a message for `domain` may carry;
+    `scheme` is the scheme the request really arrived over (a message naming one must match)."""
 
     domains: frozenset[str]
     uri_for: Callable[[str], str]
     chain_id: int
     allowed: frozenset[str]  # lowercase 0x addresses
+    scheme: str = "http"
     max_lifetime: int = 600  # expiration - issued-at, seconds
     skew: int = 60  # tolerated clock difference, seconds
 
@@ -121,29 +119,48 @@ def _parse(text: str) -> Any:
     return message
 
 
-def _timestamp(value: Any) -> float:
-    return float(value._datetime.timestamp())
+def timestamp(value: str) -> float:
+    """Unix seconds of an RFC 3339 time as a SIWE message carries it (siwe keeps it a string)."""
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise Rejected(f"malformed message: bad time {str(value)[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise Rejected(f"malformed message: time {str(value)[:40]!r} has no time zone")
+    return parsed.timestamp()
 
 
 def _check_time(message: Any, policy: Policy, now: float) -> tuple[float, float]:
-    issued = _timestamp(message.issued_at)
+    issued = timestamp(message.issued_at)
     if issued > now + policy.skew:
         raise Rejected(f"issued-at {message.issued_at} is in the future")
     if message.expiration_time is None:
         raise Rejected("the message has no expiration time")
-    expires = _timestamp(message.expiration_time)
+    expires = timestamp(message.expiration_time)
     if expires <= now:
         raise Rejected(f"the message expired at {message.expiration_time}")
     if expires - issued > policy.max_lifetime:
         raise Rejected(f"the message is valid for more than {policy.max_lifetime} seconds")
-    if message.not_before is not None and _timestamp(message.not_before) > now + policy.skew:
+    if message.not_before is not None and timestamp(message.not_before) > now + policy.skew:
         raise Rejected(f"the message is not valid before {message.not_before}")
     return issued, expires
 
 
+def _check_target(message: Any, policy: Policy) -> None:
+    if message.domain not in policy.domains:
+        raise Rejected(f"domain {message.domain!r} is not this node's")
+    if message.uri != policy.uri_for(message.domain):
+        raise Rejected(f"URI {message.uri!r} is not {policy.uri_for(message.domain)!r}")
+    if int(message.chain_id) != policy.chain_id:
+        raise Rejected(f"chain id {message.chain_id} is not {policy.chain_id}")
+    # EIP-4361: a message that names a scheme is only valid for a request over that scheme.
+    if message.scheme is not None and message.scheme != policy.scheme:
+        raise Rejected(f"scheme {message.scheme!r} is not this connection's ({policy.scheme})")
+
+
 def verify(text: str, signature: str, policy: Policy, *, now: float | None = None) -> SignIn:
     """Check everything but the nonce (the caller's store owns it). Raises Rejected."""
-    at = time.time() if now is None else now
+    now = time.time() if now is None else now
     message = _parse(text)
     try:
         signer = recover_address(text, signature)
@@ -153,15 +170,8 @@ def verify(text: str, signature: str, policy: Policy, *, now: float | None = Non
         raise Rejected("the signature does not match the message (tampered, or another key)")
     if signer.lower() not in policy.allowed:
         raise Rejected(f"address {signer} is not allowed on this node")
-    if message.domain not in policy.domains:
-        raise Rejected(f"domain {message.domain!r} is not this node's")
-    if message.uri != policy.uri_for(message.domain):
-        raise Rejected(f"URI {message.uri!r} is not {policy.uri_for(message.domain)!r}")
-    if int(message.chain_id) != policy.chain_id:
-        raise Rejected(f"chain id {message.chain_id} is not {policy.chain_id}")
-    if message.scheme not in (None, "http", "https"):
-        raise Rejected(f"scheme {message.scheme!r} is not allowed")
-    issued, expires = _check_time(message, policy, at)
+    _check_target(message, policy)
+    issued, expires = _check_time(message, policy, now)
     return SignIn(
         address=signer,
         domain=str(message.domain),
@@ -171,44 +181,3 @@ def verify(text: str, signature: str, policy: Policy, *, now: float | None = Non
         issued_at=issued,
         expires_at=expires,
     )
-
-
-class NonceStore:
-    """Server-side single-use nonces: random 128-bit, expiring, bounded in number."""
-
-    def __init__(
-        self, ttl: float = 300, capacity: int = 1024, clock: Callable[[], float] = time.time
-    ) -> None:
-        self._ttl = ttl
-        self._capacity = capacity
-        self._clock = clock
-        self._issued: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def issue(self) -> str:
-        nonce = secrets.token_hex(NONCE_BYTES)
-        with self._lock:
-            self._expire()
-            while len(self._issued) >= self._capacity:
-                self._issued.popitem(last=False)  # oldest first: a flood only evicts old nonces
-            self._issued[nonce] = self._clock() + self._ttl
-        return nonce
-
-    def problem(self, nonce: str) -> str | None:
-        """Why `nonce` cannot be used now, or None if it can."""
-        with self._lock:
-            self._expire()
-            if nonce not in self._issued:
-                return "nonce unknown, already used or expired (get a new one)"
-        return None
-
-    def consume(self, nonce: str) -> bool:
-        """Atomically use the nonce once; False if another request used it first."""
-        with self._lock:
-            self._expire()
-            return self._issued.pop(nonce, None) is not None
-
-    def _expire(self) -> None:
-        now = self._clock()
-        for nonce in [n for n, until in self._issued.items() if until <= now]:
-            del self._issued[nonce]
