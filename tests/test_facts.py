@@ -1,0 +1,84 @@
+"""pyproject.toml's bounds against the pinned nixpkgs (facts/python-packages.json).
+
+nixpkgs' Python runtime-dependency check fails a build whose bounds the packaged versions do not
+meet, so a bound above what the pin carries breaks `packages.xnodectl` and every VM test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent.parent
+FACTS = json.loads((ROOT / "facts" / "python-packages.json").read_text())
+
+
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def unmet(requirements: list[str], facts: dict[str, Any]) -> list[str]:
+    """Requirements the pinned versions cannot meet (or that have no fact at all)."""
+    known = {canonicalize_name(n): e["version"] for n, e in facts["packages"].items()}
+    built = facts["built_by_package_nix"]
+    known |= {canonicalize_name(n): v for n, v in built.items() if n != "about"}
+    problems = []
+    for text in requirements:
+        req = Requirement(text)
+        version = known.get(canonicalize_name(req.name))
+        if version is None:
+            problems.append(f"{req.name}: no fact (add it to facts/python-packages.json)")
+        elif not req.specifier.contains(Version(version), prereleases=True):
+            problems.append(f"{req.name}{req.specifier}: the pin carries {version}")
+    return problems
+
+
+def test_runtime_and_build_bounds_are_met_by_the_pin() -> None:
+    project = _pyproject()
+    assert unmet(project["project"]["dependencies"], FACTS) == []
+    assert unmet(project["build-system"]["requires"], FACTS) == []
+
+
+def test_the_check_catches_the_typer_bound_that_broke_the_build() -> None:
+    assert unmet(["typer>=0.29"], FACTS) == ["typer>=0.29: the pin carries 0.27.2"]
+    assert unmet(["left-pad>=1"], FACTS) == [
+        "left-pad: no fact (add it to facts/python-packages.json)"
+    ]
+
+
+def _package_nix() -> str:
+    return (ROOT / "package.nix").read_text()
+
+
+def test_package_nix_builds_the_versions_recorded() -> None:
+    text = _package_nix()
+    for name, version in FACTS["built_by_package_nix"].items():
+        if name == "about":
+            continue
+        assert re.search(rf'pname = "{name}";\s*version = "{re.escape(version)}";', text), name
+
+
+def test_every_runtime_dependency_is_in_package_nix() -> None:
+    """A dependency added to pyproject.toml but not to package.nix fails the runtime-deps check."""
+    block = re.search(r"dependencies = with python3Packages; \[(.*?)\]", _package_nix(), re.S)
+    assert block is not None
+    attrs = set(block.group(1).split()) | {"siwe", "abnf"}
+    for text in _pyproject()["project"]["dependencies"]:
+        name = canonicalize_name(Requirement(text).name)
+        entry = FACTS["packages"].get(name)
+        attr = entry["attr"] if entry else name
+        assert attr in attrs, f"{name} is in pyproject.toml but not in package.nix's dependencies"
+
+
+def test_every_fact_names_its_source() -> None:
+    for name, entry in FACTS["packages"].items():
+        source = entry["source"]
+        assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]), name
+        assert source["path"] == f"pkgs/development/python-modules/{entry['attr']}/default.nix"
