@@ -67,6 +67,7 @@
         };
       });
 
-      formatter = forAllSystems (system: pkgs: pkgs.nixfmt-rfc-style);
+      # nixfmt-rfc-style is an alias of nixfmt in the pinned release.
+      formatter = forAllSystems (system: pkgs: pkgs.nixfmt);
     };
 }

@@ -10,6 +10,12 @@
 let
   inherit (lib) mkDefault mkOption types;
   cfg = config.xnode.base;
+  # The ESP holds initrds (and, with secrets in initrd, keys): not world-readable.
+  esp = {
+    device = "/dev/disk/by-label/ESP";
+    fsType = "vfat";
+    options = [ "fmask=0077" "dmask=0077" ];
+  };
 in
 {
   options.xnode.base = {
@@ -136,11 +142,15 @@ in
     # Disks laid out by the XnodeOS installer (and by nixpkgs' disk images) carry these labels.
     # nixpkgs nixos/modules/tasks/filesystems.nix
     fileSystems."/" = mkDefault { device = "/dev/disk/by-label/nixos"; fsType = "ext4"; };
-    fileSystems."/boot" = mkDefault {
-      device = "/dev/disk/by-label/ESP";
-      fsType = "vfat";
-      options = [ "fmask=0077" "dmask=0077" ]; # the ESP holds initrds: not world-readable
-    };
+    fileSystems."/boot" = mkDefault esp;
+    # nixpkgs nixos/modules/virtualisation/disk-image.nix defines fileSystems."/boot" with
+    # mkImageMediaOverride (priority 60); attrsOf keeps only an element's strongest definitions, so
+    # the mkDefault above vanishes from disk images, masks included. The image variants get the
+    # whole ESP definition at the same priority (equal device/fsType merge, the masks survive).
+    # nixpkgs nixos/modules/image/images.nix (image.modules: attrsOf deferredModule)
+    image.modules = lib.genAttrs [ "qemu-efi" "raw-efi" ] (_: {
+      fileSystems."/boot" = lib.mkImageMediaOverride esp;
+    });
     # Storage and USB controllers of common servers and VMs, so one image boots on most machines.
     # nixpkgs nixos/modules/system/boot/kernel.nix
     boot.initrd.availableKernelModules = [
@@ -168,12 +178,13 @@ in
         --delete-generations +${toString cfg.generations}
     '';
 
-    # nixpkgs nixos/modules/system/boot/systemd/journald.nix
-    services.journald.storage = mkDefault "persistent";
-    services.journald.extraConfig = ''
-      SystemMaxUse=${cfg.journalMaxUse}
-      MaxRetentionSec=${cfg.journalMaxRetention}
-    '';
+    # nixpkgs nixos/modules/system/boot/systemd/journald.nix: `settings.<section>.<key>` (freeform,
+    # journald.conf(5)); `extraConfig` is deprecated in 26.05 and removed in 26.11.
+    services.journald.settings.Journal = {
+      Storage = mkDefault "persistent";
+      SystemMaxUse = cfg.journalMaxUse;
+      MaxRetentionSec = cfg.journalMaxRetention;
+    };
 
     # nixpkgs nixos/modules/system/boot/systemd/timesyncd.nix
     # mkDefault: QEMU guests (nixpkgs nixos/modules/virtualisation/qemu-vm.nix) turn it off.
@@ -190,7 +201,9 @@ in
     systemd.services.xnode-console-info = lib.mkIf cfg.consoleInfo {
       description = "Show the node's identity and SSH host key fingerprints on the console";
       wantedBy = [ "multi-user.target" ];
-      # Ordering only (no Wants): addresses are shown if the network is up by then.
+      # Addresses are shown once the network is up; ordering after network-online.target without
+      # wanting it would not pull it in (NixOS warns about exactly that).
+      wants = [ "network-online.target" ];
       after = [ "sshd.service" "sshd-keygen.service" "network-online.target" ];
       path = [ pkgs.openssh pkgs.iproute2 pkgs.coreutils ];
       serviceConfig = {
