@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.nixcheck import eval_json
-from tests.nixstub import STUB_LIB
+from tests.nixstub import RESOLVE, STUB_LIB
 
 MODULE = Path(__file__).resolve().parent.parent / "modules" / "apps.nix"
 
@@ -17,7 +17,7 @@ def evaluate(apps: dict[str, Any]) -> Any:
     config = {"xnode": {"apps": apps}}
     source = (
         f"let lib = {STUB_LIB}; config = builtins.fromJSON {json.dumps(json.dumps(config))};"
-        f" in (import {MODULE} {{ inherit lib config; }}).config"
+        f" in {RESOLVE} (import {MODULE} {{ inherit lib config; }}).config"
     )
     return eval_json(source)
 
@@ -47,7 +47,9 @@ def test_a_changed_secret_restarts_the_apps_units() -> None:
     assert path["pathConfig"]["PathChanged"] == ["/var/lib/xnode/secrets/mon/admin"]
     assert path["wantedBy"] == ["multi-user.target"]
     service = config["systemd"]["services"]["xnode-secrets-mon"]
-    assert service["script"] == "systemctl try-restart 'grafana.service'"
+    assert (
+        service["script"] == "systemctl try-restart grafana.service"
+    )  # lib.escapeShellArgs: bare when safe
     assert service["serviceConfig"]["Type"] == "oneshot"
     # Apps without secrets get no watcher.
     assert set(config["systemd"]["paths"]) == {"xnode-secrets-mon"}

@@ -22,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.nixcheck import eval_json, parse_ok
+from tests.nixstub import STUB_LIB
 from xnodectl import catalog
 from xnodectl.apps import defaults_params, example_params
 from xnodectl.cli import app
@@ -148,17 +149,11 @@ def test_show_json_gives_schema_and_example(name: str) -> None:
         assert ("default" in props[pname]) is (spec.default is not None and not spec.secret)
 
 
-# A stand-in for the few nixpkgs `lib` / `pkgs` functions the app modules call (same semantics;
-# priorities stay visible as markers). Packages are plain store-path strings.
+# The app modules under the one stand-in nixpkgs lib (tests/nixstub.py: priorities stay visible
+# as markers, as in the real lib). Packages are plain store-path strings.
 _STUB = """
 let
-  lib = {
-    mkForce = x: { _type = "override"; priority = 50; content = x; };
-    mkAfter = x: { _type = "order"; priority = 1500; content = x; };
-    concatMapStrings = f: l: builtins.concatStringsSep "" (map f l);
-    escapeShellArgs = l: builtins.concatStringsSep " "
-      (map (x: "'" + builtins.replaceStrings [ "'" ] [ "'\\\\''" ] x + "'") l);
-  };
+  lib = STUB_LIB;
   # The stand-in output path carries the fetcher's arguments so tests can read them back.
   fetcher = kind: args: { outPath = "/nix/store/stub-${kind}=${builtins.toJSON args}"; };
   pkgs = builtins.listToAttrs (map (n: { name = n; value = "/nix/store/stub-${n}"; }) [
@@ -181,7 +176,8 @@ def _render(name: str, **params: Any) -> RenderedApp:
 def _eval(rendered: RenderedApp, tmp_path: Path, attr: str) -> Any:
     file = tmp_path / rendered.filename
     file.write_text(rendered.source)
-    return eval_json(f"({_STUB.replace('PATH', json.dumps(str(file)))}).{attr}")
+    stub = _STUB.replace("STUB_LIB", STUB_LIB).replace("PATH", json.dumps(str(file)))
+    return eval_json(f"({stub}).{attr}")
 
 
 def _firewall(rendered: RenderedApp) -> tuple[list[int], list[int]]:
@@ -485,7 +481,7 @@ def test_my_defaults_compose_with_every_template() -> None:
         assert name in {a.instance for a in apps}
 
 
-VM_NODE_ARGS = '{ lib = { mkForce = x: x; }; pkgs = { netcat = "netcat"; }; config = { }; }'
+VM_NODE_ARGS = f'{{ lib = {STUB_LIB}; pkgs = {{ netcat = "netcat"; }}; config = {{ }}; }}'
 
 
 @pytest.mark.parametrize("name", MINE)

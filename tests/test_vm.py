@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.nixstub import STUB_LIB
 from xnodectl import inventory, process, vm
 from xnodectl.cli import app
 from xnodectl.errors import ExternalError, ToolMissing
@@ -254,7 +255,7 @@ let
   pkgs = {
     path = %(fake)s;
     stdenv.hostPlatform.system = "x86_64-linux";
-    lib.mkForce = x: x;
+    lib = %(lib)s;
     testers.runNixOSTest = test: test;
   };
   self = {
@@ -285,7 +286,7 @@ def test_vm_test_scripts_are_valid_python(tmp_path: Path, name: str) -> None:
         '_: { snakeOilPrivateKey = "/nix/store/k"; '
         'snakeOilPublicKey = "ecdsa-sha2-nistp256 AAAA snakeoil"; }'
     )
-    expr = STUB_FLAKE % {"fake": fake, "file": VM_TESTS / f"{name}.nix"}
+    expr = STUB_FLAKE % {"fake": fake, "file": VM_TESTS / f"{name}.nix", "lib": STUB_LIB}
     script = eval_json(expr)
     assert isinstance(script, str) and "${" not in script
     compile(script, f"{name} testScript", "exec")
