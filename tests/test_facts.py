@@ -82,3 +82,14 @@ def test_every_fact_names_its_source() -> None:
         source = entry["source"]
         assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]), name
         assert source["path"] == f"pkgs/development/python-modules/{entry['attr']}/default.nix"
+
+
+def test_no_nix_file_uses_an_alias_of_the_pin() -> None:
+    """nixpkgs aliases (pkgs/top-level/aliases.nix) warn or vanish between releases."""
+    aliases = json.loads((ROOT / "facts" / "nixpkgs.json").read_text())["aliases"]
+    files = [p for p in ROOT.rglob("*.nix") if ".venv" not in p.parts]
+    files += list((ROOT / "templates").rglob("*.j2"))
+    for path in files:
+        text = path.read_text()
+        for alias in aliases:
+            assert not re.search(rf"\bpkgs\.{re.escape(alias)}\b", text), f"{path}: pkgs.{alias}"

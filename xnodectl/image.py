@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from xnodectl import __version__, process
+from xnodectl import __version__, nix, process
 from xnodectl.errors import CommandFailed, ExternalError, UsageError
 from xnodectl.params import check_address
 from xnodectl.render import render_nix
@@ -167,6 +167,7 @@ def build_argv(ref: str, *, rebuild: bool = False) -> list[str]:
 
 async def _nix_build(ref: str, log: Callable[[str], None]) -> str:
     """`nix build` one installable; its `out` path."""
+    nix.require_version(ref)
     argv = build_argv(ref)
     result = await process.arun(argv, check=False, on_stderr_line=log)
     if not result.ok:
