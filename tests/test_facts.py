@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from xnodectl import process
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTS = json.loads((ROOT / "facts" / "python-packages.json").read_text())
@@ -93,3 +96,39 @@ def test_no_nix_file_uses_an_alias_of_the_pin() -> None:
         text = path.read_text()
         for alias in aliases:
             assert not re.search(rf"\bpkgs\.{re.escape(alias)}\b", text), f"{path}: pkgs.{alias}"
+
+
+def _generated_as_recorded() -> dict[str, Any]:
+    """What facts/generate.nix prints when the pin agrees with every recorded fact."""
+    options = json.loads((ROOT / "facts" / "nixos-options.json").read_text())["options"]
+    nixpkgs = json.loads((ROOT / "facts" / "nixpkgs.json").read_text())
+    return {
+        "options": {
+            p: {"type": e["type"], **{k: e[k] for k in ("default", "readOnly") if k in e}}
+            for p, e in options.items()
+        },
+        "python": {n: e["version"] for n, e in FACTS["packages"].items()},
+        "minimumNixVersion": nixpkgs["minimumNixVersion"],
+        "nixosRelease": nixpkgs["nixosRelease"],
+        "aliases": dict.fromkeys(nixpkgs["aliases"], True),
+    }
+
+
+def test_compare_reports_every_difference_and_nothing_else(tmp_path: Path) -> None:
+    generated = tmp_path / "generated.json"
+    argv = [sys.executable, str(ROOT / "facts" / "compare.py"), str(generated)]
+    same = _generated_as_recorded()
+    generated.write_text(json.dumps(same))
+    result = process.run(argv, check=False)
+    assert result.returncode == 0 and result.stdout == "", result.stdout
+    changed = json.loads(json.dumps(same))
+    changed["python"]["typer"] = "0.26.0"
+    changed["options"]["services.geth.<name>.syncmode"]["type"]["values"] = ["snap", "full"]
+    changed["aliases"]["nixfmt-rfc-style"] = False
+    generated.write_text(json.dumps(changed))
+    result = process.run(argv, check=False)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3, lines
+    assert "python typer: 0.27.2 -> 0.26.0" in lines
+    assert any(line.startswith("option services.geth.<name>.syncmode: type") for line in lines)
