@@ -11,11 +11,13 @@ let
   inherit (lib) mkDefault mkOption types;
   cfg = config.xnode.base;
   # The ESP holds initrds (and, with secrets in initrd, keys): not world-readable.
-  esp = {
-    device = "/dev/disk/by-label/ESP";
-    fsType = "vfat";
-    options = [ "fmask=0077" "dmask=0077" ];
-  };
+  espMasks = [ "fmask=0077" "dmask=0077" ];
+  # A partition UUID of this node: stable across its rebuilds (derived from its name), different
+  # from every other node's and from the label `nixos` an old install on another disk may carry.
+  partUuid = part:
+    let h = builtins.hashString "sha256" "xnode-partition-${part}:${config.networking.hostName}";
+      at = start: len: builtins.substring start len h;
+    in "${at 0 8}-${at 8 4}-4${at 13 3}-8${at 17 3}-${at 20 12}";
 in
 {
   options.xnode.base = {
@@ -65,6 +67,17 @@ in
         --scan` or `xnodectl claim --expect-host-key` sees before trusting it.
       '';
     };
+    partUuids = lib.genAttrs [ "root" "esp" ] (part: mkOption {
+      type = types.strMatching "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+      default = partUuid part;
+      defaultText = lib.literalExpression "derived from networking.hostName";
+      description = ''
+        GPT partition UUID of the ${part} partition. The XnodeOS installer creates the partitions
+        with these, and the node mounts them by these (/dev/disk/by-partuuid), so another disk
+        with an old install (label `nixos`, `ESP`) cannot be mounted instead. A machine not
+        installed by the installer sets its own fileSystems in hosts/<node>.nix.
+      '';
+    });
     stateVersion = mkOption {
       type = types.str;
       default = "26.05"; # the pinned release (flake.lock): what new nodes are installed with
@@ -139,17 +152,29 @@ in
     # nixpkgs nixos/modules/system/boot/loader/loader.nix
     boot.loader.timeout = mkDefault 3;
 
-    # Disks laid out by the XnodeOS installer (and by nixpkgs' disk images) carry these labels.
+    # Disks laid out by the XnodeOS installer: mounted by partition UUID (never by a label another
+    # disk may carry). nixpkgs' disk images mount by label with a stronger priority (below).
     # nixpkgs nixos/modules/tasks/filesystems.nix
-    fileSystems."/" = mkDefault { device = "/dev/disk/by-label/nixos"; fsType = "ext4"; };
-    fileSystems."/boot" = mkDefault esp;
+    fileSystems."/" = mkDefault {
+      device = "/dev/disk/by-partuuid/${cfg.partUuids.root}";
+      fsType = "ext4";
+    };
+    fileSystems."/boot" = mkDefault {
+      device = "/dev/disk/by-partuuid/${cfg.partUuids.esp}";
+      fsType = "vfat";
+      options = espMasks;
+    };
     # nixpkgs nixos/modules/virtualisation/disk-image.nix defines fileSystems."/boot" with
     # mkImageMediaOverride (priority 60); attrsOf keeps only an element's strongest definitions, so
     # the mkDefault above vanishes from disk images, masks included. The image variants get the
     # whole ESP definition at the same priority (equal device/fsType merge, the masks survive).
     # nixpkgs nixos/modules/image/images.nix (image.modules: attrsOf deferredModule)
     image.modules = lib.genAttrs [ "qemu-efi" "raw-efi" ] (_: {
-      fileSystems."/boot" = lib.mkImageMediaOverride esp;
+      fileSystems."/boot" = lib.mkImageMediaOverride {
+        device = "/dev/disk/by-label/ESP";
+        fsType = "vfat";
+        options = espMasks;
+      };
     });
     # Storage and USB controllers of common servers and VMs, so one image boots on most machines.
     # nixpkgs nixos/modules/system/boot/kernel.nix

@@ -37,8 +37,15 @@ GRAFANA = {
         },
     ],
     "ports": [],
+    "restartOnSecretChange": None,  # the option's default: the units of the systemd probes
 }
-PLAIN = {"template": "ipfs", "health": GRAFANA["health"], "secrets": [], "ports": []}
+PLAIN = {
+    "template": "ipfs",
+    "health": GRAFANA["health"],
+    "secrets": [],
+    "ports": [],
+    "restartOnSecretChange": None,
+}
 
 
 def test_a_changed_secret_restarts_the_apps_units() -> None:
@@ -62,3 +69,11 @@ def test_apps_json_and_secret_directories() -> None:
         "d /var/lib/xnode/secrets 0711 root root -",
         "d /var/lib/xnode/secrets/mon 0711 root root -",
     ]
+
+
+def test_an_app_names_the_units_its_secret_restarts() -> None:
+    """postgres: a new password re-runs the unit that applies it, not the database server."""
+    own = {**GRAFANA, "restartOnSecretChange": ["grafana-admin-password.service"]}
+    config = evaluate({"mon": own})
+    script = config["systemd"]["services"]["xnode-secrets-mon"]["script"]
+    assert script == "systemctl try-restart grafana-admin-password.service"

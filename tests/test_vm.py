@@ -263,10 +263,15 @@ let
     packages.x86_64-linux.xnodectl = "/nix/store/00000000000000000000000000000000-xnodectl";
     lib.mkXnode = args: {
       config.system.build.toplevel = "/nix/store/00000000000000000000000000000000-installed";
+      config.xnode.base.partUuids = {
+        root = "00000000-0000-4000-8000-000000000001";
+        esp = "00000000-0000-4000-8000-000000000002";
+      };
     };
   };
   test = import %(file)s { inherit pkgs self; };
-  nodes.gen2.system.build.toplevel = "/nix/store/00000000000000000000000000000000-gen2";
+  nodes.machine.specialisation.gen2.configuration.system.build.toplevel =
+    "/nix/store/00000000000000000000000000000000-gen2";
 in
   if builtins.isFunction test.testScript
   then test.testScript { inherit nodes; }
