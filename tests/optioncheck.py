@@ -56,8 +56,9 @@ def evaluate(
     only_nix = "null" if only is None else json.dumps(only)
     extra_nix = " ".join(f"{json.dumps(n)} = [ {f} ];" for n, f in (extra or {}).items())
     expr = (
-        f"import {TARGETS} {{ schema = builtins.fromJSON {json.dumps(json.dumps(schema))}; "
-        f"only = {only_nix}; extra = {{ {extra_nix} }}; }}"
+        "builtins.mapAttrs (_: t: { inherit (t) report options externalModules; }) "
+        f"(import {TARGETS} {{ schema = builtins.fromJSON {json.dumps(json.dumps(schema))}; "
+        f"only = {only_nix}; extra = {{ {extra_nix} }}; }})"
     )
     result = process.run(["nix-instantiate", "--eval", "--strict", "--json", "-E", expr])
     return json.loads(result.stdout)

@@ -290,3 +290,17 @@ def test_ethereum_jwt_closure_search_has_a_positive_control() -> None:
     value = block.index("'{secret}'")
     assert control < value, "the control must run before the search it validates"
     assert "JWT_FILE" in block[: block.index("t.assertNotEqual(control")]
+
+
+def test_installer_vm_test_starts_with_blank_disks_and_one_nixos_label() -> None:
+    """qemu-vm-default-filesystems: default filesystems would format the first disk `nixos`."""
+    targets = ROOT / "tests" / "nixlib" / "targets.nix"
+    expr = (
+        f'let t = import {targets} {{ schema = {SCHEMA}; only = "vm-tests/xnodeos-installer/"; }};'
+        ' c = t."vm-tests/xnodeos-installer/installer".config; in {'
+        " defaults = c.virtualisation.useDefaultFilesystems;"
+        ' root = c.virtualisation.fileSystems."/"; }'
+    )
+    result: Any = eval_json(expr)
+    assert result["defaults"] is False
+    assert result["root"]["device"] == "/dev/vdb" and "label" not in json.dumps(result["root"])

@@ -74,3 +74,9 @@ def test_a_path_input_would_have_copied_the_venv(tmp_path: Path) -> None:
     store = tmp_path / "store"
     _fetch(f"path:{src}", store)
     assert _store_bytes(store) > 20 * 1024 * 1024
+
+
+def test_the_nixops4_root_follows_no_input_nixops4_nixos_lacks() -> None:
+    """nixops4-nixos has no `nixops4` input: a `follows` for it fails to lock."""
+    text = (ROOT / "xnodectl" / "data" / "workspace" / "nixops4.flake.nix.j2").read_text()
+    assert "inputs.nixops4-nixos.inputs." not in text

@@ -2,7 +2,8 @@
 # (eval.nix): each golden render with the XnodeOS modules, the XnodeOS configurations
 # (xnodeos/configurations.nix, via a stand-in `nixpkgs.lib.nixosSystem`), and every node of every
 # VM test (vm-tests/*.nix, via a stand-in `pkgs.testers.runNixOSTest`).
-# -> { "<target>" = { report; options; externalModules; }; }
+# -> { "<target>" = { report; options; externalModules; config; }; } (select before --strict: not
+# every config value is meant to be forced)
 # extra: { <name> = [ module ... ]; } more targets, each evaluated with the XnodeOS modules.
 { schema ? { }, discover ? false, only ? null, extra ? { } }:
 let
@@ -50,5 +51,5 @@ let
 
   all = b.listToAttrs (golden ++ configurations ++ vm ++ extras);
 in
-b.mapAttrs (_: e: { inherit (e) report options externalModules; })
+b.mapAttrs (_: e: { inherit (e) report options externalModules config; })
   (if only == null then all else lib.filterAttrs (n: _: lib.hasPrefix only n) all)
