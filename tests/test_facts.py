@@ -17,6 +17,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from tests.nixcheck import eval_json
 from xnodectl import process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,3 +133,31 @@ def test_compare_reports_every_difference_and_nothing_else(tmp_path: Path) -> No
     assert len(lines) == 3, lines
     assert "python typer: 0.27.2 -> 0.26.0" in lines
     assert any(line.startswith("option services.geth.<name>.syncmode: type") for line in lines)
+
+
+def test_the_generators_type_reading_agrees_with_the_option_check() -> None:
+    """facts/types.nix (what CI's generator applies to the real lib of the pin) walked over the
+    option declarations of xnodectl's own modules, with the stand-in lib that carries the real
+    lib/types.nix names, descriptions and getSubOptions: every type reads back as the option check
+    encodes it,
+    through `<name>` elements, nested submodules, ranges, patterns and enums."""
+    nixlib = ROOT / "tests" / "nixlib"
+    modules = " ".join(
+        str(ROOT / m)
+        for m in ("modules", "xnodeos/installer.nix", "vm-tests/lib/secret-upload.nix")
+    )
+    expr = f"""
+      let
+        lib = import {nixlib / "lib.nix"};
+        t = import {ROOT / "facts" / "types.nix"} lib;
+        ev = import {nixlib / "eval.nix"} {{ }} {{ modules = [ {modules} ]; }};
+        read = path: t.typeJson (t.find ev.optionTree [ ] (lib.splitString "." path)).type;
+      in map (path: {{ inherit path; got = read path; want = ev.options.${{path}}; }})
+        (builtins.attrNames ev.options)
+    """
+    results = eval_json(expr)
+    assert isinstance(results, list) and len(results) > 50
+    kinds = {json.dumps(r["want"]["t"]) for r in results}
+    assert {'"int"', '"enum"', '"strMatching"', '"listOf"', '"nullOr"'} <= kinds
+    assert any("<name>" in r["path"] for r in results)
+    assert [r for r in results if r["got"] != r["want"]] == []

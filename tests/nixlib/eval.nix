@@ -60,6 +60,11 @@ let
     in
     if hasSub t then inner t loc else [ { inherit loc; decl = opt; json = t.json; } ];
   decls = concatMap (m: declsOf [ ] (optsOf m)) internal;
+  # Every module's `options`, merged into one tree (as `options` of the real evalModules).
+  mergeTrees = x: y:
+    if (x._type or null) == "option" || (y._type or null) == "option" then y
+    else b.zipAttrsWith (_: vs: b.foldl' mergeTrees { } vs) [ x y ];
+  optionTree = b.foldl' mergeTrees { } (map optsOf internal);
 
   # One trie of every option path: nodes are attribute sets, `__option` marks an option.
   insert = trie: loc: leaf:
@@ -221,7 +226,7 @@ let
       ++ concatMap (n: walk (loc ++ [ n ]) (child node n) (sub n)) names;
 in
 {
-  inherit config;
+  inherit config optionTree;
   options = b.listToAttrs (map (d: { name = b.concatStringsSep "." d.loc; value = d.json; }) decls);
   report = walk [ ] trie rootDefs;
   externalModules = map (m: m.file) (b.filter (m: m.external) loaded);

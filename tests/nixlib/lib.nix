@@ -24,14 +24,20 @@ let
   mkOrder = priority: content: { _type = "order"; inherit priority content; };
   isDerivation = v: b.isAttrs v && (v.type or null) == "derivation";
 
-  mkType = name: json: extra: { _type = "option-type"; inherit name json; } // extra;
+  mkType = name: json: extra:
+    { _type = "option-type"; inherit name json; description = name; getSubOptions = _: { }; } // extra;
   simple = name: mkType name { t = name; } { };
   submoduleOf = m:
     let
       mod = if b.isFunction m then m { name = "<name>"; config = { }; lib = self; } else m;
       opts = mod.options or { };
     in
-    mkType "submodule" { t = "submodule"; options = optionsJson opts; } { options = opts; };
+    mkType "submodule" { t = "submodule"; options = optionsJson opts; }
+      { options = opts; getSubOptions = prefix: withLoc prefix opts; };
+  # An options tree with each option's `loc`, as lib/modules.nix gives getSubOptions' result.
+  withLoc = prefix: tree:
+    if (tree._type or null) == "option" then tree // { loc = prefix; }
+    else b.mapAttrs (n: v: withLoc (prefix ++ [ n ]) v) tree;
   # An options tree -> { "<a.b>" = type json } (the declarations a submodule carries).
   optionsJson = tree:
     let
@@ -102,27 +108,44 @@ let
     # lib/meta.nix: getExe needs meta.mainProgram, as the real one (which warns, then guesses).
     getExe = p: "${p}/bin/${p.meta.mainProgram or (b.throw "getExe: ${p.name or "?"} has no meta.mainProgram")}";
     # lib/types.nix
+    # Names, descriptions, nestedTypes, functor.payload and getSubOptions as lib/types.nix has
+    # them (facts/types.nix reads them the same way from the real lib in CI).
     types = {
       bool = simple "bool"; str = simple "str"; int = simple "int";
-      port = mkType "port" { t = "int"; min = 0; max = 65535; } { }; # ints.u16
-      package = simple "package"; path = simple "path"; lines = simple "lines";
+      port = mkType "unsignedInt16" { t = "int"; min = 0; max = 65535; }
+        { description = "16 bit unsigned integer; between 0 and 65535 (both inclusive)"; };
+      package = simple "package"; path = simple "path";
+      lines = mkType "separatedString" { t = "lines"; } { description = "strings concatenated with \"\\n\""; };
       anything = simple "anything"; attrs = simple "attrs"; raw = simple "raw";
       unspecified = simple "unspecified"; deferredModule = simple "deferredModule";
-      listOf = t: mkType "listOf" { t = "listOf"; elem = t.json; } { nestedTypes.elemType = t; };
-      attrsOf = t: mkType "attrsOf" { t = "attrsOf"; elem = t.json; } { nestedTypes.elemType = t; };
-      lazyAttrsOf = t: mkType "lazyAttrsOf" { t = "attrsOf"; elem = t.json; } { nestedTypes.elemType = t; };
-      nullOr = t: mkType "nullOr" { t = "nullOr"; elem = t.json; } { nestedTypes.elemType = t; };
+      listOf = t: mkType "listOf" { t = "listOf"; elem = t.json; }
+        { nestedTypes.elemType = t; getSubOptions = prefix: t.getSubOptions (prefix ++ [ "*" ]); };
+      attrsOf = t: mkType "attrsOf" { t = "attrsOf"; elem = t.json; }
+        { nestedTypes.elemType = t; getSubOptions = prefix: t.getSubOptions (prefix ++ [ "<name>" ]); };
+      lazyAttrsOf = t: mkType "lazyAttrsOf" { t = "attrsOf"; elem = t.json; }
+        { nestedTypes.elemType = t; getSubOptions = prefix: t.getSubOptions (prefix ++ [ "<name>" ]); };
+      nullOr = t: mkType "nullOr" { t = "nullOr"; elem = t.json; }
+        { nestedTypes.elemType = t; getSubOptions = t.getSubOptions; };
       enum = values: mkType "enum" { t = "enum"; inherit values; } { functor.payload.values = values; };
-      strMatching = pattern: mkType "strMatching ${b.toJSON pattern}" { t = "strMatching"; inherit pattern; } { };
-      either = l: r: mkType "either" { t = "oneOf"; of = [ l.json r.json ]; } { };
-      oneOf = ts: mkType "oneOf" { t = "oneOf"; of = map (t: t.json) ts; } { };
+      strMatching = pattern: mkType "strMatching ${b.toJSON pattern}" { t = "strMatching"; inherit pattern; }
+        { description = "string matching the pattern ${pattern}"; };
+      either = l: r: mkType "either"
+        { t = "oneOf"; of = (if l.json.t == "oneOf" && l.name == "either" then l.json.of else [ l.json ]) ++ [ r.json ]; }
+        { nestedTypes = { left = l; right = r; }; };
+      oneOf = ts: b.foldl' self.types.either (b.head ts) (b.tail ts);
       submodule = submoduleOf;
       ints = {
-        unsigned = mkType "unsignedInt" { t = "int"; min = 0; } { };
-        positive = mkType "positiveInt" { t = "int"; min = 1; } { };
-        between = lo: hi: mkType "intBetween" { t = "int"; min = lo; max = hi; } { };
+        unsigned = mkType "unsignedInt" { t = "int"; min = 0; } { description = "unsigned integer, meaning >=0"; };
+        positive = mkType "positiveInt" { t = "int"; min = 1; } { description = "positive integer, meaning >0"; };
+        between = lo: hi: mkType "intBetween" { t = "int"; min = lo; max = hi; }
+          { description = "integer between ${toString lo} and ${toString hi} (both inclusive)"; };
       };
     };
+    # lib/strings.nix, lib/trivial.nix (what facts/types.nix needs besides the above)
+    toInt = str: let m = b.match "[[:space:]]*(-?[0-9]+)[[:space:]]*" str; in
+      if m == null then b.throw "toInt: not an integer: ${str}" else b.fromJSON (b.head m);
+    removePrefix = pre: s: if self.hasPrefix pre s then b.substring (b.stringLength pre) (-1) s else s;
+    splitString = sep: s: b.filter b.isString (b.split (self.escapeRegex sep) s);
   };
 in
 self
