@@ -17,6 +17,14 @@
       goldenModule = name: variant: ./tests/golden + "/${name}/${variant}.nix";
 
       # vm-tests/<name>.nix -> checks.<system>.<name>; each file is `{ pkgs, self }: runNixOSTest {...}`.
+      # The package's own sources only: a change to docs, tests or VM tests neither rebuilds the
+      # package nor changes any node's system (the flake input itself is git+file: of a checkout,
+      # the tracked files; see xnodectl/workspace.py default_flake).
+      packageSource = lib.fileset.toSource {
+        root = ./.;
+        fileset = lib.fileset.unions [ ./pyproject.toml ./README.md ./xnodectl ./templates ];
+      };
+
       vmTests = pkgs:
         lib.mapAttrs'
           (file: _: lib.nameValuePair (lib.removeSuffix ".nix" file)
@@ -43,7 +51,7 @@
       nixosConfigurations = import ./xnodeos/configurations.nix { inherit nixpkgs self; };
 
       packages = forAllSystems (system: pkgs: rec {
-        xnodectl = pkgs.callPackage ./package.nix { src = self; };
+        xnodectl = pkgs.callPackage ./package.nix { src = packageSource; };
         default = xnodectl;
       } // lib.optionalAttrs (system == "x86_64-linux") {
         # Generic XnodeOS images (no owner baked in: `xnodectl image build` makes owned ones).
@@ -67,6 +75,7 @@
         };
       });
 
-      formatter = forAllSystems (system: pkgs: pkgs.nixfmt-rfc-style);
+      # nixfmt-rfc-style is an alias of nixfmt in the pinned release.
+      formatter = forAllSystems (system: pkgs: pkgs.nixfmt);
     };
 }

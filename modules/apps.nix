@@ -30,8 +30,11 @@ let
       metricsPath = mkOption { type = types.nullOr types.str; default = null; description = "HTTP path of the metrics (default /metrics)."; };
     };
   };
-  # The app's own units: the systemd units its health probes watch.
-  unitsOf = app: map (probe: probe.target) (builtins.filter (probe: probe.kind == "systemd") app.health);
+  # The units a changed secret restarts: the app's own choice, else the systemd units its health
+  # probes watch.
+  unitsOf = app:
+    if app.restartOnSecretChange != null then app.restartOnSecretChange
+    else map (probe: probe.target) (builtins.filter (probe: probe.kind == "systemd") app.health);
   withRotation = lib.filterAttrs (_: app: app.secrets != [ ] && unitsOf app != [ ]) config.xnode.apps;
 in
 {
@@ -44,6 +47,16 @@ in
         health = mkOption { type = types.listOf probe; default = [ ]; description = "Health probes."; };
         secrets = mkOption { type = types.listOf secret; default = [ ]; description = "Secret files."; };
         ports = mkOption { type = types.listOf port; default = [ ]; description = "Ports the app uses."; };
+        restartOnSecretChange = mkOption {
+          type = types.nullOr (types.listOf types.str);
+          default = null;
+          example = [ "postgres-password.service" ];
+          description = ''
+            Units restarted (systemctl try-restart, in this order) when one of the app's secret
+            files changes. Null: the units its systemd health probes watch. An app whose server
+            need not restart for a new secret names only the unit that applies the secret.
+          '';
+        };
       };
     });
   };

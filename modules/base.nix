@@ -10,6 +10,14 @@
 let
   inherit (lib) mkDefault mkOption types;
   cfg = config.xnode.base;
+  # The ESP holds initrds (and, with secrets in initrd, keys): not world-readable.
+  espMasks = [ "fmask=0077" "dmask=0077" ];
+  # A partition UUID of this node: stable across its rebuilds (derived from its name), different
+  # from every other node's and from the label `nixos` an old install on another disk may carry.
+  partUuid = part:
+    let h = builtins.hashString "sha256" "xnode-partition-${part}:${config.networking.hostName}";
+      at = start: len: builtins.substring start len h;
+    in "${at 0 8}-${at 8 4}-4${at 13 3}-8${at 17 3}-${at 20 12}";
 in
 {
   options.xnode.base = {
@@ -59,6 +67,17 @@ in
         --scan` or `xnodectl claim --expect-host-key` sees before trusting it.
       '';
     };
+    partUuids = lib.genAttrs [ "root" "esp" ] (part: mkOption {
+      type = types.strMatching "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+      default = partUuid part;
+      defaultText = lib.literalExpression "derived from networking.hostName";
+      description = ''
+        GPT partition UUID of the ${part} partition. The XnodeOS installer creates the partitions
+        with these, and the node mounts them by these (/dev/disk/by-partuuid), so another disk
+        with an old install (label `nixos`, `ESP`) cannot be mounted instead. A machine not
+        installed by the installer sets its own fileSystems in hosts/<node>.nix.
+      '';
+    });
     stateVersion = mkOption {
       type = types.str;
       default = "26.05"; # the pinned release (flake.lock): what new nodes are installed with
@@ -133,14 +152,30 @@ in
     # nixpkgs nixos/modules/system/boot/loader/loader.nix
     boot.loader.timeout = mkDefault 3;
 
-    # Disks laid out by the XnodeOS installer (and by nixpkgs' disk images) carry these labels.
+    # Disks laid out by the XnodeOS installer: mounted by partition UUID (never by a label another
+    # disk may carry). nixpkgs' disk images mount by label with a stronger priority (below).
     # nixpkgs nixos/modules/tasks/filesystems.nix
-    fileSystems."/" = mkDefault { device = "/dev/disk/by-label/nixos"; fsType = "ext4"; };
-    fileSystems."/boot" = mkDefault {
-      device = "/dev/disk/by-label/ESP";
-      fsType = "vfat";
-      options = [ "fmask=0077" "dmask=0077" ]; # the ESP holds initrds: not world-readable
+    fileSystems."/" = mkDefault {
+      device = "/dev/disk/by-partuuid/${cfg.partUuids.root}";
+      fsType = "ext4";
     };
+    fileSystems."/boot" = mkDefault {
+      device = "/dev/disk/by-partuuid/${cfg.partUuids.esp}";
+      fsType = "vfat";
+      options = espMasks;
+    };
+    # nixpkgs nixos/modules/virtualisation/disk-image.nix defines fileSystems."/boot" with
+    # mkImageMediaOverride (priority 60); attrsOf keeps only an element's strongest definitions, so
+    # the mkDefault above vanishes from disk images, masks included. The image variants get the
+    # whole ESP definition at the same priority (equal device/fsType merge, the masks survive).
+    # nixpkgs nixos/modules/image/images.nix (image.modules: attrsOf deferredModule)
+    image.modules = lib.genAttrs [ "qemu-efi" "raw-efi" ] (_: {
+      fileSystems."/boot" = lib.mkImageMediaOverride {
+        device = "/dev/disk/by-label/ESP";
+        fsType = "vfat";
+        options = espMasks;
+      };
+    });
     # Storage and USB controllers of common servers and VMs, so one image boots on most machines.
     # nixpkgs nixos/modules/system/boot/kernel.nix
     boot.initrd.availableKernelModules = [
@@ -168,12 +203,13 @@ in
         --delete-generations +${toString cfg.generations}
     '';
 
-    # nixpkgs nixos/modules/system/boot/systemd/journald.nix
-    services.journald.storage = mkDefault "persistent";
-    services.journald.extraConfig = ''
-      SystemMaxUse=${cfg.journalMaxUse}
-      MaxRetentionSec=${cfg.journalMaxRetention}
-    '';
+    # nixpkgs nixos/modules/system/boot/systemd/journald.nix: `settings.<section>.<key>` (freeform,
+    # journald.conf(5)); `extraConfig` is deprecated in 26.05 and removed in 26.11.
+    services.journald.settings.Journal = {
+      Storage = mkDefault "persistent";
+      SystemMaxUse = cfg.journalMaxUse;
+      MaxRetentionSec = cfg.journalMaxRetention;
+    };
 
     # nixpkgs nixos/modules/system/boot/systemd/timesyncd.nix
     # mkDefault: QEMU guests (nixpkgs nixos/modules/virtualisation/qemu-vm.nix) turn it off.
@@ -190,7 +226,9 @@ in
     systemd.services.xnode-console-info = lib.mkIf cfg.consoleInfo {
       description = "Show the node's identity and SSH host key fingerprints on the console";
       wantedBy = [ "multi-user.target" ];
-      # Ordering only (no Wants): addresses are shown if the network is up by then.
+      # Addresses are shown once the network is up; ordering after network-online.target without
+      # wanting it would not pull it in (NixOS warns about exactly that).
+      wants = [ "network-online.target" ];
       after = [ "sshd.service" "sshd-keygen.service" "network-online.target" ];
       path = [ pkgs.openssh pkgs.iproute2 pkgs.coreutils ];
       serviceConfig = {

@@ -17,9 +17,10 @@ echo "== nix-instantiate --parse (every .nix file)" >&2
 git ls-files -co --exclude-standard '*.nix' | while read -r f; do
   nix-instantiate --parse "$f" >/dev/null || { echo "does not parse: $f" >&2; exit 1; }
 done
-echo "== shellcheck (the node helper; its NixOS package, writeShellApplication, runs it too)" >&2
+echo "== shellcheck (the node helper and the installer; writeShellApplication runs it too)" >&2
 if command -v shellcheck >/dev/null 2>&1; then
   shellcheck xnodectl/data/node/xnode-activate
+  shellcheck -s bash xnodeos/install.sh
 else
   echo "shellcheck is not installed: skipped (apt-get install shellcheck)" >&2
 fi

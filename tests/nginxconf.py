@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.nixcheck import eval_json
-from tests.nixstub import STUB_LIB
+from tests.nixstub import RESOLVE, STUB_LIB
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,12 +113,27 @@ def module_nginx(config: dict[str, Any], *modules: str) -> dict[str, Any]:
     paths = " ".join(str(ROOT / m) for m in modules)
     source = (
         f"let lib = {STUB_LIB}; config = builtins.fromJSON {json.dumps(json.dumps(config))};"
-        f" configs = map (m: (import m {{ inherit lib config; }}).config) [ {paths} ];"
-        " in (lib.mkMerge configs).services.nginx"
+        f" resolved = m: {RESOLVE} (import m {{ inherit lib config; }}).config;"
+        f" in map (m: (resolved m).services.nginx or {{ }}) [ {paths} ]"
     )
-    result = eval_json(source)
-    assert isinstance(result, dict)
-    return result
+    parts = eval_json(source)
+    assert isinstance(parts, list)
+    merged: dict[str, Any] = {}
+    for part in parts:
+        merged = _merge(merged, part)
+    return merged
+
+
+def _merge(a: Any, b: Any) -> Any:
+    """Two modules' definitions merged as their nginx option types do: sets by key, lists
+    concatenated, `lines` strings joined with a newline, anything else: the later one."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _merge(a[k], b[k]) if k in a and k in b else b.get(k, a.get(k)) for k in a | b}
+    if isinstance(a, list) and isinstance(b, list):
+        return a + b
+    if isinstance(a, str) and isinstance(b, str):
+        return f"{a}\n{b}"
+    return b
 
 
 def route(port: int, **over: Any) -> dict[str, Any]:

@@ -1,45 +1,18 @@
-"""A stand-in for nixpkgs' `lib`, enough to evaluate xnodectl's own modules with the real Nix
-where nixpkgs itself cannot be had (this machine's Nix 2.8, no network). Options become their
-declarations; `mkIf`/`mkMerge` are evaluated eagerly."""
+"""The one stand-in for nixpkgs in xnodectl's tests (this machine's Nix 2.8 cannot evaluate
+nixpkgs): Nix expressions to splice into test sources. All of them live in tests/nixlib/ and
+follow the real lib's semantics for everything they offer (see tests/nixlib/lib.nix).
 
-STUB_LIB = r"""
-let
-  inert = name: { _type = "option-type"; inherit name; };
-  merge = a: b:
-    if builtins.isAttrs a && builtins.isAttrs b then
-      builtins.zipAttrsWith (n: vs: if builtins.length vs == 1 then builtins.head vs
-        else merge (builtins.elemAt vs 0) (builtins.elemAt vs 1)) [ a b ]
-    else if builtins.isList a && builtins.isList b then a ++ b
-    else if builtins.isString a && builtins.isString b then a + b
-    else b;
-  concatMap = f: l: builtins.concatLists (map f l);
-  escapeShellArg = s: "'" + builtins.replaceStrings [ "'" ] [ "'\\''" ] (toString s) + "'";
-in rec {
-  mkOption = attrs: attrs;
-  mkIf = cond: value: if cond then value else { };
-  mkMerge = builtins.foldl' merge { };
-  literalExpression = text: { _type = "literalExpression"; inherit text; };
-  optional = cond: x: if cond then [ x ] else [ ];
-  inherit concatMap;
-  unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
-  filter = builtins.filter;
-  any = builtins.any;
-  mapAttrs = builtins.mapAttrs;
-  optionalAttrs = cond: set: if cond then set else { };
-  optionalString = cond: s: if cond then s else "";
-  nameValuePair = name: value: { inherit name value; };
-  "mapAttrs'" = f: set: builtins.listToAttrs (map (n: f n set.${n}) (builtins.attrNames set));
-  filterAttrs = pred: set: builtins.listToAttrs (concatMap
-    (name: if pred name set.${name} then [ { inherit name; value = set.${name}; } ] else [ ])
-    (builtins.attrNames set));
-  concatStringsSep = builtins.concatStringsSep;
-  escapeShellArgs = args: builtins.concatStringsSep " " (map escapeShellArg args);
-  types = {
-    bool = inert "bool"; str = inert "str"; int = inert "int"; port = inert "port";
-    package = inert "package";
-    listOf = t: inert "listOf"; strMatching = re: inert "strMatching"; enum = l: inert "enum";
-    nullOr = t: inert "nullOr"; attrsOf = t: inert "attrsOf"; submodule = m: inert "submodule";
-    ints = { unsigned = inert "unsigned"; between = a: b: inert "between"; positive = inert "p"; };
-  };
-}
+- STUB_LIB: nixpkgs `lib` (properties stay markers, real priorities, real shell quoting, types
+  that carry their shape for the option check);
+- STUB_PKGS: packages as derivation-shaped sets (never built), writers, `testers.runNixOSTest`;
+- RESOLVE: one module's `config` with its properties discharged as the module system does;
+- EVAL_MODULES: the stand-in module system (evalModules) the option check uses.
 """
+
+from pathlib import Path
+
+NIXLIB = Path(__file__).resolve().parent / "nixlib"
+STUB_LIB = f"(import {NIXLIB / 'lib.nix'})"
+STUB_PKGS = f"(import {NIXLIB / 'pkgs.nix'} {{ }})"
+RESOLVE = f"(import {NIXLIB / 'resolve.nix'})"
+EVAL_MODULES = f"(import {NIXLIB / 'eval.nix'} {{ }})"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.nixcheck import eval_json
-from tests.nixstub import STUB_LIB
+from tests.nixstub import RESOLVE, STUB_LIB
 
 MODULE = Path(__file__).resolve().parent.parent / "modules" / "apps.nix"
 
@@ -17,7 +17,7 @@ def evaluate(apps: dict[str, Any]) -> Any:
     config = {"xnode": {"apps": apps}}
     source = (
         f"let lib = {STUB_LIB}; config = builtins.fromJSON {json.dumps(json.dumps(config))};"
-        f" in (import {MODULE} {{ inherit lib config; }}).config"
+        f" in {RESOLVE} (import {MODULE} {{ inherit lib config; }}).config"
     )
     return eval_json(source)
 
@@ -37,8 +37,15 @@ GRAFANA = {
         },
     ],
     "ports": [],
+    "restartOnSecretChange": None,  # the option's default: the units of the systemd probes
 }
-PLAIN = {"template": "ipfs", "health": GRAFANA["health"], "secrets": [], "ports": []}
+PLAIN = {
+    "template": "ipfs",
+    "health": GRAFANA["health"],
+    "secrets": [],
+    "ports": [],
+    "restartOnSecretChange": None,
+}
 
 
 def test_a_changed_secret_restarts_the_apps_units() -> None:
@@ -47,7 +54,9 @@ def test_a_changed_secret_restarts_the_apps_units() -> None:
     assert path["pathConfig"]["PathChanged"] == ["/var/lib/xnode/secrets/mon/admin"]
     assert path["wantedBy"] == ["multi-user.target"]
     service = config["systemd"]["services"]["xnode-secrets-mon"]
-    assert service["script"] == "systemctl try-restart 'grafana.service'"
+    assert (
+        service["script"] == "systemctl try-restart grafana.service"
+    )  # lib.escapeShellArgs: bare when safe
     assert service["serviceConfig"]["Type"] == "oneshot"
     # Apps without secrets get no watcher.
     assert set(config["systemd"]["paths"]) == {"xnode-secrets-mon"}
@@ -60,3 +69,11 @@ def test_apps_json_and_secret_directories() -> None:
         "d /var/lib/xnode/secrets 0711 root root -",
         "d /var/lib/xnode/secrets/mon 0711 root root -",
     ]
+
+
+def test_an_app_names_the_units_its_secret_restarts() -> None:
+    """postgres: a new password re-runs the unit that applies it, not the database server."""
+    own = {**GRAFANA, "restartOnSecretChange": ["grafana-admin-password.service"]}
+    config = evaluate({"mon": own})
+    script = config["systemd"]["services"]["xnode-secrets-mon"]["script"]
+    assert script == "systemctl try-restart grafana-admin-password.service"

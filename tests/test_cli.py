@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.nixcheck import eval_json, parse_ok
+from tests.nixstub import STUB_LIB
 from xnodectl.cli import app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "templates"
@@ -85,10 +86,9 @@ def test_injection_attempts_render_as_plain_strings(value: str) -> None:
     # Pull the description back out of the rendered module with real Nix: it is exactly the text.
     module = out.split("imports = [\n    (\n", 1)[1].rsplit("    )\n  ];", 1)[0]
     expr = (
-        f"let m = ({module}) {{ config = {{}}; lib = (import <nix/fetchurl.nix>); "
+        f"let m = ({module}) {{ config = {{}}; lib = {STUB_LIB}; "
         'pkgs = { python3 = "/py"; }; }; in m.systemd.services.demo.description'
     )
-    # lib is only used for concatStringsSep inside TAGS, which description does not force.
     assert eval_json(expr) == "demo page " + value
 
 

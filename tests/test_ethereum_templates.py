@@ -4,7 +4,7 @@ network flags, checkpoint URL, validator flags and secrets).
 
 Renders are evaluated with the real `nix-instantiate --eval --strict --json`. The NixOS module
 system and nixpkgs cannot be evaluated here (Nix 2.8, no network), so the template's module
-function is called with a stand-in `lib` (only `escapeShellArgs`) and `pkgs` (store-path-like
+function is called with the one stand-in `lib` (tests/nixstub.py) and `pkgs` (store-path-like
 strings): the values the template sets are real Nix values, the nixpkgs modules that consume them
 are exercised by the VM tests in vm-tests/.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import stat
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 
 from tests.golden import example_params
 from tests.nixcheck import eval_json
+from tests.nixstub import STUB_LIB
 from xnodectl import catalog, process
 from xnodectl.cli import app
 from xnodectl.errors import CollisionError
@@ -39,7 +41,7 @@ _EVAL = """
 let
   wrapper = import %(file)s { };
   inner = builtins.head wrapper.imports;
-  lib.escapeShellArgs = args: builtins.concatStringsSep " " (map (a: "'" + a + "'") args);
+  lib = %(lib)s;
   pkgs = builtins.listToAttrs (map (n: { name = n; value = "/nix/store/x-" + n; })
     [ "openssl" "lighthouse" "coreutils" "gnutar" "jq" ]);
 in {
@@ -48,6 +50,14 @@ in {
   apps = wrapper.xnode.apps;
 }
 """
+
+
+def _words(shell: str, *words: str) -> bool:
+    """`words`, in this order and adjacent, among the shell words of `shell` (lib.escapeShellArgs
+    quotes only what needs it, so the quoting itself is not compared)."""
+    tokens = shlex.split(shell.replace("exec ", "", 1))
+    n = len(words)
+    return any(tuple(tokens[i : i + n]) == words for i in range(len(tokens) - n + 1))
 
 
 def _run(*args: str) -> tuple[int, str, str]:
@@ -59,7 +69,7 @@ def _evaluate(template: str, params: Mapping[str, object], tmp_path: Path) -> di
     source = render(catalog.get(template), params).source
     file = tmp_path / f"{template}.nix"
     file.write_text(source)
-    result = eval_json(_EVAL % {"file": nix_string(str(file))})
+    result = eval_json(_EVAL % {"file": nix_string(str(file)), "lib": STUB_LIB})
     assert isinstance(result, dict)
     return result
 
@@ -170,8 +180,10 @@ def test_node_defaults_listen_on_loopback_and_open_only_p2p(tmp_path: Path) -> N
     assert beacon["http"]["address"] == "127.0.0.1"
     assert ev["firewall"]["allowedTCPPorts"] == [9000, 30303]
     assert ev["firewall"]["allowedUDPPorts"] == [9000, 9001, 30303]
-    assert "'--quic-port' '9001'" in beacon["extraArgs"]
-    assert "'--checkpoint-sync-url' 'https://mainnet.checkpoint.sigp.io'" in beacon["extraArgs"]
+    assert _words(beacon["extraArgs"], "--quic-port", "9001")
+    assert _words(
+        beacon["extraArgs"], "--checkpoint-sync-url", "https://mainnet.checkpoint.sigp.io"
+    )
     assert geth["extraArgs"] == [
         "--history.chain",
         "postmerge",
@@ -228,7 +240,7 @@ def test_node_network_flags_follow_the_network(tmp_path: Path) -> None:
     assert body["services"]["geth"]["sepolia"]["network"] == "sepolia"
     assert body["services"]["lighthouse"]["network"] == "sepolia"
     beacon_args = body["services"]["lighthouse"]["beacon"]["extraArgs"]
-    assert "'https://checkpoint-sync.sepolia.ethpandaops.io'" in beacon_args
+    assert _words(beacon_args, "https://checkpoint-sync.sepolia.ethpandaops.io")
     health = [h["target"] for h in ev["apps"]["ethereum-node"]["health"]]
     assert "geth-sepolia.service" in health
     assert "http://127.0.0.1:5052/eth/v1/node/version" in health
@@ -238,7 +250,7 @@ def test_node_checkpoint_url_override(tmp_path: Path) -> None:
     url = "https://beaconstate.example.org:8443/sync"
     ev = _evaluate("ethereum-node", {"network": "sepolia", "checkpoint_sync_url": url}, tmp_path)
     args = ev["body"]["services"]["lighthouse"]["beacon"]["extraArgs"]
-    assert f"'--checkpoint-sync-url' '{url}'" in args
+    assert _words(args, "--checkpoint-sync-url", url)
     assert "ethpandaops" not in args
 
 
@@ -261,7 +273,9 @@ def test_node_archive_and_beacon_history_options(tmp_path: Path) -> None:
         "hash",
     ]
     args = ev["body"]["services"]["lighthouse"]["beacon"]["extraArgs"]
-    assert "'--genesis-backfill' '--reconstruct-historic-states' '--prune-blobs' 'false'" in args
+    assert _words(
+        args, "--genesis-backfill", "--reconstruct-historic-states", "--prune-blobs", "false"
+    )
 
 
 # --- ethereum-validator renders, evaluated -----------------------------------------------------
@@ -285,14 +299,14 @@ def test_validator_secrets_are_credentials_and_flags_are_safe_by_default(tmp_pat
     script = unit["script"]
     exec_line = next(line for line in script.splitlines() if line.strip().startswith("exec "))
     for flag in (
-        "'--network' 'mainnet'",
-        "'--beacon-nodes' 'http://127.0.0.1:5052'",
-        f"'--suggested-fee-recipient' '{FEE}'",
-        "'--enable-doppelganger-protection'",
-        "'--datadir' '/var/lib/lighthouse-validator/mainnet'",
-        "'--metrics-address' '127.0.0.1'",
+        ("--network", "mainnet"),
+        ("--beacon-nodes", "http://127.0.0.1:5052"),
+        ("--suggested-fee-recipient", FEE),
+        ("--enable-doppelganger-protection",),
+        ("--datadir", "/var/lib/lighthouse-validator/mainnet"),
+        ("--metrics-address", "127.0.0.1"),
     ):
-        assert flag in exec_line
+        assert _words(exec_line, *flag), flag
     assert "--graffiti" not in exec_line  # empty graffiti = lighthouse's default
     assert "/var/lib/lighthouse-validator/mainnet/validators/slashing_protection.sqlite" in script
     assert "exit 78" in script and service["RestartPreventExitStatus"] == 78
@@ -310,12 +324,14 @@ def test_validator_options_reach_the_command_line(tmp_path: Path) -> None:
         tmp_path,
     )
     exec_line = next(line for line in unit["script"].splitlines() if "exec " in line)
-    assert "'--network' 'hoodi'" in exec_line
-    assert "'--beacon-nodes' 'https://10.0.0.2:5052'" in exec_line
+    assert _words(exec_line, "--network", "hoodi")
+    assert _words(exec_line, "--beacon-nodes", "https://10.0.0.2:5052")
     assert "--enable-doppelganger-protection" not in exec_line
     assert "--metrics" not in exec_line
-    # Nix gives back the graffiti exactly (the $ did not start an interpolation).
-    assert "'--graffiti' 'it's $HOME'" in exec_line
+    # Nix gives back the graffiti exactly (the $ did not start an interpolation), and the shell
+    # reads it back as one word (the old stand-in lib left the quote unescaped: `'it's $HOME'`).
+    assert _words(exec_line, "--graffiti", "it's $HOME")
+    assert "'it'\\''s $HOME'" in exec_line
 
 
 def test_node_and_validator_compose_on_one_node() -> None:
@@ -377,7 +393,7 @@ _SCRIPTS = """
 let
   wrapper = import %(file)s { };
   inner = builtins.head wrapper.imports;
-  lib.escapeShellArgs = args: builtins.concatStringsSep " " (map (a: "'" + a + "'") args);
+  lib = %(lib)s;
   pkgs = { openssl = "/usr"; lighthouse = "/fake/lighthouse"; coreutils = ""; gnutar = "";
            jq = ""; };
   units = (inner { config = { }; inherit lib pkgs; }).systemd.services;
@@ -387,7 +403,7 @@ in builtins.mapAttrs (_: unit: unit.script or "") units
 
 def _script(template: str, unit: str, moves: Mapping[str, Path]) -> str:
     golden = Path(__file__).parent / "golden" / template / "example.nix"
-    scripts = eval_json(_SCRIPTS % {"file": nix_string(str(golden))})
+    scripts = eval_json(_SCRIPTS % {"file": nix_string(str(golden)), "lib": STUB_LIB})
     assert isinstance(scripts, dict)
     text = str(scripts[unit])
     for old, new in moves.items():

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from tests.golden import defaults_params, example_params
 from tests.nixcheck import eval_json, parse_ok
+from tests.nixstub import EVAL_MODULES, STUB_LIB, STUB_PKGS
 from xnodectl import catalog
 from xnodectl.cli import app
 from xnodectl.errors import ParamError
@@ -148,23 +149,17 @@ def test_show_json_gives_schema_and_example(name: str) -> None:
         assert ("default" in props[pname]) is (spec.default is not None and not spec.secret)
 
 
-# A stand-in for the few nixpkgs `lib` / `pkgs` functions the app modules call (same semantics;
-# priorities stay visible as markers). Packages are plain store-path strings.
+# The app modules under the one stand-in nixpkgs lib (tests/nixstub.py: priorities stay visible
+# as markers, as in the real lib). Packages are plain store-path strings.
 _STUB = """
 let
-  lib = {
-    mkForce = x: { _type = "override"; priority = 50; content = x; };
-    mkAfter = x: { _type = "order"; priority = 1500; content = x; };
-    concatMapStrings = f: l: builtins.concatStringsSep "" (map f l);
-    escapeShellArgs = l: builtins.concatStringsSep " "
-      (map (x: "'" + builtins.replaceStrings [ "'" ] [ "'\\\\''" ] x + "'") l);
-  };
+  lib = STUB_LIB;
   # The stand-in output path carries the fetcher's arguments so tests can read them back.
   fetcher = kind: args: { outPath = "/nix/store/stub-${kind}=${builtins.toJSON args}"; };
   pkgs = builtins.listToAttrs (map (n: { name = n; value = "/nix/store/stub-${n}"; }) [
     "coreutils" "findutils" "ollama-cpu" "ollama-cuda" "ollama-rocm" "ollama-vulkan"
     "postgresql_14" "postgresql_15" "postgresql_16" "postgresql_17" "postgresql_18"
-  ]) // { fetchzip = fetcher "fetchzip"; fetchgit = fetcher "fetchgit"; };
+  ]) // { fetchzip = fetcher "fetchzip"; fetchgit = fetcher "fetchgit"; inherit (STUB_PKGS) jq; };
   config = { services.postgresql.finalPackage = "/nix/store/stub-postgresql-final"; };
   outer = import (/. + PATH) { };
 in
@@ -181,7 +176,20 @@ def _render(name: str, **params: Any) -> RenderedApp:
 def _eval(rendered: RenderedApp, tmp_path: Path, attr: str) -> Any:
     file = tmp_path / rendered.filename
     file.write_text(rendered.source)
-    return eval_json(f"({_STUB.replace('PATH', json.dumps(str(file)))}).{attr}")
+    stub = _STUB.replace("STUB_LIB", STUB_LIB).replace("STUB_PKGS", STUB_PKGS)
+    stub = stub.replace("PATH", json.dumps(str(file)))
+    return eval_json(f"({stub}).{attr}")
+
+
+def _system(rendered: RenderedApp, tmp_path: Path) -> Any:
+    """The configuration of the render together with the XnodeOS modules, merged by the stand-in
+    module system (tests/nixlib/eval.nix) with the option facts of the pin."""
+    file = tmp_path / rendered.filename
+    file.write_text(rendered.source)
+    facts = ROOT / "facts" / "nixos-options.json"
+    schema = f"(builtins.fromJSON (builtins.readFile {facts})).options"
+    modules = f"[ {ROOT / 'modules'} {file} {{ xnode.owner.allowUnreachable = true; }} ]"
+    return eval_json(f"({EVAL_MODULES} {{ modules = {modules}; schema = {schema}; }}).config")
 
 
 def _firewall(rendered: RenderedApp) -> tuple[list[int], list[int]]:
@@ -227,9 +235,14 @@ def test_ipfs_swarm_port_storage_and_profile(tmp_path: Path) -> None:
     local = _eval(_render("ipfs", gateway_fetch=False), tmp_path, "inner.services.kubo.settings")
     assert local["Gateway"] == {"NoFetch": True}
     pre = inner["systemd"]["services"]["ipfs"]["preStart"]
-    assert pre["_type"] == "order" and pre["content"].strip() == (
-        "ipfs --offline config profile apply lowpower"
+    assert pre["_type"] == "order"
+    # Applied without kubo's per-call backup (private key included): a dry run, then replace.
+    assert "ipfs --offline config profile apply --dry-run lowpower |" in pre["content"]
+    assert (
+        "/nix/store/" in pre["content"]
+        and "/bin/jq .NewCfg | ipfs --offline config replace -" in (pre["content"])
     )
+    assert "profile apply lowpower" not in pre["content"]
     server = _eval(_render("ipfs"), tmp_path, "inner")
     assert "systemd" not in server
     assert server["services"]["kubo"]["localDiscovery"] is False
@@ -303,11 +316,14 @@ def test_postgres_secret_is_only_a_path(monkeypatch: pytest.MonkeyPatch, tmp_pat
         assert "ALTER ROLE :\"role\" WITH LOGIN PASSWORD :'pw';" in script.splitlines()
         assert "SQL" in script.splitlines()  # heredoc terminator at column 0
         assert SECRET not in script and "/nix/store" not in SECRET
-        # A rotated secret file is applied again.
-        systemd = _eval(rendered, tmp_path, "inner.systemd")
-        assert systemd["paths"]["postgres-password-rotate"]["pathConfig"] == {"PathChanged": SECRET}
-        rotate = systemd["services"]["postgres-password-rotate"]
-        assert rotate["script"] == "systemctl restart postgres-password.service"
+        # A rotated secret file is applied again, once, and the server keeps running: with the
+        # XnodeOS modules, exactly one path unit watches the file and it restarts only the unit
+        # that applies the password (not postgresql.service, not a second applier).
+        systemd = _system(rendered, tmp_path)["systemd"]
+        watchers = {n: p for n, p in systemd["paths"].items() if SECRET in str(p["pathConfig"])}
+        assert list(watchers) == ["xnode-secrets-postgres"]
+        restart = systemd["services"]["xnode-secrets-postgres"]["script"]
+        assert restart == "systemctl try-restart postgres-password.service"
 
 
 def test_postgres_listens_on_loopback_unless_opened(tmp_path: Path) -> None:
@@ -388,7 +404,7 @@ def test_postgres_backups_schedule_and_retention(tmp_path: Path) -> None:
     assert inner["systemd"]["tmpfiles"]["rules"] == ["d /srv/pg-dumps 0700 postgres postgres -"]
     assert inner["systemd"]["timers"]["postgres-backup"]["timerConfig"]["Persistent"] is True
     off = _eval(_render("postgres", backup=False), tmp_path, "inner.systemd")
-    assert set(off["services"]) == {"postgres-password", "postgres-password-rotate"}
+    assert set(off["services"]) == {"postgres-password"}
     assert "timers" not in off
 
 
@@ -485,7 +501,7 @@ def test_my_defaults_compose_with_every_template() -> None:
         assert name in {a.instance for a in apps}
 
 
-VM_NODE_ARGS = '{ lib = { mkForce = x: x; }; pkgs = { netcat = "netcat"; }; config = { }; }'
+VM_NODE_ARGS = f'{{ lib = {STUB_LIB}; pkgs = {{ netcat = "netcat"; }}; config = {{ }}; }}'
 
 
 @pytest.mark.parametrize("name", MINE)

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from tests.golden import example_params
 from tests.nixcheck import eval_json
+from tests.nixstub import STUB_LIB, STUB_PKGS
 from xnodectl import catalog
 from xnodectl.cli import app
 from xnodectl.render import RenderedApp, render
@@ -194,25 +195,11 @@ def test_bitcoind_rpc_is_never_public() -> None:
             assert '"-rpcallowip=127.0.0.1"' in app_.source
 
 
-# A stand-in for the few nixpkgs `lib` / `pkgs` functions the app modules call (same semantics).
+# The app modules under the one stand-in nixpkgs lib and packages (tests/nixstub.py).
 _STUB = """
 let
-  lib = rec {
-    filterAttrs = pred: set: builtins.listToAttrs (map (n: { name = n; value = set.${n}; })
-      (builtins.filter (n: pred n set.${n}) (builtins.attrNames set)));
-    mapAttrsToList = f: set: map (n: f n set.${n}) (builtins.attrNames set);
-    concatLists = builtins.concatLists;
-    filter = builtins.filter;
-    optional = c: x: if c then [ x ] else [ ];
-    optionalAttrs = c: x: if c then x else { };
-    mkIf = c: x: { _type = "if"; condition = c; content = x; };
-    mkDefault = x: { _type = "override"; priority = 1000; content = x; };
-    getExe = p: "${p}/bin/exe";
-  };
-  pkgs = {
-    writeShellScript = name: text: "/nix/store/stub-${name}";
-    jq = "/nix/store/stub-jq";
-  };
+  lib = STUB_LIB;
+  pkgs = STUB_PKGS;
   outer = import (/. + PATH) { };
   inner = builtins.head outer.imports;
 in
@@ -223,7 +210,8 @@ in
 def _eval_module(rendered: RenderedApp, tmp_path: Path, attr: str, config: dict[str, Any]) -> Any:
     file = tmp_path / rendered.filename
     file.write_text(rendered.source)
-    expr = _STUB.replace("PATH", json.dumps(str(file))).replace(
+    expr = _STUB.replace("STUB_LIB", STUB_LIB).replace("STUB_PKGS", STUB_PKGS)
+    expr = expr.replace("PATH", json.dumps(str(file))).replace(
         "CONFIG", f"builtins.fromJSON {json.dumps(json.dumps(config))}"
     )
     return eval_json(f"({expr}).{attr}")

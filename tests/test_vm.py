@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.nixstub import STUB_LIB
 from xnodectl import inventory, process, qemu, vm
 from xnodectl.cli import app
 from xnodectl.errors import CommandFailed, ExternalError, ToolMissing
@@ -254,7 +255,7 @@ let
   pkgs = {
     path = %(fake)s;
     stdenv.hostPlatform.system = "x86_64-linux";
-    lib.mkForce = x: x;
+    lib = %(lib)s;
     testers.runNixOSTest = test: test;
   };
   self = {
@@ -262,10 +263,15 @@ let
     packages.x86_64-linux.xnodectl = "/nix/store/00000000000000000000000000000000-xnodectl";
     lib.mkXnode = args: {
       config.system.build.toplevel = "/nix/store/00000000000000000000000000000000-installed";
+      config.xnode.base.partUuids = {
+        root = "00000000-0000-4000-8000-000000000001";
+        esp = "00000000-0000-4000-8000-000000000002";
+      };
     };
   };
   test = import %(file)s { inherit pkgs self; };
-  nodes.gen2.system.build.toplevel = "/nix/store/00000000000000000000000000000000-gen2";
+  nodes.machine.specialisation.gen2.configuration.system.build.toplevel =
+    "/nix/store/00000000000000000000000000000000-gen2";
 in
   if builtins.isFunction test.testScript
   then test.testScript { inherit nodes; }
@@ -285,7 +291,7 @@ def test_vm_test_scripts_are_valid_python(tmp_path: Path, name: str) -> None:
         '_: { snakeOilPrivateKey = "/nix/store/k"; '
         'snakeOilPublicKey = "ecdsa-sha2-nistp256 AAAA snakeoil"; }'
     )
-    expr = STUB_FLAKE % {"fake": fake, "file": VM_TESTS / f"{name}.nix"}
+    expr = STUB_FLAKE % {"fake": fake, "file": VM_TESTS / f"{name}.nix", "lib": STUB_LIB}
     script = eval_json(expr)
     assert isinstance(script, str) and "${" not in script
     compile(script, f"{name} testScript", "exec")

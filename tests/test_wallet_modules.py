@@ -19,7 +19,7 @@ import pytest
 from eth_account import Account
 
 from tests.nixcheck import eval_json, parse_ok
-from tests.nixstub import STUB_LIB
+from tests.nixstub import RESOLVE, STUB_LIB
 from xnodectl import process
 from xnodectl.wallet.manifest import build_manifest, sign_manifest
 from xnodectl.wallet.signer import KeystoreSigner
@@ -40,7 +40,8 @@ def evaluate(module: str, config: dict[str, Any], expr: str = "m.config") -> Any
     """`expr` over `m`, the module applied to the stand-in lib and the given config."""
     source = (
         f"let lib = {STUB_LIB}; config = builtins.fromJSON {json.dumps(json.dumps(config))};"
-        f" m = import {ROOT / module} {{ inherit lib config; }}; in {expr}"
+        f" m0 = import {ROOT / module} {{ inherit lib config; }};"
+        f" m = m0 // {{ config = {RESOLVE} m0.config; }}; in {expr}"
     )
     return eval_json(source)
 

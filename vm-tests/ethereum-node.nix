@@ -159,9 +159,13 @@ pkgs.testers.runNixOSTest {
             t.assertEqual(connect_code(port), 28, f"port {port} is not dropped")
 
     with subtest("the JWT is not in the system closure"):
-        found = node.succeed(
-            f"nix-store -qR /run/current-system | xargs grep -rlFs -- '{secret}' || true"
-        ).strip()
+        # xargs may run grep in several batches (exit 123 when one finds nothing): judge the
+        # output, and prove the same search finds what IS in the closure (positive control: the
+        # JWT's path, written into the units) before trusting its silence about the value.
+        closure = "nix-store -qR /run/current-system | xargs grep -rlFs -- "
+        control = node.succeed(closure + f"'{JWT_FILE}' || true").strip()
+        t.assertNotEqual(control, "", "the closure search finds nothing at all: it proves nothing")
+        found = node.succeed(closure + f"'{secret}' || true").strip()
         t.assertEqual(found, "")
 
     with subtest("the secret survives a restart of its unit (which restarts both clients)"):

@@ -19,6 +19,7 @@ pkgs.testers.runNixOSTest {
     xnode.owner.allowUnreachable = true;
     virtualisation.memorySize = 2048;
     virtualisation.diskSize = 4096;
+    environment.systemPackages = [ pkgs.netcat ];
   };
   nodes.client = { pkgs, ... }: {
     environment.systemPackages = [ pkgs.netcat ];
@@ -53,6 +54,25 @@ pkgs.testers.runNixOSTest {
         node.succeed(f"grep -F '\"HighWater\": 40' {config}")
         node.succeed(f"grep -F '\"Type\": \"autoclient\"' {config}")
         node.succeed(f"grep -F '/ip4/127.0.0.1/tcp/5001' {config}")
+
+    with subtest("restarts keep the lowpower profile and leave no config backups (private key)"):
+        for _ in range(2):
+            node.succeed("systemctl restart ipfs.service")
+            node.wait_for_unit("ipfs.service")
+        node.succeed(f"grep -F '\"HighWater\": 40' {config}")
+        t.assertEqual(node.succeed("ls /var/lib/ipfs | grep '^config-' || true").strip(), "")
+
+    with subtest("the health probes fail while kubo is down, though systemd still holds its ports"):
+        node.succeed("systemctl mask --runtime ipfs.service && systemctl stop ipfs.service")
+        node.succeed("nc -z -w 2 127.0.0.1 8080")  # the socket accepts: a TCP probe would pass
+        apps = json.loads(node.succeed("cat /etc/xnode/apps.json"))
+        quick = [dict(p, timeout=5) for p in apps["ipfs"]["health"]]
+        node.succeed(f"cat > /tmp/quick-probes.json <<'EOF'\n{json.dumps(quick)}\nEOF")
+        status, out = node.execute("xnode-activate probe --file /tmp/quick-probes.json")
+        t.assertFalse(status == 0 and json.loads(out)["ok"], out)
+        node.succeed("systemctl unmask --runtime ipfs.service && systemctl start ipfs.service")
+        node.wait_for_unit("ipfs.service")
+        run_health_probes(node, "ipfs")
 
     with subtest("add and cat, over the RPC socket and the gateway"):
         api = "ipfs --api /unix/run/ipfs.sock"

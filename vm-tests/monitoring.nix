@@ -2,7 +2,7 @@
 # probes (read back from /etc/xnode/apps.json) pass; Prometheus scrapes the node exporter and, found
 # automatically through xnode.apps, a second app's metrics port; Grafana serves its login page under
 # /grafana/ (directly and through the proxy), accepts the admin password from the secret file and has
-# the Prometheus datasource; no port is reachable from a second VM; the secrets are not in the
+# the Prometheus datasource; a rotated admin password file takes effect without touching the UI; no port is reachable from a second VM; the secrets are not in the
 # system closure.
 { pkgs, self }:
 let
@@ -96,6 +96,24 @@ pkgs.testers.runNixOSTest {
             f"curl -sf -u 'admin:{password}' http://127.0.0.1:3000/grafana/api/datasources/proxy"
             "/uid/xnode-prometheus/api/v1/query --data-urlencode 'query=up' | grep -q success"
         )
+
+    with subtest("a rotated admin password takes effect (Grafana reads it only at admin creation)"):
+        old = password
+        machine.wait_for_unit("grafana-admin-password.service")
+        import secrets
+        rotated = "xnode-grafana-" + secrets.token_hex(12)
+        secret = "/var/lib/xnode/secrets/monitoring/grafana_admin_password"
+        # As a deploy uploads it: a new file moved into place; the apps module's path unit
+        # restarts grafana-admin-password.service (modules/apps.nix, restartOnSecretChange).
+        machine.succeed(
+            f"(umask 077; printf '%s' '{rotated}' > {secret}.new) && chown grafana {secret}.new"
+            f" && mv {secret}.new {secret}"
+        )
+        machine.wait_until_succeeds(
+            f"curl -sf -u 'admin:{rotated}' http://127.0.0.1:3000/grafana/api/org", timeout=120
+        )
+        machine.fail(f"curl -sf -u 'admin:{old}' http://127.0.0.1:3000/grafana/api/org")
+        password = rotated
 
     with subtest("private ports are not reachable from another machine"):
         listening = machine.succeed("ss -ltnH")

@@ -2,7 +2,7 @@
 # and user `app`, daily dumps kept 14 days). No network: the server and its setup start, the secret
 # password file (written by the test, as the deploy engine would upload it) is applied by
 # postgres-password.service, `app` logs in over TCP with it and runs SQL, a rotated password file is
-# applied again, a dump is made and lists the table, port 5432 is not reachable from a second VM,
+# applied again (once, with the server left running), a dump is made and lists the table, port 5432 is not reachable from a second VM,
 # and neither password is anywhere in the system closure.
 { pkgs, self }:
 let
@@ -56,7 +56,13 @@ pkgs.testers.runNixOSTest {
         )
         node.fail("PGPASSWORD=wrong-password psql -h 127.0.0.1 -U app -d app -tAc 'select 1'")
 
-    with subtest("a rotated secret file is applied again (postgres-password-rotate.path)"):
+    with subtest("a rotated secret is applied once, the server keeps running (xnode-secrets-postgres.path)"):
+        def applied():
+            return int(node.succeed(
+                "journalctl -o cat -u postgres-password.service | grep -c '^password applied' || true"
+            ).strip())
+        server = node.succeed("systemctl show -p MainPID --value postgresql.service").strip()
+        before = applied()
         rotated = "xnode-pg-" + secrets.token_hex(16)
         node.succeed(
             f"(umask 077; printf '%s\\n' '{rotated}' > {secret_path}.new) && mv {secret_path}.new {secret_path}"
@@ -65,6 +71,9 @@ pkgs.testers.runNixOSTest {
             f"PGPASSWORD='{rotated}' psql -h 127.0.0.1 -U app -d app -tAc 'select 1'", timeout=60
         )
         node.fail(f"PGPASSWORD='{password}' psql -h 127.0.0.1 -U app -d app -tAc 'select 1'")
+        node.sleep(5)  # a second applier (the old template had one) would have run by now
+        t.assertEqual(applied(), before + 1)
+        t.assertEqual(node.succeed("systemctl show -p MainPID --value postgresql.service").strip(), server)
 
     with subtest("every health probe of the template passes, for the node's deploy agent too"):
         run_health_probes(node, "postgres")

@@ -2,7 +2,9 @@
 # loader (UEFI + systemd-boot, as the qemu-efi image and installed nodes boot):
 #   - SSH accepts the owner's baked-in key, refuses passwords and any other key;
 #   - a port scan from a second VM finds only 22/tcp open;
-#   - a second generation can be switched to and rolled back;
+#   - root's password is locked (the test instrumentation's empty root password is undone here);
+#   - a second generation (a specialisation of the same machine: same name and address) can be
+#     switched to and rolled back;
 #   - the previous generation boots from the boot menu (a one-shot entry, as an operator at the
 #     console would pick it), and the default entry is the newest again afterwards;
 #   - the garbage collector trims the system profile to `xnode.base.generations` and keeps every
@@ -14,13 +16,16 @@ let
   keys = import (pkgs.path + "/nixos/tests/ssh-keys.nix") pkgs;
   owner = "0x52908400098527886E0F7030069857D2E4169EE7";
 
-  xnode = generation: { modulesPath, ... }: {
+  xnode = generation: { lib, modulesPath, ... }: {
     imports = [ self.nixosModules.default (modulesPath + "/profiles/qemu-guest.nix") ];
     xnode.package = self.packages.${system}.xnodectl;
     xnode.owner = { address = owner; sshKeys = [ keys.snakeOilPublicKey ]; requireAccess = true; };
     # Few generations so the test can watch the garbage collector trim the profile.
     xnode.base.generations = 2;
-    environment.etc."xnode-test-generation".text = generation;
+    environment.etc."xnode-test-generation".text = lib.mkDefault generation;
+    # nixpkgs nixos/modules/testing/test-instrumentation.nix gives root an empty password file at
+    # priority 150 (facts/nixos-behaviour.json); a real node has none, which is what is tested.
+    users.users.root.hashedPasswordFile = lib.mkForce null;
     # Deploys switch generations on a node; test VMs may leave switching off by default.
     # nixpkgs nixos/modules/system/activation/switchable-system.nix
     system.switch.enable = true;
@@ -35,13 +40,13 @@ pkgs.testers.runNixOSTest {
   globalTimeout = 1800;
 
   nodes = {
-    machine = { nodes, ... }: {
+    machine = { lib, ... }: {
       imports = [ (xnode "1") ];
-      # The second generation's closure, so the VM can switch to it without a network.
-      system.extraDependencies = [ nodes.gen2.system.build.toplevel ];
+      # The second generation: the same machine (hostname, address, disks) with one file changed.
+      # A specialisation's system is in machine's closure, so switching needs no network.
+      # nixpkgs nixos/modules/system/activation/specialisation.nix
+      specialisation.gen2.configuration.environment.etc."xnode-test-generation".text = lib.mkForce "2";
     };
-    # Never started: its configuration is machine's second generation.
-    gen2 = xnode "2";
     scanner = { pkgs, ... }: {
       environment.systemPackages = [ pkgs.nmap pkgs.openssh ];
     };
@@ -49,7 +54,7 @@ pkgs.testers.runNixOSTest {
 
   testScript = { nodes, ... }:
     let
-      gen2 = nodes.gen2.system.build.toplevel;
+      gen2 = nodes.machine.specialisation.gen2.configuration.system.build.toplevel;
     in
     ''
       profile = "/nix/var/nix/profiles/system"
@@ -147,6 +152,11 @@ pkgs.testers.runNixOSTest {
               machine.succeed(f"nix-store --verify-path {path}")
           switch("boot")
           entries = machine.succeed("ls /boot/loader/entries").split()
-          assert sorted(entries) == ["nixos-generation-2.conf", "nixos-generation-3.conf"], entries
+          # Generation 3 is machine's own system: systemd-boot also lists its specialisation.
+          assert sorted(entries) == [
+              "nixos-generation-2.conf",
+              "nixos-generation-3-specialisation-gen2.conf",
+              "nixos-generation-3.conf",
+          ], entries
     '';
 }

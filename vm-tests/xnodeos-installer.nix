@@ -1,10 +1,11 @@
 # VM test of the XnodeOS installer (xnodeos/installer.nix, the service the installer ISO runs):
-#   - refuses while two empty disks qualify, and never touches a disk holding data or the disk it
-#     runs from;
+#   - refuses while two empty disks qualify, and never touches a disk holding data (even data no
+#     signature reveals: a non-zero first MiB) or the disk it runs from;
 #   - with one empty disk: partitions it from the declared layout, installs the embedded XnodeOS
 #     closure with nixos-install (the VM has no network to fetch anything);
 #   - the installed disk boots on its own (UEFI, systemd-boot) into XnodeOS with the baked-in
-#     owner, and is reachable over SSH from another VM with the owner's key;
+#     owner, root mounted by the node's partition UUID, and is reachable over SSH from another VM
+#     with the owner's key;
 #   - the installer run again on the installed machine refuses to wipe it.
 # Like nixpkgs' own installer tests (nixos/tests/installer.nix), the installer runs in a test VM
 # rather than from the ISO, and a second node boots the installed disk image.
@@ -42,6 +43,7 @@ let
     ];
   };
   toplevel = installed.config.system.build.toplevel;
+  inherit (installed.config.xnode.base) partUuids;
 
   # The installer ISO of the same node (xnodeos/mk-installer.nix). Building it (a squashfs of the
   # whole closure) is left to packages.xnodeos-iso; recording its derivation path in the installer
@@ -65,7 +67,7 @@ pkgs.testers.runNixOSTest {
     installer = {
       imports = [ ../xnodeos/installer.nix ];
       xnode.installer = {
-        inherit toplevel;
+        inherit toplevel partUuids;
         afterInstall = "none";
         autoStart = false; # the test starts it after adding a second disk
         minDiskGiB = 3;
@@ -74,11 +76,19 @@ pkgs.testers.runNixOSTest {
       # nixpkgs nixos/modules/virtualisation/qemu-vm.nix: the installer's own root lives on the
       # first extra disk (vdb, 1 GiB); the primary disk (vda, 6 GiB) starts empty and becomes the
       # target; vdc (4 GiB, empty) is a second candidate that makes the choice ambiguous.
+      # No default filesystems: with them the VM's start script creates the primary disk as an
+      # ext4 filesystem labelled `nixos` (facts/nixos-behaviour.json), so vda would not be blank
+      # and a second `nixos` label would exist; the installer's root has no label at all.
       virtualisation.diskImage = disk;
       virtualisation.diskSize = 6144;
       virtualisation.emptyDiskImages = [ 1024 4096 ];
+      virtualisation.useDefaultFilesystems = false;
       virtualisation.rootDevice = "/dev/vdb";
-      virtualisation.fileSystems."/".autoFormat = true;
+      virtualisation.fileSystems."/" = {
+        device = "/dev/vdb";
+        fsType = "ext4";
+        autoFormat = true;
+      };
       # nixos-install copies the embedded closure out of this store; registering the store paths
       # at boot needs it writable.
       virtualisation.writableStore = true;
@@ -119,7 +129,10 @@ pkgs.testers.runNixOSTest {
         return installer.execute("systemctl restart xnode-install.service")[0]
 
     with subtest("two empty disks: the installer refuses and writes nothing"):
-        # vda (6 GiB) and vdc (4 GiB) are empty and qualify; vdb is the installer's own root.
+        # vda (6 GiB) and vdc (4 GiB) are blank and qualify; vdb is the installer's own root.
+        for dev in ("/dev/vda", "/dev/vdc"):
+            installer.succeed(f"cmp -s -n 1048576 {dev} /dev/zero")  # really blank
+        installer.fail("test -e /dev/disk/by-label/nixos")  # no label to confuse with the install
         assert install() != 0
         reason = installer.succeed("cat /run/xnode-install/refused")
         assert "several empty disks" in reason, reason
@@ -127,17 +140,22 @@ pkgs.testers.runNixOSTest {
         installer.succeed("test -z \"$(wipefs --noheadings /dev/vdc)\"")
         installer.succeed("journalctl -u xnode-install.service | grep -q '/dev/vdb is the medium'")
 
-    with subtest("a disk holding data is never chosen"):
-        installer.succeed("mkfs.ext4 -q -L keep /dev/vdc")
+    with subtest("a disk holding data without any signature is never chosen"):
+        # As plain dm-crypt or a raw volume look: bytes no signature describes.
+        installer.succeed("head -c 4096 /dev/urandom > /tmp/data")
+        installer.succeed("dd if=/tmp/data of=/dev/vdc bs=4096 seek=16 conv=notrunc,fsync status=none")
+        installer.succeed("test -z \"$(wipefs --noheadings /dev/vdc)\"")  # wipefs sees nothing
         assert install() == 0, installer.succeed("journalctl -u xnode-install.service")
         installer.succeed("test -e /run/xnode-install/done")
-        installer.succeed("blkid /dev/vdc | grep -q 'LABEL=\"keep\"'")
+        installer.succeed("cmp -n 4096 -i 0:65536 /tmp/data /dev/vdc")  # untouched
 
     with subtest("the target disk got the declared layout and the embedded system"):
         installer.succeed("udevadm settle")
         parts = installer.succeed("lsblk -nro NAME,LABEL,PARTLABEL /dev/vda").split("\n")
         assert any("ESP" in p for p in parts) and any("nixos" in p for p in parts), parts
-        installer.succeed("mount /dev/disk/by-label/nixos /mnt")
+        installer.succeed("test \"$(readlink -f /dev/disk/by-partuuid/${partUuids.root})\" = /dev/vda2")
+        installer.succeed("test \"$(readlink -f /dev/disk/by-partuuid/${partUuids.esp})\" = /dev/vda1")
+        installer.succeed("mount /dev/disk/by-partuuid/${partUuids.root} /mnt")
         installer.succeed("test \"$(readlink -f /mnt/nix/var/nix/profiles/system)\" = ${toplevel}")
         installer.succeed("grep -qx ${toplevel} /mnt/etc/xnode-installed-system")
         installer.succeed("umount /mnt")
@@ -146,7 +164,7 @@ pkgs.testers.runNixOSTest {
         assert install() != 0
         reason = installer.succeed("cat /run/xnode-install/refused")
         assert "no empty, non-removable disk" in reason, reason
-        installer.succeed("blkid /dev/disk/by-label/nixos")
+        installer.succeed("blkid /dev/disk/by-partuuid/${partUuids.root}")
         installer.shutdown()
 
     # The same disk file (see `disk` above), now booted by its own boot loader.
@@ -158,7 +176,10 @@ pkgs.testers.runNixOSTest {
         assert target.succeed("hostname").strip() == "installed"
         target.succeed("grep -qx '${owner}' /etc/xnode/owner-address")
         target.succeed("test -e /boot/loader/entries/nixos-generation-1.conf")
-        target.succeed("findmnt -no SOURCE / | xargs blkid | grep -q 'LABEL=\"nixos\"'")
+        # Root and ESP mounted by the node's partition UUIDs, the ESP not world-readable.
+        target.succeed("test \"$(findmnt -no SOURCE / | xargs blkid -s PARTUUID -o value)\" = ${partUuids.root}")
+        target.succeed("test \"$(findmnt -no SOURCE /boot | xargs blkid -s PARTUUID -o value)\" = ${partUuids.esp}")
+        target.succeed("findmnt -no OPTIONS /boot | grep -q fmask=0077")
 
     with subtest("reachable over SSH with the owner's key only"):
         target.wait_for_unit("sshd.service")

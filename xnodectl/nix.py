@@ -1,10 +1,13 @@
 """One function per Nix operation. Flags live here; typed results; `--json`, never scraping.
 
-Works with Nix >= 2.8 (Debian's): no `--print-out-paths`: builds use `nix build --no-link --json`.
+Runs with Nix >= 2.8 (Debian's; no `--print-out-paths`: builds use `nix build --no-link --json`),
+which is enough for flakes that do not evaluate nixpkgs (the tests' fixtures); anything that
+evaluates the pinned nixpkgs needs MINIMUM_NIX, checked up front by `require_version`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -124,6 +127,8 @@ async def build(
     print_logs: bool = False,
 ) -> list[str]:
     """Build installables in ONE nix call (Nix dedupes identical closures); their `out` paths."""
+    for installable in installables:
+        require_version(installable)
     argv = build_argv(installables, fail_fast=fail_fast, print_logs=print_logs)
     try:
         result = await process.arun(argv, timeout=timeout, on_stderr_line=on_log)
@@ -312,5 +317,75 @@ def eval_out_path_argv(installable: str) -> list[str]:
 
 async def eval_out_path(installable: str, *, timeout: float | None = None) -> str:
     """The store path an installable would build to, without building it (for drift checks)."""
+    require_version(installable)
     result = await process.arun(eval_out_path_argv(installable), timeout=timeout)
     return result.stdout.strip()
+
+
+# ---- the Nix version an operation needs ---------------------------------------------------------
+
+# What the pinned nixpkgs states it needs (its lib/minver.nix; facts/nixpkgs.json records where this
+# came from and tests/test_facts.py holds this constant to it). Older nix fails deep inside nixpkgs.
+MINIMUM_NIX = "2.18.0"
+_NIX_VERSION = re.compile(r"\(Nix\) (\d+(?:\.\d+)+)")
+INSTALL_HINT = (
+    "install a current Nix (sh <(curl -L https://nixos.org/nix/install) --daemon, or your "
+    "distribution's nix >= {minimum}) and enable flakes: add 'experimental-features = nix-command "
+    "flakes' to /etc/nix/nix.conf; see docs/operator.md"
+)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+@functools.lru_cache(maxsize=1)
+def installed_version() -> str:
+    """`nix --version` of the nix on PATH, e.g. "2.18.1" (a missing nix is ToolMissing)."""
+    result = process.run(["nix", "--version"])
+    match = _NIX_VERSION.search(result.stdout)
+    if match is None:
+        raise ExternalError(f"cannot read the nix version from {result.stdout.strip()!r}")
+    return match.group(1)
+
+
+_NIXPKGS_INPUT = re.compile(r"\binputs\.nixpkgs\.(url|follows)\s*=")
+_XNODECTL_INPUT = re.compile(r'\binputs\.xnodectl\.url\s*=\s*"([^"]+)"')
+
+
+def evaluates_nixpkgs(installable: str) -> bool:
+    """Whether a local flake installable evaluates nixpkgs: its flake.nix has a nixpkgs input
+    (every workspace), or takes xnodectl from a flake that has one or from elsewhere (image
+    flakes). The tests' stand-in fixture flakes have neither. Non-local refs: nix will tell."""
+    flake = _local_flake(installable)
+    if flake is None:
+        return False
+    text = flake.read_text()
+    if _NIXPKGS_INPUT.search(text):
+        return True
+    if (match := _XNODECTL_INPUT.search(text)) is None:
+        return False
+    upstream = _local_flake(match.group(1))
+    return upstream is None or _NIXPKGS_INPUT.search(upstream.read_text()) is not None
+
+
+def _local_flake(ref: str) -> Path | None:
+    ref = ref.split("#", 1)[0].split("?", 1)[0]
+    for prefix in ("path:", "git+file://", "file://"):
+        ref = ref.removeprefix(prefix)
+    if not ref.startswith("/") and ":" in ref:
+        return None  # github:..., https://...: not on this machine
+    flake = Path(ref) / "flake.nix"
+    return flake if flake.is_file() else None
+
+
+def require_version(installable: str, minimum: str = MINIMUM_NIX) -> None:
+    """Refuse in one line, before any evaluation, a nix too old for the pinned nixpkgs."""
+    if not evaluates_nixpkgs(installable):
+        return
+    found = installed_version()
+    if _version_tuple(found) < _version_tuple(minimum):
+        raise ExternalError(
+            f"nix {found} is too old to evaluate the pinned nixpkgs (it needs nix >= {minimum})",
+            hint=INSTALL_HINT.format(minimum=minimum),
+        )

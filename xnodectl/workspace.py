@@ -56,13 +56,23 @@ def find(start: Path | None = None) -> Workspace:
 
 def default_flake() -> str:
     """$XNODECTL_FLAKE, else this checkout's flake when running from a source tree (works
-    offline, pinned by the checkout's flake.lock), else upstream."""
+    offline, pinned by the checkout's flake.lock), else upstream.
+
+    A git checkout is referenced as `git+file:`: Nix copies only the files git tracks (about
+    1.5 MB), not `.venv` or `.git` (a `path:` input copied the whole directory, 226 MB, on every
+    change); an unchanged checkout is the same store path and adds nothing."""
     if env := os.environ.get("XNODECTL_FLAKE"):
         return env
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "flake.nix").is_file() and (checkout / "templates").is_dir():
-        return f"path:{checkout}"
-    return DEFAULT_FLAKE
+    return checkout_flake(Path(__file__).resolve().parent.parent) or DEFAULT_FLAKE
+
+
+def checkout_flake(checkout: Path) -> str | None:
+    """The flake reference of an xnodectl source tree, None if `checkout` is not one."""
+    if not ((checkout / "flake.nix").is_file() and (checkout / "templates").is_dir()):
+        return None
+    if (checkout / ".git").exists():  # a directory, or a file in a git worktree
+        return f"git+file://{checkout}"
+    return f"path:{checkout}"
 
 
 def render_flake(xnodectl_flake: str) -> str:

@@ -1,14 +1,18 @@
 # xnode-install SETTINGS.json: run by xnode-install.service (see installer.nix for the rules).
 # Every refusal happens before the first write; the only writes are sfdisk, mkfs, nixos-install.
+# Sourced with XNODE_INSTALL_FUNCTIONS_ONLY=1 (tests), it only defines its functions.
 
-settings=$1
-toplevel=$(jq -r .toplevel "$settings")
-disk=$(jq -r '.disk // empty' "$settings")
-wipe=$(jq -r .wipe "$settings")
-layout=$(jq -r .layout "$settings")
-min_bytes=$(jq -r .minDiskBytes "$settings")
-after=$(jq -r .afterInstall "$settings")
-mkdir -p /run/xnode-install
+read_settings() {
+  settings=$1
+  toplevel=$(jq -r .toplevel "$settings")
+  disk=$(jq -r '.disk // empty' "$settings")
+  wipe=$(jq -r .wipe "$settings")
+  layout=$(jq -r .layout "$settings")
+  min_bytes=$(jq -r .minDiskBytes "$settings")
+  after=$(jq -r .afterInstall "$settings")
+  root_uuid=$(jq -r .partUuids.root "$settings")
+  esp_uuid=$(jq -r .partUuids.esp "$settings")
+}
 
 log() { echo "xnode-install: $*" >&2; }
 refuse() {
@@ -45,9 +49,16 @@ stable_name() {
   echo "$dev"
 }
 
+# The first MiB is all zeros. Data without any signature wipefs knows (plain dm-crypt, a raw
+# volume, a database on the bare device) starts somewhere: a disk is empty only when blank there.
+blank_start() {
+  cmp -s -n 1048576 "$1" /dev/zero
+}
+
 is_empty() {
   local dev=$1
-  [ "$(lsblk -nro NAME "$dev" | wc -l)" -eq 1 ] && [ -z "$(wipefs --noheadings "$dev")" ]
+  [ "$(lsblk -nro NAME "$dev" | wc -l)" -eq 1 ] && [ -z "$(wipefs --noheadings "$dev")" ] &&
+    blank_start "$dev"
 }
 
 # Prints why DEV may not be used (nothing when it may). $2 = "explicit" when the operator named it.
@@ -72,10 +83,21 @@ why_not() {
   fi
 }
 
+# A disk other than DEV that already has one of this node's partition UUIDs (an earlier install
+# of the same node): after installing, the installed system's mounts by PARTUUID would be
+# ambiguous. Prints the partition.
+uuid_taken() {
+  local dev=$1
+  # Raw output drops empty columns' places: PARTUUID last, so a disk's row (no parent, no UUID)
+  # has no third field.
+  lsblk -nrpo NAME,PKNAME,PARTUUID | awk -v r="$root_uuid" -v e="$esp_uuid" -v d="$dev" \
+    'tolower($3) == tolower(r) || tolower($3) == tolower(e) { if ($2 != d) { print $1; exit } }'
+}
+
 # True when DEV already holds this exact system (installed earlier by this image).
 already_installed() {
   local dev=$1 root found=1
-  root=$(lsblk -nrpo NAME,LABEL "$dev" | awk '$2 == "nixos" && !found { print $1; found = 1 }')
+  root=$(lsblk -nrpo NAME,PARTUUID "$dev" | awk -v r="$root_uuid" 'tolower($2) == tolower(r) { print $1; exit }')
   [ -n "$root" ] || return 1
   mkdir -p /run/xnode-install/probe
   mount -o ro "$root" /run/xnode-install/probe 2>/dev/null || return 1
@@ -110,33 +132,49 @@ choose_disk() {
   esac
 }
 
-udevadm settle
-target=$(choose_disk)
-log "installing XnodeOS onto $target ($(stable_name "$target"))"
+main() {
+  read_settings "$1"
+  mkdir -p /run/xnode-install
+  udevadm settle
+  target=$(choose_disk)
+  local taken
+  taken=$(uuid_taken "$target")
+  [ -z "$taken" ] || refuse "$taken already carries a partition UUID of this node (an earlier install of it); wipe or remove that disk first"
+  log "installing XnodeOS onto $target ($(stable_name "$target"))"
 
-wipefs --all --quiet "$target"
-sfdisk --quiet --wipe always --wipe-partitions always "$target" < "$layout"
-udevadm settle
-mapfile -t parts < <(lsblk -nrpo NAME,TYPE "$target" | awk '$2 == "part" { print $1 }')
-[ "${#parts[@]}" -eq 2 ] || { log "expected 2 partitions on $target, found ${#parts[@]}"; exit 1; }
-mkfs.vfat -F 32 -n ESP "${parts[0]}" >/dev/null
-mkfs.ext4 -q -F -L nixos "${parts[1]}"
-udevadm settle
+  wipefs --all --quiet "$target"
+  sfdisk --quiet --wipe always --wipe-partitions always "$target" < "$layout"
+  udevadm settle
+  local parts
+  mapfile -t parts < <(lsblk -nrpo NAME,TYPE "$target" | awk '$2 == "part" { print $1 }')
+  [ "${#parts[@]}" -eq 2 ] || { log "expected 2 partitions on $target, found ${#parts[@]}"; exit 1; }
+  mkfs.vfat -F 32 -n ESP "${parts[0]}" >/dev/null
+  mkfs.ext4 -q -F -L nixos "${parts[1]}"
+  udevadm settle
+  # The installed system mounts both by these partition UUIDs (modules/base.nix), never by label.
+  if [ ! -e "/dev/disk/by-partuuid/$root_uuid" ] || [ ! -e "/dev/disk/by-partuuid/$esp_uuid" ]; then
+    log "the new partitions do not carry the node's partition UUIDs"; exit 1
+  fi
 
-mount "${parts[1]}" /mnt
-mkdir -p /mnt/boot
-mount -o fmask=0077,dmask=0077 "${parts[0]}" /mnt/boot
-log "copying the embedded system closure (no network needed)"
-nixos-install --root /mnt --system "$toplevel" --no-root-passwd --no-channel-copy < /dev/null
-mkdir -p /mnt/etc
-echo "$toplevel" > /mnt/etc/xnode-installed-system
-sync
-umount -R /mnt
-touch /run/xnode-install/done
-log "done: XnodeOS is installed on $target"
+  mount "/dev/disk/by-partuuid/$root_uuid" /mnt
+  mkdir -p /mnt/boot
+  mount -o fmask=0077,dmask=0077 "/dev/disk/by-partuuid/$esp_uuid" /mnt/boot
+  log "copying the embedded system closure (no network needed)"
+  nixos-install --root /mnt --system "$toplevel" --no-root-passwd --no-channel-copy < /dev/null
+  mkdir -p /mnt/etc
+  echo "$toplevel" > /mnt/etc/xnode-installed-system
+  sync
+  umount -R /mnt
+  touch /run/xnode-install/done
+  log "done: XnodeOS is installed on $target"
 
-case "$after" in
-  reboot) log "rebooting into XnodeOS; remove the installer medium"; systemctl reboot ;;
-  poweroff) systemctl poweroff ;;
-  none) ;;
-esac
+  case "$after" in
+    reboot) log "rebooting into XnodeOS; remove the installer medium"; systemctl reboot ;;
+    poweroff) systemctl poweroff ;;
+    none) ;;
+  esac
+}
+
+if [ "${XNODE_INSTALL_FUNCTIONS_ONLY:-}" != 1 ]; then
+  main "$@"
+fi

@@ -4,7 +4,8 @@
 # Which disk: `disk` (a /dev/disk/by-id path baked in by `xnodectl image build --disk`) or, when
 # null, the only disk that qualifies. A disk qualifies only if it is a whole, writable,
 # non-removable disk of at least minDiskGiB that is not the medium the installer booted from, has
-# nothing mounted, and is empty (no partition table, no filesystem signature). A non-empty disk is
+# nothing mounted, and is empty (no partition table, no signature wipefs knows, and an all-zero
+# first MiB: data without a signature, such as plain dm-crypt or a raw volume, is not empty). A non-empty disk is
 # used only when it is named explicitly AND `wipe = true`; a disk that already holds this very
 # XnodeOS is never wiped again (so a forgotten USB stick cannot reinstall in a loop). Anything
 # else: the installer refuses, writes nothing and says on the console what to do.
@@ -14,15 +15,16 @@ let
   cfg = config.xnode.installer;
 
   # The layout, rendered from the options above into sfdisk's input language (GPT, ESP + root).
-  # Partition types: EFI System and Linux filesystem GUIDs (util-linux sfdisk(8)).
+  # Partition types: EFI System and Linux filesystem GUIDs; `uuid=` sets the partition's own
+  # UUID, the one the installed system mounts by (util-linux sfdisk(8)).
   layout = pkgs.writeText "xnode-layout.sfdisk" ''
     label: gpt
-    size=${toString cfg.espSizeMiB}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="ESP"
-    type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="nixos"
+    size=${toString cfg.espSizeMiB}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=${cfg.partUuids.esp}, name="ESP"
+    type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=${cfg.partUuids.root}, name="nixos"
   '';
 
   settings = pkgs.writeText "xnode-install.json" (builtins.toJSON {
-    inherit (cfg) disk wipe afterInstall;
+    inherit (cfg) disk wipe afterInstall partUuids;
     toplevel = "${cfg.toplevel}";
     layout = "${layout}";
     minDiskBytes = cfg.minDiskGiB * 1024 * 1024 * 1024;
@@ -69,6 +71,18 @@ in
       type = types.ints.positive;
       default = 16;
       description = "Disks smaller than this are never chosen.";
+    };
+    partUuids = mkOption {
+      type = types.submodule {
+        options = lib.genAttrs [ "root" "esp" ] (part: mkOption {
+          type = types.strMatching "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+          description = "GPT partition UUID of the ${part} partition.";
+        });
+      };
+      description = ''
+        The partition UUIDs the installed system mounts / and /boot by: its
+        xnode.base.partUuids (mk-installer.nix passes them).
+      '';
     };
     afterInstall = mkOption {
       type = types.enum [ "reboot" "poweroff" "none" ];

@@ -24,7 +24,11 @@ nixpkgs.lib.nixosSystem {
       # nixpkgs nixos/modules/misc/version.nix
       system.stateVersion = node.config.system.stateVersion;
 
-      xnode.installer = install // { toplevel = node.config.system.build.toplevel; };
+      xnode.installer = install // {
+        toplevel = node.config.system.build.toplevel;
+        # The partitions the node mounts by (modules/base.nix).
+        inherit (node.config.xnode.base) partUuids;
+      };
 
       # nixpkgs nixos/modules/installer/cd-dvd/iso-image.nix
       isoImage = {

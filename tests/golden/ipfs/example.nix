@@ -41,11 +41,19 @@
           };
         };
 
-        # kubo's own `lowpower` profile, applied after the module's `ipfs config replace` on every start
-        # so it tracks the kubo version instead of a copied list of keys.
+        # kubo's own `lowpower` profile (it tracks the kubo version; no copied list of keys), on top of
+        # the config nixpkgs kubo.nix rebuilds at every start (its preStart merges the default config,
+        # `settings` and the old Identity, then `ipfs config replace`: a profile applied once is gone at
+        # the next start; facts/nixos-behaviour.json). `profile apply --dry-run` only prints the result,
+        # so kubo writes none of the `config-pre-lowpower-*` backups (whole configs, private key
+        # included) that `profile apply` leaves per call; `config replace` keeps the identity's key.
         # nixpkgs kubo.nix (systemd.services.ipfs.preStart, environment IPFS_PATH = dataDir)
         systemd.services.ipfs.preStart = lib.mkAfter ''
-          ipfs --offline config profile apply lowpower
+          set -o pipefail
+          ipfs --offline config profile apply --dry-run lowpower |
+            ${lib.getExe pkgs.jq} .NewCfg | ipfs --offline config replace -
+          # Backups an earlier version of this template left, one per start.
+          rm -f -- "$IPFS_PATH"/config-*
         '';
 
         # The gateway behind the node's reverse proxy (modules/proxy.nix): local-only unless exposed.
@@ -68,5 +76,5 @@
   networking.firewall.allowedUDPPorts = [ 4001 ];
 
   # What the deploy engine reads back: health probes, secret files, ports.
-  xnode.apps.ipfs = { template = "ipfs"; health = [ { kind = "systemd"; target = "ipfs.service"; status = 200; timeout = 60; } { kind = "tcp"; target = "4001"; status = 200; timeout = 60; } { kind = "tcp"; target = "8080"; status = 200; timeout = 60; } { kind = "http"; target = "http://127.0.0.1:8080/ipfs/bafkqaaa"; status = 200; timeout = 180; } { kind = "http"; target = "http://127.0.0.1:5001/api/v0/version"; status = 405; timeout = 180; } ]; secrets = [ ]; ports = [ { port = 4001; protocol = "tcp"; public = true; purpose = "IPFS swarm (libp2p TCP and QUIC)"; metrics = false; } { port = 4001; protocol = "udp"; public = true; purpose = "IPFS swarm (libp2p TCP and QUIC)"; metrics = false; } { port = 8080; protocol = "tcp"; public = false; purpose = "IPFS HTTP gateway (127.0.0.1; public only through the proxy)"; metrics = false; } { port = 5001; protocol = "tcp"; public = false; purpose = "kubo RPC API (127.0.0.1; Prometheus metrics)"; metrics = true; metricsPath = "/debug/metrics/prometheus"; } ]; };
+  xnode.apps.ipfs = { template = "ipfs"; health = [ { kind = "systemd"; target = "ipfs.service"; status = 200; timeout = 60; } { kind = "tcp"; target = "4001"; status = 200; timeout = 60; } { kind = "http"; target = "http://127.0.0.1:8080/ipfs/bafkqaaa"; status = 200; timeout = 180; } { kind = "http"; target = "http://127.0.0.1:5001/api/v0/version"; status = 405; timeout = 180; } ]; secrets = [ ]; ports = [ { port = 4001; protocol = "tcp"; public = true; purpose = "IPFS swarm (libp2p TCP and QUIC)"; metrics = false; } { port = 4001; protocol = "udp"; public = true; purpose = "IPFS swarm (libp2p TCP and QUIC)"; metrics = false; } { port = 8080; protocol = "tcp"; public = false; purpose = "IPFS HTTP gateway (127.0.0.1; public only through the proxy)"; metrics = false; } { port = 5001; protocol = "tcp"; public = false; purpose = "kubo RPC API (127.0.0.1; Prometheus metrics)"; metrics = true; metricsPath = "/debug/metrics/prometheus"; } ]; };
 }

@@ -107,6 +107,48 @@
           };
         };
 
+        # Grafana reads admin_password only when it creates the admin user (its first start), so a
+        # rotated secret would change nothing (facts/nixos-behaviour.json). This unit sets the admin's
+        # password from the secret file after every Grafana start and whenever the file changes (the
+        # apps module's watcher restarts it, below), with Grafana's own CLI on Grafana's database.
+        # nixpkgs nixos/modules/services/monitoring/grafana.nix (services.grafana.{package,dataDir,
+        # settings.paths.data}); the server's sqlite database is <paths.data>/grafana.db.
+        systemd.services.grafana-admin-password = {
+          description = "Set the Grafana admin password from the secret file";
+          after = [ "grafana.service" ];
+          requires = [ "grafana.service" ];
+          wantedBy = [ "multi-user.target" ];
+          path = [ config.services.grafana.package ];
+          serviceConfig = {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            User = "grafana";
+            Group = "grafana";
+            LoadCredential = [ "password:${ "/var/lib/xnode/secrets/monitoring/grafana_admin_password" }" ];
+            PrivateTmp = true;
+            NoNewPrivileges = true;
+          };
+          script = ''
+            set -euo pipefail
+            test -s "$CREDENTIALS_DIRECTORY/password" || { echo "the admin password secret is empty" >&2; exit 1; }
+            # The admin exists once the server has run its migrations: retry for up to two minutes.
+            for _ in $(seq 60); do
+              if grafana cli --homepath ${config.services.grafana.package}/share/grafana \
+                  --configOverrides "cfg:paths.data=${config.services.grafana.settings.paths.data}" \
+                  admin reset-admin-password --password-from-stdin < "$CREDENTIALS_DIRECTORY/password"; then
+                echo "admin password set"
+                exit 0
+              fi
+              sleep 2
+            done
+            echo "grafana did not accept the admin password" >&2
+            exit 1
+          '';
+        };
+        # A rotated secret: the password unit runs again; Grafana itself restarts only for its secret
+        # key (which it reads at start-up), before the password unit that needs it running.
+        xnode.apps.monitoring.restartOnSecretChange = [ "grafana.service" "grafana-admin-password.service" ];
+
         # modules/proxy.nix: Grafana behind the node's reverse proxy (localhost unless exposed).
         xnode.proxy.routes."/grafana/" = {
           port = 3000;
@@ -122,5 +164,5 @@
   networking.firewall.allowedUDPPorts = [ ];
 
   # What the deploy engine reads back: health probes, secret files, ports.
-  xnode.apps.monitoring = { template = "monitoring"; health = [ { kind = "systemd"; target = "prometheus.service"; status = 200; timeout = 60; } { kind = "systemd"; target = "prometheus-node-exporter.service"; status = 200; timeout = 60; } { kind = "systemd"; target = "grafana.service"; status = 200; timeout = 60; } { kind = "tcp"; target = "9100"; status = 200; timeout = 60; } { kind = "http"; target = "http://127.0.0.1:9090/-/ready"; status = 200; timeout = 120; } { kind = "http"; target = "http://127.0.0.1:3000/grafana/api/health"; status = 200; timeout = 180; } ]; secrets = [ { name = "grafana_admin_password"; path = "/var/lib/xnode/secrets/monitoring/grafana_admin_password"; owner = "grafana"; group = "root"; } { name = "grafana_secret_key"; path = "/var/lib/xnode/secrets/monitoring/grafana_secret_key"; owner = "grafana"; group = "root"; } ]; ports = [ { port = 9090; protocol = "tcp"; public = false; purpose = "Prometheus web UI and API (127.0.0.1)"; metrics = false; } { port = 9100; protocol = "tcp"; public = false; purpose = "node exporter (127.0.0.1)"; metrics = true; } { port = 3000; protocol = "tcp"; public = false; purpose = "Grafana (127.0.0.1, behind the proxy at /grafana/)"; metrics = false; } ]; };
+  xnode.apps.monitoring = { template = "monitoring"; health = [ { kind = "systemd"; target = "prometheus.service"; status = 200; timeout = 60; } { kind = "systemd"; target = "prometheus-node-exporter.service"; status = 200; timeout = 60; } { kind = "systemd"; target = "grafana.service"; status = 200; timeout = 60; } { kind = "systemd"; target = "grafana-admin-password.service"; status = 200; timeout = 180; } { kind = "tcp"; target = "9100"; status = 200; timeout = 60; } { kind = "http"; target = "http://127.0.0.1:9090/-/ready"; status = 200; timeout = 120; } { kind = "http"; target = "http://127.0.0.1:3000/grafana/api/health"; status = 200; timeout = 180; } ]; secrets = [ { name = "grafana_admin_password"; path = "/var/lib/xnode/secrets/monitoring/grafana_admin_password"; owner = "grafana"; group = "root"; } { name = "grafana_secret_key"; path = "/var/lib/xnode/secrets/monitoring/grafana_secret_key"; owner = "grafana"; group = "root"; } ]; ports = [ { port = 9090; protocol = "tcp"; public = false; purpose = "Prometheus web UI and API (127.0.0.1)"; metrics = false; } { port = 9100; protocol = "tcp"; public = false; purpose = "node exporter (127.0.0.1)"; metrics = true; } { port = 3000; protocol = "tcp"; public = false; purpose = "Grafana (127.0.0.1, behind the proxy at /grafana/)"; metrics = false; } ]; };
 }

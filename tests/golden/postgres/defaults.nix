@@ -79,20 +79,14 @@
             ALTER ROLE :"role" WITH LOGIN PASSWORD :'pw';
             SQL
             done
+            echo "password applied to ${toString (builtins.length users)} users"
           '';
         };
-        # A new secret file (a deploy that rotates the password) re-applies it: the path unit starts a
-        # one-shot that restarts the password unit (starting an active RemainAfterExit unit is a no-op).
-        # nixpkgs nixos/modules/system/boot/systemd.nix (systemd.paths.<name>.pathConfig)
-        systemd.paths.postgres-password-rotate = {
-          wantedBy = [ "multi-user.target" ];
-          pathConfig.PathChanged = "/var/lib/xnode/secrets/postgres/password";
-        };
-        systemd.services.postgres-password-rotate = {
-          description = "Re-apply the PostgreSQL users' password after the secret file changed";
-          serviceConfig.Type = "oneshot";
-          script = "systemctl restart postgres-password.service";
-        };
+        # A new secret file (a deploy that rotates the password) re-applies it without touching the
+        # server: modules/apps.nix's watcher restarts only this unit (a restart of an active
+        # RemainAfterExit oneshot runs it again, once); the default would restart every unit the health
+        # probes watch, postgresql.service included.
+        xnode.apps.postgres.restartOnSecretChange = [ "postgres-password.service" ];
 
         # Scheduled dumps with retention. nixpkgs' services.postgresqlBackup
         # (nixos/modules/services/backup/postgresql-backup.nix) keeps only the latest and one previous
