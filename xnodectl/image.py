@@ -13,7 +13,7 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from xnodectl import __version__, process
 from xnodectl.errors import CommandFailed, ExternalError, UsageError
+from xnodectl.inventory import STORE_PUBLIC_KEY
 from xnodectl.params import check_address
 from xnodectl.render import render_nix
 from xnodectl.sshkeys import PublicKey
@@ -56,6 +57,7 @@ class ImageRequest:
     disk: str | None
     wipe: bool
     xnodectl_flake: str
+    store_keys: tuple[str, ...] = ()  # owner's Nix public keys (modules/trust.nix)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ def request(
     disk: str | None,
     wipe: bool,
     xnodectl_flake: str,
+    store_keys: Sequence[str] = (),
 ) -> ImageRequest:
     """Validate everything the user gave; raises UsageError before anything is created."""
     address = check_address(owner, what="owner address")
@@ -125,7 +128,17 @@ def request(
         disk=check_disk(disk, wipe),
         wipe=wipe,
         xnodectl_flake=xnodectl_flake,
+        store_keys=tuple(check_store_key(k) for k in store_keys),
     )
+
+
+def check_store_key(key: str) -> str:
+    if not re.match(STORE_PUBLIC_KEY, key):
+        raise UsageError(
+            f"'{key[:40]}' is not a Nix public store key",
+            hint="pass the public half, name:base64 (see: xnodectl store-key show)",
+        )
+    return key
 
 
 def plan(req: ImageRequest) -> Plan:
@@ -139,6 +152,7 @@ def plan(req: ImageRequest) -> Plan:
         "wipe": req.wipe,
         "owner": req.owner,
         "ssh_keys": [req.key.line()] if req.key is not None else [],
+        "store_keys": list(req.store_keys),
         "version": __version__,
     }
     files = {

@@ -14,6 +14,8 @@ from xnodectl.errors import InventoryError, did_you_mean
 
 FILENAME = "inventory.toml"
 NODE_NAME = r"^[a-z][a-z0-9-]{0,62}$"
+# A Nix public signing key: "name:" + base64 of the 32-byte ed25519 key.
+STORE_PUBLIC_KEY = r"^[A-Za-z0-9._+-]{1,64}:[A-Za-z0-9+/]{43}=$"
 
 
 class _Strict(BaseModel):
@@ -66,6 +68,18 @@ class Settings(_Strict):
     ssh_key: str | None = None
     # The owner's keystore used to sign deploy manifests for nodes with signed_deploys = true.
     signer_keystore: str | None = None
+    # Public Nix store keys ("name:base64") the nodes trust for paths from peers and caches: the
+    # workspace owner key first (its secret half is secrets/nix-store-key, see storekey.py), then
+    # keys being rotated out. Never a secret key.
+    store_keys: list[str] = []
+
+    @field_validator("store_keys")
+    @classmethod
+    def _store_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if not re.match(STORE_PUBLIC_KEY, key):
+                raise ValueError(f"'{key[:40]}' is not a Nix public key (name:base64 of 32 bytes)")
+        return keys
 
 
 class Inventory(_Strict):

@@ -1,0 +1,193 @@
+"""Where each node's closure comes from: the operator, a peer (`--fan-out`) or a cache (`--via`).
+
+One `Distribution` per run; the copy stage calls `copy(node, ssh)` for every node that lacks paths.
+Bytes are NAR sizes of the paths each copy reports done, booked under the source that sent them;
+`operator_bytes` adds the one push to a cache. A peer or cache that fails sends the node to the
+next source and says so (`note`); a path refused for its signature fails the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xnodectl import nix
+from xnodectl.deploy import cache, peers
+from xnodectl.deploy.fanout import Schedule, Source, Tree
+from xnodectl.errors import CommandFailed, XnodeError
+from xnodectl.remote import Ssh
+
+Note = Callable[[str, str], None]  # (node, message): a fallback the operator should see
+Progress = Callable[[str, int], None]  # (node, bytes so far from all sources)
+
+
+class CopyFailed(XnodeError):
+    """The node did not get the closure (the message says from where it tried)."""
+
+
+@dataclass
+class Bytes:
+    operator: int = 0
+    peers: int = 0
+    caches: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.operator + self.peers + self.caches
+
+
+@dataclass(frozen=True)
+class Plan:
+    fan_out: Tree | None = None
+    via: str | None = None
+    copy_timeout: float = 3600.0
+    substitute: bool = False  # operator copies: --substitute-on-destination
+
+    @property
+    def plain(self) -> bool:
+        return self.fan_out is None and self.via is None
+
+
+@dataclass
+class Distribution:
+    plan: Plan
+    system: str
+    closure: nix.Closure
+    endpoints: Mapping[str, peers.Endpoint]  # how peers reach each node
+    key: peers.PeerKey | None = None  # needed with fan_out
+    note: Note = lambda _node, _msg: None
+    progress: Progress = lambda _node, _n: None
+    pushed_bytes: int = 0  # the operator's push to the cache
+    per_node: dict[str, Bytes] = field(default_factory=dict)
+    schedule: Schedule | None = None
+    _push: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.plan.fan_out is not None:
+            self.schedule = Schedule(self.plan.fan_out)
+        self._sizes = {p.path: p.nar_size for p in self.closure.paths.values()}
+
+    @property
+    def operator_bytes(self) -> int:
+        return self.pushed_bytes + sum(b.operator for b in self.per_node.values())
+
+    def _counter(self, node: str, kind: str) -> Callable[[str], None]:
+        got = self.per_node.setdefault(node, Bytes())
+
+        def on_path(path: str) -> None:
+            setattr(got, kind, getattr(got, kind) + self._sizes.get(path, 0))
+            self.progress(node, got.total)
+
+        return on_path
+
+    async def copy(self, node: str, ssh: Ssh) -> Bytes:
+        """Give `node` the closure; raises CopyFailed, SignatureRefused or the node's RemoteError."""
+        self.per_node.setdefault(node, Bytes())
+        if self.plan.via is not None and await self._from_cache(node, ssh):
+            if self.schedule is not None:
+                await self.schedule.holds(node)
+            return self.per_node[node]
+        if self.schedule is None:
+            await self._from_operator(node, ssh)
+        else:
+            await self._fan_out(node, ssh, self.schedule)
+        return self.per_node[node]
+
+    async def _from_cache(self, node: str, ssh: Ssh) -> bool:
+        assert self.plan.via is not None
+        try:
+            if self._push is None:
+                self._push = asyncio.ensure_future(self._push_once(self.plan.via))
+            await asyncio.shield(self._push)
+            await cache.substitute(
+                ssh,
+                self.system,
+                on_path=self._counter(node, "caches"),
+                timeout=self.plan.copy_timeout,
+            )
+        except cache.CacheFailed as exc:
+            self.note(node, f"cache {self.plan.via}: {exc.message}; falling back to the operator")
+            return False
+        return True
+
+    async def _push_once(self, url: str) -> None:
+        def on_path(path: str) -> None:
+            self.pushed_bytes += self._sizes.get(path, 0)
+
+        await cache.push(url, [self.system], on_path=on_path, timeout=self.plan.copy_timeout)
+
+    async def _from_operator(self, node: str, ssh: Ssh) -> None:
+        try:
+            await nix.copy(
+                ssh.target.store_uri,
+                [self.system],
+                sshopts=ssh.sshopts(),
+                substitute=self.plan.substitute,
+                on_path=self._counter(node, "operator"),
+                timeout=self.plan.copy_timeout,
+            )
+        except CommandFailed as exc:
+            raise CopyFailed(f"copy failed: {exc.message}") from exc
+
+    async def _fan_out(self, node: str, ssh: Ssh, schedule: Schedule) -> None:
+        tried: set[str] = set()
+        while True:
+            source = await schedule.acquire(node, tried)
+            try:
+                await self._copy_from(node, ssh, source)
+            except peers.PeerFailed as exc:
+                await schedule.release(node, source, ok=False, peer_failed=True)
+                tried.add(source.peer)
+                self.note(node, f"{exc.message}; trying another source")
+                continue
+            except peers.SignatureRefused:
+                # The node fails; the peer that served a refused path serves nobody else.
+                await schedule.release(node, source, ok=False, peer_failed=True)
+                raise
+            except BaseException:
+                await schedule.release(node, source, ok=False, peer_failed=False)
+                raise
+            await schedule.release(node, source, ok=True, peer_failed=False)
+            return
+
+    async def _copy_from(self, node: str, ssh: Ssh, source: Source) -> None:
+        assert self.key is not None
+        user = self.endpoints[node].user
+        if source.is_operator:
+            if source.fallback:
+                self.note(node, "no peer could serve it: copying from the operator")
+            await self._from_operator(node, ssh)
+            await peers.serve(ssh, self.key, user, timeout=30)
+            return
+        await peers.pull(
+            ssh,
+            self.endpoints[source.peer],
+            self.key,
+            self.system,
+            serve_as=user,
+            on_path=self._counter(node, "peers"),
+            timeout=self.plan.copy_timeout,
+        )
+
+    async def close(self, ssh_of: Callable[[str], Ssh]) -> None:
+        """Revoke the deploy's key on every holder (best effort: sshd's expiry covers the rest)."""
+        if self.schedule is None or self.key is None:
+            return
+        key = self.key
+
+        async def one(node: str) -> None:
+            ssh = ssh_of(node)
+            try:
+                await peers.revoke(ssh, key, self.endpoints[node].user, timeout=10)
+            except XnodeError:
+                pass
+            finally:
+                await ssh.close()
+
+        await asyncio.gather(*(one(n) for n in self.schedule.holders))
+
+
+def make_key(plan: Plan, directory: Path, deploy_id: str) -> peers.PeerKey | None:
+    return peers.PeerKey.create(directory, deploy_id) if plan.fan_out is not None else None
