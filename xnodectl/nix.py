@@ -361,7 +361,7 @@ async def signatures(
 
 
 def signer_name(signature: str) -> str:
-    """"keyname:base64sig" -> "keyname" (the key that made it)."""
+    """The name of the key that made a signature ("name:base64sig")."""
     return signature.partition(":")[0]
 
 

@@ -114,9 +114,7 @@ class PeerKey:
 
     def authorized_line(self, now: datetime.datetime | None = None) -> str:
         expires = (now or datetime.datetime.now(datetime.UTC)) + KEY_LIFETIME
-        options = (
-            f'restrict,expiry-time="{expires:%Y%m%d%H%M}Z",command="nix-store --serve"'
-        )
+        options = f'restrict,expiry-time="{expires:%Y%m%d%H%M}Z",command="nix-store --serve"'
         return f"{options} {self.public}"
 
 
@@ -203,7 +201,7 @@ async def revoke(ssh: Ssh, key: PeerKey, user: str, *, timeout: float) -> None:
 
 
 def summarize(sources: Sequence[str]) -> str:
-    """"n1, n2 then the operator" for messages."""
+    """ "n1, n2 then the operator" for messages."""
     names = [s or "the operator" for s in sources]
     return " then ".join(names)
 

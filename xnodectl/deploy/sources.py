@@ -83,7 +83,9 @@ class Distribution:
         return on_path
 
     async def copy(self, node: str, ssh: Ssh) -> Bytes:
-        """Give `node` the closure; raises CopyFailed, SignatureRefused or the node's RemoteError."""
+        """Give `node` the closure.
+
+        Raises CopyFailed, peers.SignatureRefused or the node's own RemoteError."""
         self.per_node.setdefault(node, Bytes())
         if self.plan.via is not None and await self._from_cache(node, ssh):
             if self.schedule is not None:
