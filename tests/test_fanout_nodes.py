@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ TREE2 = Tree(2)
 
 
 def closure(tmp_path: Path, salt: str, size: int = 40) -> tuple[str, int]:
+    # A new closure every run: the host store keeps the signatures of earlier runs.
+    salt = f"{salt}-{secrets.token_hex(4)}"
     flake = StandinFlake(tmp_path / "flake", ["n"], size=size, leaf_salt=salt).write()
     system = flake.build("n")
     return system, asyncio.run(nix.closure(system, env=NIX_ENV)).nar_size
