@@ -124,7 +124,7 @@ async def _pull(dest: Node, seed: Node, key: peers.PeerKey, system: str, check: 
     session = Session(identity=dest.key)
     ssh = session.ssh(Target(dest.name, dest.host, dest.port, dest.user, dest.host_key))
     endpoint = peers.Endpoint(seed.name, seed.host, seed.port, seed.user, seed.host_key)
-    command = peers.pull_command(endpoint, key, system, "root")
+    command = peers.pull_command(endpoint, key, [system], "root")
     if not check:
         unchecked = 'nix copy --no-check-sigs --from "$4"'
         command[2] = command[2].replace('nix copy --from "$4"', unchecked)

@@ -85,20 +85,21 @@ class Rig:
         plan = sources.Plan(fan_out=fan_out, via=via, copy_timeout=120)
         return sources.Distribution(
             plan,
-            system,
-            closure,
+            {system: closure},
             self.endpoints,
             key=sources.make_key(plan, session.dir, deploy_id),
         )
 
     async def copy_all(
-        self, session: Session, dist: sources.Distribution
+        self, session: Session, dist: sources.Distribution, systems: dict[str, str] | None = None
     ) -> dict[str, sources.Bytes | BaseException]:
-        """Every node's copy at once (as a fleet wave does); a node's failure is its result."""
+        """Every node's copy at once (as a fleet wave does); a node's failure is its result.
+        `systems`: node -> system (default: the one system of `dist`)."""
         sshs = {name: session.ssh(target) for name, target in self.targets.items()}
+        default = next(iter(dist.closures))
 
         async def one(name: str) -> sources.Bytes:
-            return await dist.copy(name, sshs[name])
+            return await dist.copy(name, sshs[name], (systems or {}).get(name, default))
 
         try:
             results = await asyncio.gather(*(one(n) for n in sshs), return_exceptions=True)

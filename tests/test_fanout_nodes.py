@@ -232,3 +232,36 @@ def test_via_ssh_ng_cache(tmp_path: Path, trusted: Any, xnode_fleet: Any) -> Non
     finally:
         cache_node.destroy()
         xnode_fleet.nodes.remove(cache_node)
+
+
+def test_nodes_with_different_systems_share_the_common_paths(tmp_path: Path, trusted: Any) -> None:
+    """Every node's system differs (its name is baked in), their leaves do not: peers serve the
+    shared part, the operator sends each node only its own top path."""
+    key_file, _public, make = trusted
+    rig = make(4)
+    names = [n.name for n in rig.nodes]
+    salt = f"fanout-per-node-{secrets.token_hex(4)}"
+    flake = StandinFlake(tmp_path / "flake", names, size=20, leaf_salt=salt, per_node=True)
+    flake.write()
+    systems = {name: flake.build(name) for name in names}
+    closures = {s: asyncio.run(nix.closure(s, env=NIX_ENV)) for s in systems.values()}
+    for system in systems.values():
+        sign(key_file, system)
+    session = Session(identity=rig.identity)
+    try:
+        plan = sources.Plan(fan_out=Tree(2), copy_timeout=120)
+        dist = sources.Distribution(
+            plan, closures, rig.endpoints, key=sources.make_key(plan, session.dir, "t")
+        )
+        results = asyncio.run(rig.copy_all(session, dist, systems))
+    finally:
+        session.close()
+    assert all(isinstance(r, sources.Bytes) for r in results.values()), results
+    assert all(node.has_path(systems[node.name]) for node in rig.nodes)
+    shared = sum(p.nar_size for p in closures[systems[names[0]]].paths.values() if "leaf" in p.path)
+    seeds = [n for n, b in dist.per_node.items() if b.operator >= shared]
+    assert len(seeds) == 1, dist.per_node
+    for name, got in dist.per_node.items():
+        if name not in seeds:
+            assert got.peers == shared and 0 < got.operator < 0.05 * shared, (name, got)
+    assert rig.operator_sent < 1.1 * shared

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime
 import re
-import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,9 @@ KEY_LIFETIME = datetime.timedelta(hours=6)
 _REFUSED = re.compile(r"cannot add path '([^']+)' because it lacks a (?:valid )?signature")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 
-# Runs on the destination: $1 id, $2 known_hosts line, $3 ssh options, $4 store URI, $5 system,
-# $6 authorized_keys line to serve others afterwards, $7 login user peers use. Private key on stdin.
+# Runs on the destination: $1 id, $2 known_hosts line, $3 ssh options, $4 store URI, $5 the
+# authorized_keys line to serve others afterwards, $6 login user peers use, $7... store paths.
+# Private key on stdin.
 PULL_SCRIPT = r"""set -eu
 umask 077
 d=/run/xnode/fanout
@@ -44,10 +44,14 @@ h="$d/hosts-$1"
 trap 'rm -f "$k" "$h"' EXIT
 cat > "$k"
 printf '%s\n' "$2" > "$h"
-NIX_SSHOPTS="-i $k -o UserKnownHostsFile=$h $3" nix copy --from "$4" \
-  --log-format internal-json -v "$5"
-touch "$d/keys/$7"
-grep -qxF "$6" "$d/keys/$7" || printf '%s\n' "$6" >> "$d/keys/$7"
+line=$5
+user=$6
+uri=$4
+opts="-i $k -o UserKnownHostsFile=$h $3"
+shift 6
+NIX_SSHOPTS="$opts" nix copy --from "$uri" --log-format internal-json -v "$@"
+touch "$d/keys/$user"
+grep -qxF "$line" "$d/keys/$user" || printf '%s\n' "$line" >> "$d/keys/$user"
 """
 
 SERVE_SCRIPT = r"""set -eu
@@ -132,12 +136,12 @@ def node_ssh_options(peer: Endpoint, connect_timeout: int = 5) -> str:
     )  # fmt: skip
 
 
-def pull_command(peer: Endpoint, key: PeerKey, system: str, serve_as: str) -> list[str]:
+def pull_command(peer: Endpoint, key: PeerKey, paths: Sequence[str], serve_as: str) -> list[str]:
     ident = _SAFE_ID.sub("_", key.deploy_id)
     return [
         "sh", "-c", PULL_SCRIPT, "xnode-fanout-pull", ident,
-        f"{peer.alias} {peer.host_key}", node_ssh_options(peer), peer.store_uri, system,
-        key.authorized_line(), serve_as,
+        f"{peer.alias} {peer.host_key}", node_ssh_options(peer), peer.store_uri,
+        key.authorized_line(), serve_as, *paths,
     ]  # fmt: skip
 
 
@@ -145,18 +149,19 @@ async def pull(
     ssh: Ssh,
     peer: Endpoint,
     key: PeerKey,
-    system: str,
+    paths: Sequence[str],
     *,
     serve_as: str,
     on_path: Callable[[str], None],
     timeout: float,
 ) -> None:
-    """The destination (`ssh`'s node) pulls `system` from `peer`, then serves it to others.
+    """The destination (`ssh`'s node) pulls `paths` (and their closures) from `peer`, then lets
+    other nodes read its store.
 
     Raises SignatureRefused (a path not signed by a trusted key), PeerFailed (any other failure
     of the copy) or the destination's own RemoteError (the destination is unreachable)."""
     progress = nix.CopyProgress(on_path)
-    argv = ssh.argv(pull_command(peer, key, system, serve_as))
+    argv = ssh.argv(pull_command(peer, key, paths, serve_as))
     try:
         result = await process.arun(
             argv,
@@ -198,13 +203,3 @@ async def revoke(ssh: Ssh, key: PeerKey, user: str, *, timeout: float) -> None:
     await ssh.run(
         ["sh", "-c", REVOKE_SCRIPT, "xnode-fanout-revoke", key.tag, user], timeout=timeout
     )
-
-
-def summarize(sources: Sequence[str]) -> str:
-    """ "n1, n2 then the operator" for messages."""
-    names = [s or "the operator" for s in sources]
-    return " then ".join(names)
-
-
-def quote(words: Sequence[str]) -> str:
-    return shlex.join(words)

@@ -1,9 +1,12 @@
 """Where each node's closure comes from: the operator, a peer (`--fan-out`) or a cache (`--via`).
 
-One `Distribution` per run; the copy stage calls `copy(node, ssh)` for every node that lacks paths.
-Bytes are NAR sizes of the paths each copy reports done, booked under the source that sent them;
-`operator_bytes` adds the one push to a cache. A peer or cache that fails sends the node to the
-next source and says so (`note`); a path refused for its signature fails the node.
+One `Distribution` per run, over every system the run deploys (nodes' systems differ, their
+closures mostly do not); the copy stage calls `copy(node, ssh, system)` for each node. From a peer
+a node pulls the part of its closure the peer holds (the intersection of the two closures, which is
+itself closed under references); the rest, typically the node's own configuration, comes from the
+operator. Bytes are NAR sizes of the paths each copy reports done, booked under the source that
+sent them; `operator_bytes` adds the one push to a cache. A peer or cache that fails sends the node
+to the next source and says so (`note`); a path refused for its signature fails the node.
 """
 
 from __future__ import annotations
@@ -50,11 +53,17 @@ class Plan:
         return self.fan_out is None and self.via is None
 
 
+def shared_roots(mine: nix.Closure, theirs: nix.Closure) -> list[str]:
+    """The paths of `mine` that `theirs` also holds, as the few roots whose closures cover them."""
+    shared = mine.paths.keys() & theirs.paths.keys()
+    referenced = {r for p in shared for r in mine.paths[p].references if r != p}
+    return sorted(shared - referenced)
+
+
 @dataclass
 class Distribution:
     plan: Plan
-    system: str
-    closure: nix.Closure
+    closures: Mapping[str, nix.Closure]  # system -> its closure, every system of the run
     endpoints: Mapping[str, peers.Endpoint]  # how peers reach each node
     key: peers.PeerKey | None = None  # needed with fan_out
     note: Note = lambda _node, _msg: None
@@ -62,12 +71,13 @@ class Distribution:
     pushed_bytes: int = 0  # the operator's push to the cache
     per_node: dict[str, Bytes] = field(default_factory=dict)
     schedule: Schedule | None = None
+    held: dict[str, str] = field(default_factory=dict)  # node -> the system it holds
     _push: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         if self.plan.fan_out is not None:
             self.schedule = Schedule(self.plan.fan_out)
-        self._sizes = {p.path: p.nar_size for p in self.closure.paths.values()}
+        self._sizes = {p.path: p.nar_size for c in self.closures.values() for p in c.paths.values()}
 
     @property
     def operator_bytes(self) -> int:
@@ -82,32 +92,34 @@ class Distribution:
 
         return on_path
 
-    async def copy(self, node: str, ssh: Ssh) -> Bytes:
-        """Give `node` the closure.
+    async def copy(self, node: str, ssh: Ssh, system: str) -> Bytes:
+        """Give `node` the closure of `system` (one of `closures`).
 
         Raises CopyFailed, peers.SignatureRefused or the node's own RemoteError."""
         self.per_node.setdefault(node, Bytes())
-        if self.plan.via is not None and await self._from_cache(node, ssh):
-            if self.schedule is not None:
-                await self.schedule.holds(node)
+        if self.plan.via is not None and await self._from_cache(node, ssh, system):
+            await self.holds(node, system)
             return self.per_node[node]
         if self.schedule is None:
-            await self._from_operator(node, ssh)
+            await self._from_operator(node, ssh, system)
         else:
-            await self._fan_out(node, ssh, self.schedule)
+            await self._fan_out(node, ssh, system, self.schedule)
         return self.per_node[node]
 
-    async def _from_cache(self, node: str, ssh: Ssh) -> bool:
+    async def holds(self, node: str, system: str) -> None:
+        """`node` has the whole closure of `system` (copied, or it had it): it may serve."""
+        self.held[node] = system
+        if self.schedule is not None:
+            await self.schedule.holds(node)
+
+    async def _from_cache(self, node: str, ssh: Ssh, system: str) -> bool:
         assert self.plan.via is not None
         try:
             if self._push is None:
                 self._push = asyncio.ensure_future(self._push_once(self.plan.via))
             await asyncio.shield(self._push)
             await cache.substitute(
-                ssh,
-                self.system,
-                on_path=self._counter(node, "caches"),
-                timeout=self.plan.copy_timeout,
+                ssh, system, on_path=self._counter(node, "caches"), timeout=self.plan.copy_timeout
             )
         except cache.CacheFailed as exc:
             self.note(node, f"cache {self.plan.via}: {exc.message}; falling back to the operator")
@@ -118,13 +130,14 @@ class Distribution:
         def on_path(path: str) -> None:
             self.pushed_bytes += self._sizes.get(path, 0)
 
-        await cache.push(url, [self.system], on_path=on_path, timeout=self.plan.copy_timeout)
+        systems = sorted(self.closures)  # one copy: shared paths go up once
+        await cache.push(url, systems, on_path=on_path, timeout=self.plan.copy_timeout)
 
-    async def _from_operator(self, node: str, ssh: Ssh) -> None:
+    async def _from_operator(self, node: str, ssh: Ssh, system: str) -> None:
         try:
             await nix.copy(
                 ssh.target.store_uri,
-                [self.system],
+                [system],
                 sshopts=ssh.sshopts(),
                 substitute=self.plan.substitute,
                 on_path=self._counter(node, "operator"),
@@ -133,12 +146,12 @@ class Distribution:
         except CommandFailed as exc:
             raise CopyFailed(f"copy failed: {exc.message}") from exc
 
-    async def _fan_out(self, node: str, ssh: Ssh, schedule: Schedule) -> None:
+    async def _fan_out(self, node: str, ssh: Ssh, system: str, schedule: Schedule) -> None:
         tried: set[str] = set()
         while True:
             source = await schedule.acquire(node, tried)
             try:
-                await self._copy_from(node, ssh, source)
+                await self._copy_from(node, ssh, system, source)
             except peers.PeerFailed as exc:
                 await schedule.release(node, source, ok=False, peer_failed=True)
                 tried.add(source.peer)
@@ -151,27 +164,34 @@ class Distribution:
             except BaseException:
                 await schedule.release(node, source, ok=False, peer_failed=False)
                 raise
+            self.held[node] = system
             await schedule.release(node, source, ok=True, peer_failed=False)
             return
 
-    async def _copy_from(self, node: str, ssh: Ssh, source: Source) -> None:
+    async def _copy_from(self, node: str, ssh: Ssh, system: str, source: Source) -> None:
         assert self.key is not None
         user = self.endpoints[node].user
         if source.is_operator:
             if source.fallback:
                 self.note(node, "no peer could serve it: copying from the operator")
-            await self._from_operator(node, ssh)
+            await self._from_operator(node, ssh, system)
             await peers.serve(ssh, self.key, user, timeout=30)
             return
-        await peers.pull(
-            ssh,
-            self.endpoints[source.peer],
-            self.key,
-            self.system,
-            serve_as=user,
-            on_path=self._counter(node, "peers"),
-            timeout=self.plan.copy_timeout,
-        )
+        theirs = self.closures[self.held[source.peer]]
+        roots = shared_roots(self.closures[system], theirs)
+        if roots:
+            await peers.pull(
+                ssh,
+                self.endpoints[source.peer],
+                self.key,
+                roots,
+                serve_as=user,
+                on_path=self._counter(node, "peers"),
+                timeout=self.plan.copy_timeout,
+            )
+        if set(self.closures[system].paths) - set(theirs.paths):
+            # The node's own part (its configuration): from the operator.
+            await self._from_operator(node, ssh, system)
 
     async def close(self, ssh_of: Callable[[str], Ssh]) -> None:
         """Revoke the deploy's key on every holder (best effort: sshd's expiry covers the rest)."""
