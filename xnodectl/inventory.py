@@ -38,6 +38,10 @@ class Node(_Strict):
     user: str = "root"
     # The node's SSH host public key ("ssh-ed25519 AAAA..."), pinned at claim or first contact.
     host_key: str | None = None
+    # How OTHER NODES reach this one's sshd during a fan-out deploy (a LAN address behind the
+    # operator's NAT, say); default: host and port.
+    peer_host: str | None = Field(default=None, min_length=1)
+    peer_port: int | None = Field(default=None, ge=1, le=65535)
     tags: list[str] = []
     system: str = "x86_64-linux"
     owner: str | None = None

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from xnodectl import inventory as inv
 from xnodectl import nix, process
 from xnodectl.errors import CommandFailed, XnodeError
 from xnodectl.remote import SSH_ERROR, Ssh
@@ -202,4 +203,15 @@ async def revoke(ssh: Ssh, key: PeerKey, user: str, *, timeout: float) -> None:
     """Remove the deploy's key from a holder (sshd's expiry-time covers a failed removal)."""
     await ssh.run(
         ["sh", "-c", REVOKE_SCRIPT, "xnode-fanout-revoke", key.tag, user], timeout=timeout
+    )
+
+
+def endpoint_of(name: str, node: inv.Node) -> Endpoint:
+    """Where peers reach an inventory node: peer_host/peer_port, else its host/port."""
+    return Endpoint(
+        node=name,
+        host=node.peer_host or node.host,
+        port=node.peer_port or node.port,
+        user=node.user,
+        host_key=node.host_key or "",
     )
