@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,7 @@ class Rig:
         fan_out: Tree | None = None,
         via: str | None = None,
         deploy_id: str = "test-deploy",
+        signer: Path | None = None,
     ) -> sources.Distribution:
         closure = asyncio.run(nix.closure(system, env=NIX_ENV))
         plan = sources.Plan(fan_out=fan_out, via=via, copy_timeout=120)
@@ -88,18 +89,32 @@ class Rig:
             {system: closure},
             self.endpoints,
             key=sources.make_key(plan, session.dir, deploy_id),
+            signer=signer,
         )
 
     async def copy_all(
-        self, session: Session, dist: sources.Distribution, systems: dict[str, str] | None = None
+        self,
+        session: Session,
+        dist: sources.Distribution,
+        systems: dict[str, str] | None = None,
+        *,
+        notes: list[str] | None = None,
+        watch: Callable[[str, str], None] | None = None,
     ) -> dict[str, sources.Bytes | BaseException]:
         """Every node's copy at once (as a fleet wave does); a node's failure is its result.
-        `systems`: node -> system (default: the one system of `dist`)."""
+        `systems`: node -> system (default: the one system of `dist`); `notes` collects
+        "node: message"; `watch(node, kind)` sees each path arrive."""
         sshs = {name: session.ssh(target) for name, target in self.targets.items()}
         default = next(iter(dist.closures))
 
         async def one(name: str) -> sources.Bytes:
-            return await dist.copy(name, sshs[name], (systems or {}).get(name, default))
+            return await dist.copy(
+                name,
+                sshs[name],
+                (systems or {}).get(name, default),
+                on_path=lambda kind, _p, _n: watch(name, kind) if watch else None,
+                note=lambda msg: notes.append(f"{name}: {msg}") if notes is not None else None,
+            )
 
         try:
             results = await asyncio.gather(*(one(n) for n in sshs), return_exceptions=True)

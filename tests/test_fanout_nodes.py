@@ -41,10 +41,7 @@ def run(
     notes: list[str] = []
     try:
         dist = rig.distribution(session, system, fan_out=fan_out, via=via)
-        dist.note = lambda node, msg: notes.append(f"{node}: {msg}")
-        for name, value in kw.items():
-            setattr(dist, name, value)
-        results = asyncio.run(rig.copy_all(session, dist))
+        results = asyncio.run(rig.copy_all(session, dist, notes=notes, **kw))
     finally:
         session.close()
     return dist, results, notes
@@ -54,15 +51,14 @@ def test_tree_fanout_of_8_nodes_operator_sends_the_closure_once(
     tmp_path: Path, xnode_factory: XnodeFactory, operator_key: object
 ) -> None:
     key_file, public = owner_key(tmp_path / "keys")
-    system, size = closure(tmp_path, "fanout-8")
-    sign(key_file, system)
+    system, size = closure(tmp_path, "fanout-8")  # unsigned: the distribution signs it
     nodes = xnode_factory(8, fresh=True)
     for node in nodes:
         node.trust_store([public])
     rig = Rig.create(nodes, nodes[0].key)
     session = Session(identity=nodes[0].key)
     try:
-        dist = rig.distribution(session, system, fan_out=Tree(2))
+        dist = rig.distribution(session, system, fan_out=Tree(2), signer=key_file)
         results = asyncio.run(rig.copy_all(session, dist))
     finally:
         session.close()
@@ -152,23 +148,12 @@ def test_peer_killed_mid_copy_falls_back(tmp_path: Path, trusted: Any) -> None:
     seed = rig.nodes[0]
     killed: list[str] = []
 
-    def progress(node: str, got: int) -> None:
-        b = dist_box[0].per_node[node]
-        if b.peers and not killed:
+    def watch(node: str, kind: str) -> None:
+        if kind == "peers" and not killed:
             killed.append(node)
             seed.stop()
 
-    dist_box: list[sources.Distribution] = []
-    session = Session(identity=rig.identity)
-    notes: list[str] = []
-    try:
-        dist = rig.distribution(session, system, fan_out=Tree(2))
-        dist_box.append(dist)
-        dist.note = lambda node, msg: notes.append(f"{node}: {msg}")
-        dist.progress = progress
-        results = asyncio.run(rig.copy_all(session, dist))
-    finally:
-        session.close()
+    dist, results, notes = run(rig, system, fan_out=Tree(2), watch=watch)
     assert killed, "no pull from the seed was seen"
     others = [n for n in rig.nodes if n is not seed]
     for node in others:
