@@ -209,7 +209,10 @@ class Distribution:
             if source.fallback:
                 self.note(node, "no peer could serve it: copying from the operator")
             await self._from_operator(node, ssh, system)
-            await peers.serve(ssh, self.key, user, timeout=30)
+            try:
+                await peers.serve(ssh, self.key, user, timeout=30)
+            except peers.PeerFailed as exc:  # it has the closure; peers that try it skip it
+                self.note(node, f"{exc.message}; it will not serve other nodes")
             return
         theirs = self.closures[self.held[source.peer]]
         roots = shared_roots(self.closures[system], theirs)
