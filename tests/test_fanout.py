@@ -4,6 +4,7 @@ seeds once and serves again only as the fallback, nobody copies from a copy in f
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,37 @@ def test_a_node_that_already_holds_the_closure_serves() -> None:
         return await schedule.acquire("b", set())
 
     assert asyncio.run(main()).peer == "a"
+
+
+def test_peers_reach_a_node_at_its_peer_address() -> None:
+    from xnodectl import inventory as inv
+    from xnodectl.deploy import peers
+
+    node = inv.Node(host="203.0.113.7", port=2222, host_key="ssh-ed25519 AAAA")
+    assert peers.endpoint_of("a", node) == peers.Endpoint(
+        "a", "203.0.113.7", 2222, "root", "ssh-ed25519 AAAA"
+    )
+    node = inv.Node(host="203.0.113.7", port=2222, peer_host="10.0.0.7", peer_port=22)
+    endpoint = peers.endpoint_of("a", node)
+    assert (endpoint.host, endpoint.port, endpoint.store_uri) == (
+        "10.0.0.7",
+        22,
+        "ssh://root@10.0.0.7",
+    )
+
+
+def test_pull_command_pins_the_peer_and_never_skips_signature_checks(tmp_path: Any) -> None:
+    from xnodectl.deploy import peers
+
+    key = peers.PeerKey.create(tmp_path, "20261204T035500-abc123")
+    peer = peers.Endpoint("b", "10.0.0.8", 22, "root", "ssh-ed25519 AAAAPEER")
+    argv = peers.pull_command(peer, key, ["/nix/store/x-a", "/nix/store/y-b"], "root")
+    script, words = argv[2], argv[4:]
+    assert "--no-check-sigs" not in script and "nix copy --from" in script
+    assert words[1] == "xnode-peer-b ssh-ed25519 AAAAPEER"
+    assert "StrictHostKeyChecking=yes" in words[2] and "HostKeyAlias=xnode-peer-b" in words[2]
+    assert words[3] == "ssh://root@10.0.0.8" and words[-2:] == ["/nix/store/x-a", "/nix/store/y-b"]
+    line = key.authorized_line()
+    assert line.startswith('restrict,expiry-time="') and 'command="nix-store --serve"' in line
+    assert "--write" not in line and key.private.read_text() not in " ".join(argv)
+    assert (key.private.stat().st_mode & 0o777) == 0o600
