@@ -24,7 +24,6 @@ from xnodectl.remote import Ssh
 
 Note = Callable[[str], None]  # a fallback the operator should see
 OnPath = Callable[[str, str, int], None]  # (source kind, path, its NAR bytes) as each arrives
-KINDS = ("operator", "peers", "caches")
 
 
 class CopyFailed(XnodeError):
