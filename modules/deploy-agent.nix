@@ -78,7 +78,31 @@ in
     systemd.tmpfiles.rules = [
       "d /var/lib/xnode 0755 root root -"
       "d /var/lib/xnode/deploy 0700 root root -"
+      # GC roots of pending deploys (rollback target, copied closure): docs/deploy-protocol.md
+      "d /nix/var/nix/gcroots/xnode-deploy 0755 root root -"
     ];
+
+    # A pending deploy's decision is completed by whoever comes next; at boot and every 30 s that
+    # is this unit, so a node nobody contacts still settles (its supervisor died, it rebooted).
+    # nixpkgs nixos/lib/systemd-unit-options.nix (serviceConfig, startAt is not used: a timer
+    # with OnUnitActiveSec runs relative to the last run, on the monotonic clock).
+    systemd.services.xnode-deploy-recover = {
+      description = "Complete a pending xnode deploy decision";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "local-fs.target" "nix-daemon.socket" ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${cfg.package}/bin/xnode-activate recover";
+      };
+    };
+    systemd.timers.xnode-deploy-recover = {
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnBootSec = "30s";
+        OnUnitActiveSec = "30s";
+        AccuracySec = "1s";
+      };
+    };
 
     # nixpkgs nixos/modules/system/etc/etc.nix (environment.etc.<name>.text);
     # networking.hostName: nixpkgs nixos/modules/tasks/network-interfaces.nix

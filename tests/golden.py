@@ -7,13 +7,26 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from xnodectl import catalog
-from xnodectl.apps import defaults_params, example_params
 from xnodectl.render import render
 
 GOLDEN = Path(__file__).parent / "golden"
 VARIANTS = ("defaults", "example")
+
+
+def example_params(template: catalog.Template) -> dict[str, Any]:
+    return dict(template.meta.example)
+
+
+def defaults_params(template: catalog.Template) -> dict[str, Any]:
+    """The defaults render: every default, plus example values for required parameters."""
+    return {
+        name: template.meta.example[name]
+        for name, spec in template.params.items()
+        if spec.required and not spec.secret and name in template.meta.example
+    }
 
 
 def rendered(template: catalog.Template, variant: str) -> str:

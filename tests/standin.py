@@ -98,6 +98,7 @@ fault() {
 case "$action" in
   dry-activate) echo "would restart the following units: standin.service"; exit 0 ;;
   boot)  # no bootloader here: the boot default is the system profile
+    if fault boot-fails; then echo "stand-in boot: no boot loader (injected)" >&2; exit 1; fi
     if fault boot-slow; then sleep 2; echo "stand-in boot entry written (slowly)"; fi
     exit 0 ;;
 esac
@@ -120,8 +121,12 @@ if [ -f /run/xnode-test/health.pid ]; then
   kill "$(cat /run/xnode-test/health.pid)" 2>/dev/null
   rm -f /run/xnode-test/health.pid
 fi
-rm -f /run/xnode-test/unhealthy
+rm -f /run/xnode-test/unhealthy /run/xnode-test/healthy-at
 if fault health-fails; then touch /run/xnode-test/unhealthy; fi
+# A slow app: healthy only N seconds after this activation ($T/health-delay holds N; a knob, kept).
+if [ -s "$T/health-delay" ]; then
+  echo $(( $(date +%s) + $(cat "$T/health-delay") )) > /run/xnode-test/healthy-at
+fi
 if [ -e "$out/health" ]; then
   port=$(cat "$T/health-port")
   setsid /usr/bin/python3 "$out/bin/health-server" "$port" "$out" </dev/null >/dev/null 2>&1 &
@@ -137,13 +142,19 @@ if fault refuse-new-connections; then
 else
   rm -f /run/xnode-test/refuse-ssh
 fi
+if fault switch-then-fails; then
+  echo "warning: the following units failed: standin.service (injected, after switching)" >&2
+  exit 4
+fi
 echo "stand-in activation of $out ($action) done"
 """
 
-HEALTH_SERVER = r'''"""Stand-in health endpoint: 200 + the system path; 500 while "unhealthy"."""
+HEALTH_SERVER = r'''"""Stand-in health endpoint: 200 + the system path; else 500 (unhealthy,
+or a slow app before its healthy-at time)."""
 import http.server
 import os
 import sys
+import time
 
 PORT, SYSTEM = int(sys.argv[1]), sys.argv[2]
 
@@ -151,6 +162,11 @@ PORT, SYSTEM = int(sys.argv[1]), sys.argv[2]
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         bad = os.path.exists("/run/xnode-test/unhealthy")
+        try:
+            with open("/run/xnode-test/healthy-at") as f:
+                bad = bad or time.time() < int(f.read().strip())
+        except (OSError, ValueError):
+            pass
         body = (("unhealthy " if bad else "ok ") + SYSTEM + "\n").encode()
         self.send_response(500 if bad else 200)
         self.send_header("Content-Length", str(len(body)))

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.golden import defaults_params, example_params
 from tests.nixcheck import eval_json, parse_ok
 from xnodectl import catalog
-from xnodectl.apps import defaults_params, example_params
 from xnodectl.cli import app
 from xnodectl.errors import ParamError
 from xnodectl.render import RenderedApp, check_collisions, render

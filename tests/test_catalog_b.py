@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.golden import example_params
 from tests.nixcheck import eval_json
 from xnodectl import catalog
-from xnodectl.apps import example_params
 from xnodectl.cli import app
 from xnodectl.render import RenderedApp, render
 
@@ -370,7 +370,7 @@ def test_dev_env_user_and_workspace(tmp_path: Path) -> None:
 
 
 def test_all_four_compose_on_one_node_with_defaults() -> None:
-    from xnodectl.apps import render_node
+    from xnodectl.app_request import render_node
     from xnodectl.inventory import AppEntry
 
     apps = render_node([AppEntry(template=name) for name in MINE])
@@ -399,7 +399,7 @@ def test_all_four_compose_on_one_node_with_defaults() -> None:
 def test_collisions_are_reported_before_any_build(
     entries: list[tuple[str, dict[str, str]]], expected: str
 ) -> None:
-    from xnodectl.apps import render_node
+    from xnodectl.app_request import render_node
     from xnodectl.errors import CollisionError
     from xnodectl.inventory import AppEntry
 

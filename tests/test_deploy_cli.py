@@ -160,7 +160,7 @@ def test_inventory_error_has_line_number(ws: Path) -> None:
 
 def test_nixops4_missing_says_how_to_get_it(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    code, _, err = run("deploy", "--engine", "nixops4", "--workspace", str(ws))
+    code, _, err = run("deploy", "--engine", "nixops4", "--all", "--workspace", str(ws))
     assert code == 5 and "nixops4" in err and "nix shell github:nixops4/nixops4" in err
 
 
@@ -182,3 +182,87 @@ def test_help_lists_commands() -> None:
     _, out, _ = run("--help")
     for cmd in ("deploy", "plan", "status", "rollback", "generations", "node"):
         assert cmd in out
+
+
+def test_nixops4_refuses_what_it_cannot_honour(ws: Path) -> None:
+    before = (ws / inv.FILENAME).read_text()
+    code, _, err = run(
+        "deploy", "--engine", "nixops4", "--all", "--json", "--canary", "1",
+        "--activation-timeout", "9", "--substitute-on-destination", "--workspace", str(ws),
+    )  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert (
+        "--engine nixops4 cannot honour --json, --canary, --activation-timeout, "
+        "--substitute-on-destination" in err
+    )
+    assert (ws / inv.FILENAME).read_text() == before
+
+
+def test_engine_choices_are_in_the_help() -> None:
+    _, out, _ = run("deploy", "--help")
+    assert "native" in out and "nixops4" in out
+
+
+def test_deploy_without_a_terminal_needs_a_selection(ws: Path) -> None:
+    code, _, err = run("deploy", "--workspace", str(ws))
+    assert code == 2 and "needs a selection" in err and "--all" in err
+
+
+def test_deploy_on_a_terminal_shows_the_summary_and_asks(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xnodectl.cli import deploy as cli_deploy
+
+    monkeypatch.setattr(cli_deploy, "_interactive", lambda: True)
+    before = (ws / inv.FILENAME).read_text()
+    result = CliRunner().invoke(app, ["deploy", "--workspace", str(ws)], input="n\n")
+    assert result.exit_code == 130, result.stderr
+    assert "local (root@127.0.0.1:2222): apps unchanged" in result.stderr
+    assert "Deploy to all 1 nodes? [y/N]" in result.stderr
+    assert "deploy cancelled; nothing was changed" in result.stderr
+    # CliRunner echoes the typed answer on stdout; nothing else may be there
+    assert result.stdout.strip() == "n" and (ws / inv.FILENAME).read_text() == before
+
+
+def test_plan_diff_cut_says_how_much_was_cut(ws: Path) -> None:
+    args = ["plan", "--workspace", str(ws), "template=ipfs", "--node", "local"]
+    code, out, err = run(*args)
+    assert code == 0, err
+    _, js, _ = run(*args, "--json")
+    diff = next(a for a in json.loads(js)["nodes"][0]["apps"] if a["app"] == "ipfs")["diff"]
+    total = len(diff.splitlines())
+    assert total > 40
+    assert (
+        f"[... {total - 40} more lines of this diff cut; the whole diff: xnodectl plan --json]"
+        in (out)
+    )
+
+
+def test_template_words_store_typed_values_as_init_does(ws: Path) -> None:
+    from xnodectl.deploy import prepare
+    from xnodectl.workspace import Workspace
+
+    words = ("template=postgres", "port=5434")
+    req = prepare.Request(prepare.Selection(("local",)), words)
+    prepared = prepare.prepare(Workspace(ws), req, need_secrets=False)
+    entry = next(a for a in prepared.inventory.nodes["local"].apps if a.template == "postgres")
+    assert entry.params["port"] == 5434  # an int, as `init` stores it, not "5434"
+
+
+UNROUTABLE = "10.255.255.1"  # connects time out: a node that is down
+
+
+def test_unreachable_is_exit_6_in_every_command_and_status_shows_progress(ws: Path) -> None:
+    assert (
+        run("node", "add", "local", UNROUTABLE, "--host-key", KEY, "--workspace", str(ws))[0] == 0
+    )
+    started = time.monotonic()
+    code, out, err = run("status", "--workspace", str(ws))
+    assert code == 6, (out, err)
+    assert time.monotonic() - started < 15
+    assert "local: asking the node ..." in err and "local: asking the node: unreachable (" in err
+    assert "1 of 1 nodes unreachable: local" in err
+    assert "NODE" in out  # the table is still printed
+    for args in (["generations", "--node", "local"], ["rollback", "--node", "local"]):
+        code, _, err = run(*args, "--workspace", str(ws))
+        assert code == 6, (args, err)

@@ -12,7 +12,7 @@ import pytest
 from xnodectl import nix
 from xnodectl.deploy import fleet
 from xnodectl.deploy.events import Clock, Event, NodeReport, NodeState, Outcome
-from xnodectl.deploy.pipeline import DeployOptions, NodeJob
+from xnodectl.deploy.job import DeployOptions, NodeJob
 from xnodectl.remote import Session, Target
 
 
@@ -86,3 +86,19 @@ def test_max_failures_stops_starting_nodes(monkeypatch: pytest.MonkeyPatch) -> N
     assert started == ["n0", "n1"]
     assert [r.outcome for r in reports[2:]] == [Outcome.SKIPPED] * 3
     assert all(r.state is NodeState.OLD for r in reports[2:])
+
+
+def test_failed_skipped_and_interrupted_are_counted_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: "4 of 4 nodes failed" for one failure and three skips."""
+    from xnodectl.deploy.events import FleetReport
+    from xnodectl.deploy.run import exit_error
+    from xnodectl.errors import ExitCode
+
+    reports, _, _ = run(monkeypatch, 4, {"n0"}, fleet.FleetOptions(canary=1))
+    report = FleetReport(reports, 1.0)
+    data = report.to_json()
+    assert (data["failed"], data["skipped"], data["deployed"], data["total"]) == (1, 3, 0, 4)
+    error = exit_error(report)
+    assert error is not None and error.message == "1 of 4 nodes failed, 3 skipped"
+    assert error.exit_code is ExitCode.ALL_FAILED  # no node ended on the new system
+    assert all(r.seconds > 0 for r in reports[1:])  # skipped nodes carry real times too

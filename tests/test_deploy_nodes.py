@@ -60,7 +60,10 @@ class Ws:
     nodes: list[Node]
 
     def deploy(self, *args: str) -> tuple[int, list[dict[str, Any]], dict[str, Any], str]:
-        """`xnodectl deploy --json ARGS`: exit code, events, final report, stderr."""
+        """`xnodectl deploy --json ARGS`: exit code, events, final report, stderr. Without
+        --node/--tag, every node (--all: a run without a terminal must say so)."""
+        if not {"--node", "-n", "--tag", "-t"} & set(args):
+            args = ("--all", *args)
         result = CliRunner().invoke(
             app,
             [
@@ -150,6 +153,49 @@ def test_deploy_then_noop_then_upgrade(
     assert n1.current_system() == r["system_after"] != r["system_before"]
 
 
+def test_one_deploy_parses_renders_and_reads_secrets_once(
+    xnode_factory: Callable[..., list[Node]],
+    tmp_path: Path,
+    catalogue: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The traced deploy (`deploy template=... --node N` with a secret): the inventory is parsed
+    once, the app rendered once, its secret read once; the table's TIME is real."""
+    from xnodectl import app_request, render
+    from xnodectl.deploy import secrets
+
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1], health=True)
+    (ws.root / "secrets" / "probe-web").mkdir(parents=True)
+    (ws.root / "secrets" / "probe-web" / "token").write_text("s3cret")
+    counts = {"load": 0, "render": 0, "secret": 0}
+
+    def counted(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(inv, "load", counted("load", inv.load))
+    monkeypatch.setattr(app_request, "render", counted("render", render.render))
+    monkeypatch.setattr(secrets, "_find", counted("secret", secrets._find))
+    code, _, report, err = ws.deploy(
+        "template=probe-web", f"port={n1.health_port}", "--node", n1.name
+    )
+    assert code == 0, (err, report)
+    assert counts == {"load": 1, "render": 1, "secret": 1}
+    assert n1.local("cat /var/lib/xnode/secrets/probe-web/token").stdout == "s3cret"
+    r = ws.node_report(report, n1.name)
+    assert r["seconds"] > 0 and {"build", "preflight", "copy", "activate", "confirm"} <= set(
+        r["phases"]
+    )
+    text = CliRunner().invoke(app, ["deploy", "--workspace", str(ws.root), "--all"])
+    assert text.exit_code == 0
+    row = next(line for line in text.stdout.splitlines() if line.startswith(n1.name))
+    assert " 0.0s " not in row
+
+
 def test_unreachable_node_reported_fast_before_copy(
     xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
 ) -> None:
@@ -157,9 +203,13 @@ def test_unreachable_node_reported_fast_before_copy(
     ws = make_ws(tmp_path, [n1, n2])
     n2.stop()
     code, events, report, _ = ws.deploy("--all")
-    assert code == 3
+    assert code == 6  # every failed node was unreachable: the exit code of status/rollback too
     r2 = ws.node_report(report, n2.name)
     assert r2["outcome"] == "failed" and r2["state"] == "old" and "unreachable" in r2["error"]
+    assert r2["unreachable"] is True and report["unreachable"] == 1 and report["failed"] == 1
+    # real times: the run up to the node's end, and each phase it went through
+    assert r2["seconds"] > 0 and set(r2["phases"]) >= {"build", "preflight"}
+    assert report["seconds"] >= r2["seconds"] > r2["phases"]["preflight"] > 0
     assert not any(e["phase"] == "copy" for e in events if e["node"] == n2.name)
     fail = next(e for e in events if e["node"] == n2.name and e["status"] == "failed")
     start = next(e for e in events if e["node"] == n2.name and e["phase"] == "preflight")
@@ -179,7 +229,7 @@ def test_hung_node_reported_within_10s(
     finally:
         n1.thaw()
     r = ws.node_report(report, n1.name)
-    assert code == 4 and r["outcome"] == "failed" and r["state"] == "old"
+    assert code == 6 and r["outcome"] == "failed" and r["state"] == "old"
     assert r["phases"]["preflight"] <= 11
     assert n1.current_system() is None
 

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.golden import example_params
 from tests.nixcheck import eval_json
 from xnodectl import catalog, process
-from xnodectl.apps import example_params
 from xnodectl.cli import app
 from xnodectl.errors import CollisionError
 from xnodectl.nixlit import string as nix_string

@@ -128,7 +128,9 @@ def test_happy_two_phase(node: Node, systems: list[str], tmp_path: Path) -> None
         "holder": "op-1",
         "since": info["lock"]["since"],
         "seen": info["lock"]["seen"],
+        "age": info["lock"]["age"],
     }
+    assert 0 <= info["lock"]["age"] < 60  # seconds on the boot clock since its last heartbeat
     assert helper(node, "unlock", "--holder", "op-1") == {"unlocked": True}
     log = node.local("cat /var/lib/xnode/deploy/happy/log").stdout
     assert "dead-man timer armed" in log and "is the boot default" in log
@@ -462,7 +464,7 @@ def test_chain_runs_commands_in_one_process_and_stops_at_the_first_failure() -> 
     )
     frames = [line for line in result.stdout.splitlines() if line.startswith("@@rc ")]
     assert result.returncode == 2 and frames == ["@@rc 0", "@@rc 2"]
-    assert json.loads(result.stdout.splitlines()[0]) == {"version": 2}
+    assert json.loads(result.stdout.splitlines()[0]) == {"version": 3}
     assert "unknown argument --bad" in result.stdout
     bad = process.run(["bash", str(HELPER), "chain", "3", "version"], check=False)
     assert bad.returncode == 2 and "bad command count" in bad.stdout

@@ -257,6 +257,19 @@ def test_engine_signs_and_node_refuses_foreign_wallet(
     assert [json.loads(a)["address"] for a in audit] == [owner.address.lower()]
     assert json.loads(audit[0])["system"] == report["system_after"]
 
+    # `xnodectl rollback` on a signed node signs the rollback with the same keystore.
+    flake.configure(version="2")
+    code, report = deploy(flake)
+    assert code == 0 and node.generation() == 2, report
+    result = CliRunner().invoke(
+        app, ["rollback", "--node", node.name, "--workspace", str(flake.directory)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert node.generation() == 1 and node.current_system() == report["system_before"]
+    audit = node.local("cat /var/lib/xnode/deploy/manifests/audit.log").stdout.splitlines()
+    assert json.loads(audit[-1])["system"] == report["system_before"]
+    flake.configure(version="1")
+
     # The same workspace signing with another wallet: refused, the node keeps its generation.
     foreign = tmp_path / "foreign.json"
     keystore.create(foreign, "owner password", scrypt_n=2**14)
@@ -312,8 +325,20 @@ def test_helper_refuses_unsigned_replayed_stale(
     _deploy(node, v1, "first", sign_manifest(build_manifest(node.name, v1, None), me))
     to_v2 = sign_manifest(build_manifest(node.name, v2, v1), me)
     _deploy(node, v2, "second", to_v2)
-    code, out = node.activate_helper("rollback")  # back on v1: `to_v2` matches the node again
-    assert code == 0, out
+    # Signed deploys cover rollback (issue 13 item 8): unsigned or foreign, refused, no change.
+    before = (node.current_system(), node.generation(), node.activations())
+    code, out = node.activate_helper("rollback", "--to", "1")
+    assert code == 4 and "requires owner-signed deploys" in str(out["error"]), out
+    node.put("/tmp/back-foreign.json", sign_manifest(
+        build_manifest(node.name, v1, v2), KeystoreSigner(Account.create())))  # fmt: skip
+    code, out = node.activate_helper(
+        "rollback", "--to", "1", "--manifest", "/tmp/back-foreign.json"
+    )
+    assert code == 4 and "not by the owner" in str(out["error"]), out
+    assert (node.current_system(), node.generation(), node.activations()) == before
+    node.put("/tmp/back.json", sign_manifest(build_manifest(node.name, v1, v2), me))
+    code, out = node.activate_helper("rollback", "--to", "1", "--manifest", "/tmp/back.json")
+    assert code == 0, out  # back on v1: `to_v2` matches the node again
     assert node.current_system() == v1
     state = (node.current_system(), node.generation(), node.activations())
 
@@ -335,4 +360,4 @@ def test_helper_refuses_unsigned_replayed_stale(
         assert code == 4 and reason in str(out["error"]), (deploy_id, out)
         assert (node.current_system(), node.generation(), node.activations()) == state
     audit = node.local("wc -l < /var/lib/xnode/deploy/manifests/audit.log").stdout.strip()
-    assert audit == "2"
+    assert audit == "3"  # two deploys and the signed rollback

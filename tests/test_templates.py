@@ -9,9 +9,9 @@ import os
 import pytest
 
 from tests import golden
+from tests.golden import defaults_params, example_params
 from tests.nixcheck import parse_ok
 from xnodectl import catalog
-from xnodectl.apps import defaults_params, example_params
 from xnodectl.errors import CollisionError
 from xnodectl.render import check_collisions, render
 

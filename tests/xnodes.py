@@ -69,6 +69,10 @@ class Fault(enum.Enum):
     BOOT_SLOW = "boot-slow"  # `switch-to-configuration boot` takes 2 s (not used up by test/switch)
     HEALTH_FAILS = "health-fails"  # the health server answers 500
     REFUSE_SSH = "refuse-new-connections"  # after switching, new SSH logins are refused
+    # switches (current-system, health server) and THEN exits 4, as NixOS's switch does when units
+    # failed to start
+    SWITCH_THEN_FAILS = "switch-then-fails"
+    BOOT_FAILS = "boot-fails"  # `switch-to-configuration boot` exits 1 (bootloader not updated)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@
 #     is active before `confirm`, the system profile and boot entry move only at `confirm`;
 #   - an activation whose unit fails is reported (exit code, log tail) and rolled back;
 #   - without a confirmation the dead-man timer re-activates the previous system;
-#   - `rollback` returns to the previous generation.
+#   - `rollback` returns to the previous generation;
+#   - a supervisor killed after activation: the recover timer completes the rollback.
 # The deployed systems are specialisations of the node's own configuration, so they are in its
 # store without a copy (the operator side's `nix copy` is tested by the engine's tests).
 { pkgs, self }:
@@ -107,5 +108,17 @@ pkgs.testers.runNixOSTest {
         out = xa("rollback")
         t.assertEqual((out["generation"], out["path"]), (generation, v2))
         t.assertEqual(running(), v2)
+
+    with subtest("the supervisor killed: the recover timer completes the decision"):
+        node.succeed("systemctl is-active xnode-deploy-recover.timer")
+        xa("begin", "--system", base, "--deploy-id", "d5", "--confirm-timeout", "5")
+        t.assertEqual(xa("wait", "--deploy-id", "d5", "--timeout", "120"), {"state": "activated"})
+        node.succeed("systemctl kill --signal=KILL xnode-deploy-d5.service")
+        # nobody calls the agent: the timer (every 30 s) rolls back once the window has passed
+        node.wait_until_succeeds(
+            "grep -qx rolled-back /var/lib/xnode/deploy/d5/state", timeout=90
+        )
+        t.assertEqual(running(), v2)
+        t.assertIn("supervisor died", node.succeed("readlink /var/lib/xnode/deploy/d5/decision"))
   '';
 }

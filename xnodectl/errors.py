@@ -2,7 +2,9 @@
 
 Exit codes (documented in the README):
   0 success · 1 internal error · 2 bad input · 3 some nodes failed · 4 all nodes failed
-  5 an external tool failed or is missing (nix, ssh, nixops4, qemu) · 130 interrupted
+  5 an external tool failed or is missing (nix, ssh, nixops4, qemu)
+  6 a node could not be reached (every command that talks to nodes: deploy when every failed
+    node was unreachable, status, generations, rollback, claim, sign-in) · 130 interrupted
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class ExitCode(IntEnum):
     SOME_FAILED = 3
     ALL_FAILED = 4
     EXTERNAL = 5
+    UNREACHABLE = 6
     INTERRUPTED = 130
 
 
@@ -102,11 +105,21 @@ class ToolMissing(ExternalError):
 class DeployFailed(XnodeError):
     """Some or all nodes of a fleet run failed; per-node details were already reported."""
 
-    def __init__(self, failed: int, total: int) -> None:
+    def __init__(self, failed: int, total: int, unreachable: int = 0, skipped: int = 0) -> None:
         self.failed = failed
         self.total = total
-        self.exit_code = ExitCode.ALL_FAILED if failed == total else ExitCode.SOME_FAILED
-        super().__init__(f"{failed} of {total} nodes failed")
+        if failed and unreachable == failed:
+            self.exit_code = ExitCode.UNREACHABLE
+        elif failed + skipped == total:
+            self.exit_code = ExitCode.ALL_FAILED
+        else:
+            self.exit_code = ExitCode.SOME_FAILED
+        parts = [f"{failed} of {total} nodes failed"]
+        if unreachable:
+            parts.append(f"{unreachable} unreachable")
+        if skipped:
+            parts.append(f"{skipped} skipped")
+        super().__init__(", ".join(parts))
 
 
 def _edit_distance(a: str, b: str) -> int:
@@ -130,13 +143,19 @@ class ClaimRefused(UsageError):
 
 
 class NodeUnreachable(ExternalError):
-    """A node's claim or sign-in service could not be reached or answered nonsense."""
+    """A node (its SSH, claim or sign-in service) could not be reached or answered nonsense."""
+
+    exit_code = ExitCode.UNREACHABLE
 
 
 class Interrupted(XnodeError):
     """Ctrl-C during a fleet run; the message says which generation each node was left on."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class Cancelled(Interrupted):
+    """The operator answered no to a question; nothing was changed."""
 
 
 def nearest(word: str, choices: Iterable[str]) -> str | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xnodectl import process
-from xnodectl.errors import CommandFailed, ExternalError, UsageError
+from xnodectl.errors import CommandFailed, ExitCode, ExternalError, UsageError
 
 CONTROL_PERSIST_S = 30
 # Algorithm choices (measured side by side by bench/ssh_algorithms.py; figures in docs/deploy.md):
@@ -42,7 +42,7 @@ class RemoteError(ExternalError):
 
 
 class Unreachable(RemoteError):
-    pass
+    exit_code = ExitCode.UNREACHABLE
 
 
 class HostKeyMismatch(RemoteError):

@@ -102,6 +102,25 @@ def git_track(ws: Workspace) -> None:
         )
 
 
+def untrack(ws: Workspace, paths: Sequence[str]) -> None:
+    """Take removed files out of git's index again (they were added with intent-to-add)."""
+    if paths and (ws.root / ".git").exists():
+        process.run(
+            [
+                "git",
+                "-C",
+                str(ws.root),
+                "rm",
+                "--cached",
+                "--quiet",
+                "--ignore-unmatch",
+                "--",
+                *paths,
+            ],
+            check=False,
+        )
+
+
 def init(
     root: Path,
     *,

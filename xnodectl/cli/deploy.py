@@ -2,11 +2,18 @@
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from xnodectl.cli import output
+from xnodectl.deploy.engine import Engine
+
+if TYPE_CHECKING:
+    from xnodectl.deploy import events, prepare
+    from xnodectl.deploy.plan import NodePlan
+    from xnodectl.deploy.prepare import Request, Selection
+    from xnodectl.workspace import Workspace
 
 T = TypeVar("T")
 
@@ -28,48 +35,61 @@ WsOpt = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    from xnodectl.cli import new_app
+    from xnodectl.cli import new_app, plan, status
 
     app.command("deploy")(deploy_cmd)
-    app.command("plan")(plan_cmd)
-    app.command("status")(status_cmd)
-    app.command("rollback")(rollback_cmd)
-    app.command("generations")(generations_cmd)
+    app.command("plan")(plan.plan_cmd)
+    app.command("status")(status.status_cmd)
+    app.command("rollback")(status.rollback_cmd)
+    app.command("generations")(status.generations_cmd)
     node = new_app("Manage the inventory's nodes.")
     node.command("add")(node_add)
     node.command("remove")(node_remove)
     node.command("list")(node_list)
+    node.command("unlock")(status.unlock_cmd)
     app.add_typer(node, name="node")
 
 
 def _run(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; Ctrl-C cancels it; the fleet code settles every node first."""
+    """Run a coroutine; Ctrl-C, SIGTERM and SIGHUP (a closed terminal, a stopped CI job) cancel
+    it alike: the fleet code settles every node first and the report is still written."""
     import asyncio
     import signal
+
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     async def main() -> T:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        for sig in stops:
+            loop.add_signal_handler(sig, task.cancel)
         try:
             return await make()
         finally:
-            loop.remove_signal_handler(signal.SIGINT)
+            for sig in stops:
+                loop.remove_signal_handler(sig)
 
     return asyncio.run(main())
 
 
-def _ws(workspace: Path | None) -> Any:
+def _ws(workspace: Path | None) -> "Workspace":
     from xnodectl import workspace as wsmod
 
     return wsmod.find(workspace)
 
 
-def _selection(node: list[str] | None, tag: list[str] | None, all_nodes: bool) -> Any:
-    from xnodectl.deploy.service import Selection
+def _selection(node: list[str] | None, tag: list[str] | None, all_nodes: bool) -> "Selection":
+    from xnodectl.deploy.prepare import Selection
 
     return Selection(tuple(node or ()), tuple(tag or ()), all_nodes)
+
+
+def _interactive() -> bool:
+    """A terminal to ask on (stdin) and to show the question (stderr)."""
+    import sys
+
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 def deploy_cmd(
@@ -79,6 +99,9 @@ def deploy_cmd(
     all_nodes: AllOpt = False,
     plan: Annotated[
         bool, typer.Option("--plan", help="Show what would change; change nothing.")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask before deploying every node.")
     ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON event per line on stdout, then a report.")
@@ -110,8 +133,11 @@ def deploy_cmd(
         ),
     ] = None,
     activation_timeout: Annotated[
-        float, typer.Option("--activation-timeout", min=1, help="Seconds an activation may run.")
-    ] = 300.0,
+        float | None,
+        typer.Option(
+            "--activation-timeout", min=1, help="Seconds an activation may run (default 300)."
+        ),
+    ] = None,
     substitute: Annotated[
         bool,
         typer.Option(
@@ -127,8 +153,8 @@ def deploy_cmd(
         ),
     ] = False,
     engine: Annotated[
-        str, typer.Option("--engine", help="native (default) or nixops4.")
-    ] = "native",
+        Engine, typer.Option("--engine", help="Who applies the deploy.")
+    ] = Engine.NATIVE,
     app_name: Annotated[
         str | None,
         typer.Option("--name", help="App name for template words (default: the template name)."),
@@ -137,45 +163,78 @@ def deploy_cmd(
 ) -> None:
     """Deploy the inventory (or template=NAME k=v ... onto the selected nodes) atomically.
 
-    Exit codes: 0 all nodes fine, 2 bad input, 3 some nodes failed, 4 all failed, 5 tool
-    missing, 130 interrupted (each node left on its old or new generation, as reported).
-    """
-    from xnodectl.deploy import fleet, service
-    from xnodectl.errors import UsageError
+    On a terminal, a deploy without --node/--tag/--all shows what it would do to every node and
+    asks first (--yes skips the question); without a terminal it needs a selection.
 
-    if engine not in ("native", "nixops4"):
-        raise UsageError(f"unknown engine '{engine}'", hint="use --engine native or nixops4")
+    Exit codes: 0 all nodes fine, 2 bad input, 3 some nodes failed, 4 all failed, 5 tool
+    missing, 6 every failed node was unreachable, 130 interrupted (each node left on its old or
+    new generation, as reported).
+    """
+    from xnodectl.deploy import engine as engines
+    from xnodectl.deploy import prepare
+
+    given = {
+        "--json": as_json, "--max-parallel": max_parallel is not None, "--canary": canary > 0,
+        "--max-failures": max_failures is not None, "--confirm-timeout": confirm_timeout,
+        "--activation-timeout": activation_timeout, "--substitute-on-destination": substitute,
+        "--revert-wave-on-failure": revert_wave,
+    }  # fmt: skip
+    engines.refuse_unsupported(engine, [name for name, on in given.items() if on])
     ws = _ws(workspace)
-    settings_parallel = max_parallel or ws.load().settings.max_parallel
-    req = service.Request(
+    req = prepare.Request(
         selection=_selection(node, tag, all_nodes),
         words=tuple(words or ()),
         app_name=app_name,
-        fleet=fleet.FleetOptions(settings_parallel, canary, max_failures, revert_wave),
+        fleet=prepare.FleetOptions(max_parallel, canary, max_failures, revert_wave),
         confirm_timeout=confirm_timeout,
         activation_timeout=activation_timeout,
         substitute=substitute,
     )
     if plan:
-        _show_plan(ws, req, as_json)
+        from xnodectl.cli.plan import show_plan
+
+        show_plan(ws, req, as_json)
         return
-    if engine == "nixops4":
+    ask = req.selection.empty and not req.words and not yes
+    if ask and not _interactive():
+        prepare.require_selection(req)
+    prepared = prepare.prepare(ws, req)
+    if ask:
+        _ask(ws, prepared)
+    if engine is Engine.NIXOPS4:
         from xnodectl.deploy import nixops4
 
-        _run(lambda: nixops4.apply(ws, req, output.info))
+        _run(lambda: nixops4.apply(ws, prepared, output.info))
         return
-    _deploy(ws, req, as_json)
+    _deploy(ws, prepared, req, as_json)
 
 
-def _deploy(ws: Any, req: Any, as_json: bool) -> None:
+def _ask(ws: "Workspace", prepared: "prepare.Prepared") -> None:
+    """Show what a deploy of every node would change (offline: no build, no node) and ask."""
+    from xnodectl.deploy import plan as planmod
+    from xnodectl.errors import Cancelled
+
+    for name in prepared.names:
+        output.info(_summary(planmod.static(ws, prepared, name)))
+    if not typer.confirm(f"Deploy to all {len(prepared.names)} nodes?", err=True):
+        raise Cancelled("deploy cancelled; nothing was changed")
+
+
+def _summary(p: "NodePlan") -> str:
+    changed = [f"{a.app} {a.change}" for a in p.apps if a.change != "unchanged"]
+    return f"  {p.node} ({p.address}): " + (", ".join(changed) or "apps unchanged")
+
+
+def _deploy(ws: "Workspace", prepared: "prepare.Prepared", req: "Request", as_json: bool) -> None:
     import json
     import sys
 
-    from xnodectl.deploy import events, service
+    from xnodectl.deploy import events
+    from xnodectl.deploy import run as runmod
 
     sink = events.JsonSink() if as_json else events.ConsoleSink()
     try:
-        report = _run(lambda: service.deploy(ws, req, sink))
+        report = _run(lambda: runmod.deploy(ws, prepared, req, sink))
     finally:
         sink.close()  # every event is out before the report
     if as_json:
@@ -192,175 +251,14 @@ def _deploy(ws: Any, req: Any, as_json: bool) -> None:
         output.result(
             output.table(rows, ["NODE", "OUTCOME", "ON", "GENERATION", "BYTES", "TIME", "DETAIL"])
         )
-    error = service.exit_error(report)
+    error = runmod.exit_error(report)
     if error is not None:
         raise error
 
 
-def _generations(n: Any) -> str:
+def _generations(n: "events.NodeReport") -> str:
     before = "-" if n.generation_before is None else str(n.generation_before)
     return f"{before} -> {n.generation_after}" if n.generation_after is not None else before
-
-
-def plan_cmd(
-    words: Words = None,
-    node: NodeOpt = None,
-    tag: TagOpt = None,
-    all_nodes: AllOpt = False,
-    as_json: JsonOpt = False,
-    app_name: Annotated[
-        str | None, typer.Option("--name", help="App name for template words.")
-    ] = None,
-    workspace: WsOpt = None,
-) -> None:
-    """Show what a deploy would change per node (same as deploy --plan); changes nothing."""
-    from xnodectl.deploy import service
-
-    req = service.Request(
-        selection=_selection(node, tag, all_nodes), words=tuple(words or ()), app_name=app_name
-    )
-    _show_plan(_ws(workspace), req, as_json)
-
-
-def _show_plan(ws: Any, req: Any, as_json: bool) -> None:
-    from xnodectl.deploy import plan as planmod
-
-    plans = _run(lambda: planmod.plan(ws, req))
-    if as_json:
-        output.as_json({"nodes": [p.to_json() for p in plans]})
-        return
-    output.result("\n\n".join(_plan_text(p) for p in plans))
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    return f"{n / 1_048_576:.1f} MiB" if n >= 1_048_576 else f"{n} B"
-
-
-def _plan_text(p: Any) -> str:
-    if p.changes:
-        headline = "will change"
-    elif p.current_system is None:
-        headline = "workspace up to date; what the node runs now is unknown (see below)"
-    else:
-        headline = "no changes"
-    lines = [f"node {p.node} ({p.address}): {headline}"]
-    words = {
-        "added": "new module",
-        "changed": "module changes",
-        "removed": "module removed",
-        "unchanged": "module unchanged",
-    }
-    for a in p.apps:
-        lines.append(
-            f"  app {a.app} ({a.template}): {words.get(a.change, a.change)} "
-            f"in apps/{p.node}/{a.app}.nix"
-        )
-        lines.extend(f"    {line}" for line in a.diff.splitlines()[:40])
-    lines.append("  ports opened: " + (", ".join(p.ports_opened) or "none"))
-    for s in p.secrets:
-        where = s["source"] if s["present"] else " or ".join(s["looked_in"])
-        lines.append(
-            f"  secret {s['app']}/{s['param']}: "
-            + ("present" if s["present"] else "MISSING")
-            + f" ({where})"
-        )
-    lines.append("  health probes: " + (", ".join(p.probes) or "none"))
-    r = p.resources
-    lines.append(
-        f"  resources: >= {r['min_cpus']} CPU, {r['min_ram_mb']} MB RAM, {r['min_disk_gb']} GB disk"
-    )
-    lines.append(
-        f"  current: {p.current_system or 'unknown'} (generation "
-        f"{p.current_generation if p.current_generation is not None else 'unknown'})"
-    )
-    lines.append(f"  desired: {p.desired_system or 'unknown'}")
-    if p.packages is not None:
-        for kind in ("added", "removed", "upgraded"):
-            if p.packages[kind]:
-                lines.append(f"  {kind}: " + ", ".join(p.packages[kind][:30]))
-        lines.append(
-            f"  to copy: {p.paths_to_copy} paths, {_size(p.bytes_to_copy)} "
-            f"(closure {_size(p.closure_bytes)}); reboot needed: "
-            f"{'yes' if p.reboot_needed else 'no'}"
-        )
-    for what, why in p.unknown.items():
-        lines.append(f"  unknown {what}: {why}")
-    return "\n".join(lines)
-
-
-def status_cmd(
-    node: NodeOpt = None,
-    tag: TagOpt = None,
-    all_nodes: AllOpt = False,
-    as_json: JsonOpt = False,
-    workspace: WsOpt = None,
-) -> None:
-    """Per node: current vs desired system, drift, apps, health."""
-    from xnodectl.deploy import ops
-
-    result = _run(lambda: ops.status(_ws(workspace), _selection(node, tag, all_nodes)))
-    if as_json:
-        output.as_json([s.to_json() for s in result])
-        return
-    rows = [
-        [
-            s.node,
-            "yes" if s.reachable else "no",
-            str(s.current_generation or "-"),
-            {True: "DRIFT", False: "in sync", None: "unknown"}[s.drift],
-            {True: "healthy", False: "UNHEALTHY", None: "-"}[s.healthy],
-            ", ".join(s.apps) or "-",
-        ]
-        for s in result
-    ]
-    output.result(output.table(rows, ["NODE", "REACHABLE", "GEN", "DRIFT", "HEALTH", "APPS"]))
-    for s in result:
-        for what, why in s.unknown.items():
-            output.info(f"{s.node}: unknown {what}: {why}")
-
-
-def rollback_cmd(
-    node: Annotated[str, typer.Option("--node", "-n", help="Node to roll back.")],
-    to: Annotated[
-        int | None, typer.Option("--to", min=1, help="Generation (default: previous).")
-    ] = None,
-    as_json: JsonOpt = False,
-    workspace: WsOpt = None,
-) -> None:
-    """Switch a node back to an earlier generation (default: the previous one)."""
-    from xnodectl.deploy import ops
-
-    result = _run(lambda: ops.rollback(_ws(workspace), node, to))
-    if as_json:
-        output.as_json(result)
-        return
-    output.result(f"{node}: now on generation {result.get('generation', '?')}")
-
-
-def generations_cmd(
-    node: Annotated[str, typer.Option("--node", "-n", help="Node to list.")],
-    as_json: JsonOpt = False,
-    workspace: WsOpt = None,
-) -> None:
-    """List a node's system generations."""
-    from xnodectl.deploy import ops
-
-    gens = _run(lambda: ops.generations(_ws(workspace), node))
-    if as_json:
-        output.as_json(gens)
-        return
-    rows = [
-        [
-            str(g.get("number")),
-            "*" if g.get("current") else "",
-            str(g.get("date", "")),
-            str(g.get("path", "")),
-        ]
-        for g in gens
-    ]
-    output.result(output.table(rows, ["GEN", "CURRENT", "DATE", "SYSTEM"]))
 
 
 def node_add(

@@ -132,7 +132,7 @@ def render_cmd(
 
     Secret parameters take no value here: the module reads them from files on the node.
     """
-    from xnodectl.apps import parse_request, render_request
+    from xnodectl.app_request import parse_request, render_request
 
     rendered = render_request(parse_request(words or [], name))
     if out == "-":
@@ -180,7 +180,7 @@ def init_cmd(
     The first node defaults to 'local', the VM that `xnodectl vm up` starts on 127.0.0.1:2222.
     """
     from xnodectl import inventory, workspace
-    from xnodectl.apps import parse_request, render_request
+    from xnodectl.app_request import parse_request, render_request
     from xnodectl.errors import UsageError
 
     if not 1 <= port <= 65535:

@@ -47,6 +47,7 @@ class Outcome(StrEnum):
 class NodeState(StrEnum):
     OLD = "old"  # running the generation it had before this run
     NEW = "new"  # running (and booting) the new generation
+    NEW_UNCONFIRMED = "new-unconfirmed"  # running the new system, which is NOT its boot default
     UNKNOWN = "unknown"  # unreachable after activation started; its own timer decides
 
 
@@ -85,6 +86,7 @@ class NodeReport:
     phases: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     rollback_reason: str | None = None
+    unreachable: bool = False  # it failed because SSH could not reach it
 
     @property
     def ok(self) -> bool:
@@ -100,17 +102,30 @@ class FleetReport:
     seconds: float
     interrupted: bool = False
 
+    def count(self, *outcomes: Outcome) -> int:
+        return sum(1 for n in self.nodes if n.outcome in outcomes)
+
     @property
     def failed(self) -> int:
-        return sum(1 for n in self.nodes if not n.ok)
+        """Nodes that were tried and did not end on the new system (skipped ones are apart)."""
+        return self.count(Outcome.FAILED, Outcome.ROLLED_BACK)
+
+    @property
+    def ok(self) -> bool:
+        return all(n.ok for n in self.nodes)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "type": "report",
-            "ok": self.failed == 0,
+            "ok": self.ok,
             "interrupted": self.interrupted,
             "seconds": round(self.seconds, 3),
+            "deployed": self.count(Outcome.DEPLOYED),
+            "unchanged": self.count(Outcome.UNCHANGED),
             "failed": self.failed,
+            "unreachable": sum(1 for n in self.nodes if n.unreachable),
+            "skipped": self.count(Outcome.SKIPPED),
+            "interrupted_nodes": self.count(Outcome.INTERRUPTED),
             "total": len(self.nodes),
             "nodes": [n.to_json() for n in self.nodes],
         }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 from xnodectl.deploy.events import (
@@ -17,18 +16,13 @@ from xnodectl.deploy.events import (
     Sink,
     Status,
 )
-from xnodectl.deploy.helper import Helper
-from xnodectl.deploy.pipeline import DeployOptions, NodeDeploy, NodeJob, deploy_node
-from xnodectl.errors import XnodeError
+from xnodectl.deploy.job import DeployOptions, NodeJob
+from xnodectl.deploy.node import NodeDeploy, deploy_node
+from xnodectl.deploy.prepare import FleetOptions
+from xnodectl.deploy.rollback import revert
 from xnodectl.remote import Session
 
-
-@dataclass(frozen=True)
-class FleetOptions:
-    max_parallel: int = 10
-    canary: int = 0  # nodes in the first wave; 0 = one wave
-    max_failures: int | None = None  # stop starting nodes once more than this many failed
-    revert_wave_on_failure: bool = False
+__all__ = ["FleetOptions", "run", "skipped", "waves"]
 
 
 T = TypeVar("T")
@@ -44,7 +38,9 @@ def skipped(
     node: str, reason: str, sink: Sink, clock: Clock, outcome: Outcome = Outcome.SKIPPED
 ) -> NodeReport:
     sink(Event(node, Phase.DONE, Status.SKIPPED, clock.elapsed(), message=reason))
-    return NodeReport(node, outcome=outcome, state=NodeState.OLD, error=reason)
+    return NodeReport(
+        node, outcome=outcome, state=NodeState.OLD, error=reason, seconds=clock.elapsed()
+    )
 
 
 class _Budget:
@@ -90,28 +86,6 @@ async def _one(
     return report
 
 
-async def _revert(
-    report: NodeReport, session: Session, job: NodeJob, reason: str, sink: Sink, clock: Clock
-) -> None:
-    """Return a node that deployed fine to its previous generation (fleet revert of a wave)."""
-    node = job.target.node
-    sink(Event(node, Phase.ROLLBACK, Status.START, clock.elapsed(), rollback_reason=reason))
-    ssh = session.ssh(job.target)
-    try:
-        await Helper(ssh).rollback(report.generation_before, timeout=120)
-        report.outcome, report.state, report.rollback_reason = (
-            Outcome.ROLLED_BACK,
-            NodeState.OLD,
-            reason,
-        )
-        sink(Event(node, Phase.ROLLBACK, Status.OK, clock.elapsed(), rollback_reason=reason))
-    except XnodeError as exc:
-        report.error = f"wave revert failed: {exc.message}"
-        sink(Event(node, Phase.ROLLBACK, Status.FAILED, clock.elapsed(), message=report.error))
-    finally:
-        await ssh.close()
-
-
 async def _collect_interrupted(
     jobs: Sequence[NodeJob],
     wave: Sequence[NodeJob],
@@ -151,7 +125,7 @@ async def run(
     """Deploy all jobs; returns every node's report and whether the run was interrupted.
     `started`: nodes whose preflight already runs (the caller abandons those never deployed)."""
     started = started or {}
-    sem = asyncio.Semaphore(fopts.max_parallel)
+    sem = asyncio.Semaphore(fopts.max_parallel or len(jobs) or 1)
     budget = _Budget(fopts.max_failures)
     reports: dict[str, NodeReport] = {}
     plan = waves(jobs, fopts.canary)
@@ -174,7 +148,7 @@ async def run(
             reason = f"wave {index + 1} reverted: {', '.join(r.node for r in failed)} failed"
             await asyncio.gather(
                 *(
-                    _revert(r, session, j, reason, sink, clock)
+                    revert(r, session, j.target, reason, sink, clock, opts.manifest)
                     for j, r in zip(wave, results, strict=True)
                     if r.outcome is Outcome.DEPLOYED
                 )

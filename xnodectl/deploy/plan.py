@@ -11,20 +11,21 @@ import asyncio
 import difflib
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xnodectl import catalog, nix, process
 from xnodectl import inventory as inv
-from xnodectl.deploy import secrets as sec
+from xnodectl.deploy.agent import Agent, Info
+from xnodectl.deploy.build import build
 from xnodectl.deploy.events import Clock
-from xnodectl.deploy.helper import Helper, Info
-from xnodectl.deploy.service import Request, apply_words, build, render_nodes, select, target_of
+from xnodectl.deploy.prepare import Prepared, Request, prepare, session_of, target_of
 from xnodectl.errors import XnodeError
 from xnodectl.remote import Session
 from xnodectl.render import RenderedApp
-from xnodectl.workspace import Workspace
+from xnodectl.workspace import Workspace, write_apps
 
 BUILD_BUDGET_S = 12.0
 NODE_BUDGET_S = 6.0
@@ -38,15 +39,32 @@ class AppChange:
     diff: str = ""
 
 
+@dataclass(frozen=True)
+class SecretPlan:
+    app: str
+    param: str
+    path: str
+    present: bool
+    source: str | None
+    looked_in: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Resources:
+    min_cpus: int = 0
+    min_ram_mb: int = 0
+    min_disk_gb: int = 0
+
+
 @dataclass
 class NodePlan:
     node: str
     address: str
     apps: list[AppChange] = field(default_factory=list)
     ports_opened: list[str] = field(default_factory=list)
-    secrets: list[dict[str, Any]] = field(default_factory=list)
+    secrets: list[SecretPlan] = field(default_factory=list)
     probes: list[str] = field(default_factory=list)
-    resources: dict[str, int] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
     desired_system: str | None = None
     current_system: str | None = None
     current_generation: int | None = None
@@ -67,7 +85,7 @@ class NodePlan:
         return {**asdict(self), "changes": self.changes}
 
 
-def _app_changes(ws: Workspace, node: str, apps: list[RenderedApp]) -> list[AppChange]:
+def _app_changes(ws: Workspace, node: str, apps: Sequence[RenderedApp]) -> list[AppChange]:
     directory = ws.apps_dir(node)
     out = []
     for app in apps:
@@ -92,7 +110,9 @@ def _app_changes(ws: Workspace, node: str, apps: list[RenderedApp]) -> list[AppC
     return out
 
 
-def _static(ws: Workspace, name: str, node: inv.Node, apps: list[RenderedApp]) -> NodePlan:
+def static(ws: Workspace, prepared: Prepared, name: str) -> NodePlan:
+    """What is known without building or contacting the node (also the deploy prompt's summary)."""
+    node, apps = prepared.inventory.nodes[name], prepared.rendered[name]
     plan = NodePlan(name, f"{node.user}@{node.host}:{node.port}", apps=_app_changes(ws, name, apps))
     plan.ports_opened = sorted(
         {
@@ -103,34 +123,22 @@ def _static(ws: Workspace, name: str, node: inv.Node, apps: list[RenderedApp]) -
         }
     )
     plan.secrets = [
-        {
-            "app": n.app,
-            "param": n.param,
-            "path": n.path,
-            "present": n.present,
-            "source": n.source,
-            "looked_in": list(n.looked_in),
-        }
-        for n in sec.needs(ws.secrets_dir(), apps)
+        SecretPlan(v.app, v.param, v.path, v.present, v.source, v.looked_in)
+        for v in prepared.secrets[name]
     ]
     plan.probes = [
         f"{p.kind} {p.target} ({a.instance}, {p.timeout}s)" for a in apps for p in a.probes
     ]
-    res = {"min_cpus": 0, "min_ram_mb": 0, "min_disk_gb": 0}
-    for app in apps:
-        meta = catalog.get(app.template).meta.resources
-        res["min_cpus"] = max(res["min_cpus"], meta.min_cpus)
-        res["min_ram_mb"] += meta.min_ram_mb
-        res["min_disk_gb"] += meta.min_disk_gb
-    plan.resources = res
+    metas = [catalog.get(app.template).meta.resources for app in apps]
+    plan.resources = Resources(
+        max((m.min_cpus for m in metas), default=0),
+        sum(m.min_ram_mb for m in metas),
+        sum(m.min_disk_gb for m in metas),
+    )
     return plan
 
 
-def _scratch(
-    ws: Workspace,
-    inventory: inv.Inventory,
-    rendered: dict[str, list[RenderedApp]],
-) -> Path:
+def _scratch(ws: Workspace, prepared: Prepared) -> Path:
     """A throwaway copy of the workspace with the desired state, so planning writes nothing."""
     root = Path(tempfile.mkdtemp(prefix="xnodectl-plan-"))
     shutil.copytree(
@@ -140,11 +148,9 @@ def _scratch(
         ignore=shutil.ignore_patterns(".git", "secrets", "result*"),
     )
     copy = Workspace(root)
-    copy.save(inventory)
-    from xnodectl.workspace import write_apps
-
+    copy.save(prepared.inventory)
     process.run(["git", "init", "-q", str(root)], check=False)
-    for name, apps in rendered.items():
+    for name, apps in prepared.rendered.items():
         write_apps(copy, name, apps)
     return root
 
@@ -155,9 +161,9 @@ async def _node_state(session: Session, plan: NodePlan, node: inv.Node) -> Info 
     except XnodeError as exc:
         plan.unknown["node"] = exc.message
         return None
-    helper = Helper(ssh)
+    agent = Agent(ssh)
     try:
-        info = await helper.info(timeout=NODE_BUDGET_S)
+        info = await agent.info(timeout=NODE_BUDGET_S)
     except XnodeError as exc:
         plan.unknown["node"] = exc.message
         return None
@@ -175,29 +181,22 @@ async def _closure_diff(session: Session, plan: NodePlan, node: inv.Node) -> Non
     if plan.current_system is None:
         return
     ssh = session.ssh(target_of(plan.node, node))
-    helper = Helper(ssh)
+    agent = Agent(ssh)
     try:
         old = (
-            await helper.run_script(
+            await agent.run_script(
                 'nix-store -qR "$1"', [plan.current_system], timeout=NODE_BUDGET_S
             )
         ).split()
-        invalid = (
-            await helper.run_script(
-                "xargs -r nix-store --check-validity --print-invalid",
-                [],
-                timeout=NODE_BUDGET_S,
-                input="\n".join(new.paths).encode(),
-            )
-        ).split()
+        invalid = await agent.missing_paths(list(new.paths), timeout=NODE_BUDGET_S)
         kernel = (
-            await helper.run_script(
+            await agent.run_script(
                 'readlink -f "$1/kernel" || true', [plan.current_system], timeout=NODE_BUDGET_S
             )
         ).strip()
     finally:
         await ssh.close()
-    diff = nix.diff_closures(old, new, set(new.paths) - set(invalid))
+    diff = nix.diff_closures(old, new, set(new.paths) - invalid)
     plan.bytes_to_copy, plan.paths_to_copy = diff.bytes_to_copy, diff.paths_to_copy
     plan.packages = {
         "added": [f"{c.name} {c.after}".strip() for c in diff.added],
@@ -211,16 +210,12 @@ async def _closure_diff(session: Session, plan: NodePlan, node: inv.Node) -> Non
 
 
 async def plan(ws: Workspace, req: Request) -> list[NodePlan]:
-    inventory = ws.load()
-    names = select(inventory, req.selection, default_all=not req.words)
-    if req.words:
-        apply_words(inventory, names, req.words, req.app_name)
-    rendered = render_nodes(inventory, names)
-    plans = {n: _static(ws, n, inventory.nodes[n], rendered[n]) for n in names}
-    scratch = _scratch(ws, inventory, rendered)
-    session = Session(
-        Path(inventory.settings.ssh_key).expanduser() if inventory.settings.ssh_key else None
-    )
+    prepared = prepare(ws, req, need_secrets=False)
+    names = list(prepared.names)
+    inventory = prepared.inventory
+    plans = {n: static(ws, prepared, n) for n in names}
+    scratch = _scratch(ws, prepared)
+    session = session_of(inventory)
     try:
         built, _ = await asyncio.gather(
             _bounded_build(scratch, names),
@@ -236,11 +231,12 @@ async def plan(ws: Workspace, req: Request) -> list[NodePlan]:
 
 async def _bounded_build(flake: Path, names: list[str]) -> dict[str, str | XnodeError]:
     try:
-        return await build(
+        built = await build(
             flake, names, lambda _e: None, Clock(), timeout=BUILD_BUDGET_S, fail_fast=True
         )
     except XnodeError as exc:
         return dict.fromkeys(names, exc)
+    return built.systems
 
 
 async def _finish(

@@ -29,23 +29,21 @@ _UPLOAD = (
 
 @dataclass(frozen=True)
 class SecretValue:
+    """One secret parameter of one app, read once from the operator's machine. `value` is None when
+    it was found nowhere (the plan shows it; a deploy refuses before any change)."""
+
     app: str
     param: str
     path: str  # on the node
     owner: str
     group: str
-    source: str  # where it was found (a path or an env var name), never the value
-    value: bytes = field(repr=False)
-
-
-@dataclass(frozen=True)
-class SecretNeed:
-    app: str
-    param: str
-    path: str
-    present: bool
-    source: str | None
+    source: str | None  # where it was found (a path or an env var name), never the value
     looked_in: tuple[str, ...]
+    value: bytes | None = field(default=None, repr=False)
+
+    @property
+    def present(self) -> bool:
+        return self.value is not None
 
 
 def env_name(app: str, param: str) -> str:
@@ -62,44 +60,37 @@ def _find(secrets_dir: Path, app: str, param: str) -> tuple[str, bytes] | None:
     return None
 
 
-def needs(secrets_dir: Path, apps: Sequence[RenderedApp]) -> list[SecretNeed]:
-    """What the plan shows: each secret, whether it is available, and where it was looked for."""
-    out = []
-    for app in apps:
-        for s in app.secrets:
-            found = _find(secrets_dir, app.instance, s.param)
-            out.append(
-                SecretNeed(
-                    app.instance,
-                    s.param,
-                    s.path,
-                    found is not None,
-                    found[0] if found else None,
-                    (str(secrets_dir / app.instance / s.param), env_name(app.instance, s.param)),
-                )
-            )
-    return out
-
-
-def collect(node: str, secrets_dir: Path, apps: Sequence[RenderedApp]) -> list[SecretValue]:
-    """All secret values of a node; a missing one is a usage error, before any change."""
+def read(secrets_dir: Path, apps: Sequence[RenderedApp]) -> tuple[SecretValue, ...]:
+    """Every secret of a node's apps, each looked up once (file, then environment)."""
     out = []
     for app in apps:
         for s in app.secrets:
             if not s.path.startswith(SECRET_ROOT + "/"):
                 raise UsageError(f"secret path {s.path} is outside {SECRET_ROOT}")
             found = _find(secrets_dir, app.instance, s.param)
-            if found is None:
-                raise UsageError(
-                    f"node '{node}': app '{app.instance}' needs secret '{s.param}', "
-                    "which is missing",
-                    hint=f"write it to {secrets_dir / app.instance / s.param} (mode 0600) or set "
-                    f"{env_name(app.instance, s.param)}",
-                )
             out.append(
-                SecretValue(app.instance, s.param, s.path, s.owner, s.group, found[0], found[1])
+                SecretValue(
+                    app.instance,
+                    s.param,
+                    s.path,
+                    s.owner,
+                    s.group,
+                    found[0] if found else None,
+                    (str(secrets_dir / app.instance / s.param), env_name(app.instance, s.param)),
+                    found[1] if found else None,
+                )
             )
-    return out
+    return tuple(out)
+
+
+def require(node: str, values: Sequence[SecretValue]) -> None:
+    """A deploy needs every secret: the first missing one is a usage error, before any change."""
+    for v in values:
+        if not v.present:
+            raise UsageError(
+                f"node '{node}': app '{v.app}' needs secret '{v.param}', which is missing",
+                hint=f"write it to {v.looked_in[0]} (mode 0600) or set {v.looked_in[1]}",
+            )
 
 
 async def upload(ssh: Ssh, values: Sequence[SecretValue], timeout: float) -> list[str]:
@@ -107,7 +98,9 @@ async def upload(ssh: Ssh, values: Sequence[SecretValue], timeout: float) -> lis
     pending = []
     for v in values:
         result = await ssh.run(
-            ["sh", "-c", _UPLOAD, "sh", v.path, v.owner, v.group], timeout=timeout, input=v.value
+            ["sh", "-c", _UPLOAD, "sh", v.path, v.owner, v.group],
+            timeout=timeout,
+            input=v.value or b"",
         )
         if not result.ok:
             raise ExternalError(

@@ -1,10 +1,10 @@
-"""`template=NAME key=value ...` words -> rendered apps: the service behind render/init/deploy."""
+"""App requests (`template=NAME key=value ...` words) and a node's app entries, rendered and checked
+to compose: the one path behind render, init, plan and deploy."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from xnodectl import catalog
 from xnodectl.errors import UsageError
@@ -36,25 +36,12 @@ def render_request(request: AppRequest) -> RenderedApp:
     return render(catalog.get(request.template), request.params, request.name)
 
 
-def render_entry(entry: AppEntry) -> RenderedApp:
-    return render(catalog.get(entry.template), entry.params, entry.name)
-
-
-def render_node(entries: Sequence[AppEntry]) -> list[RenderedApp]:
-    """Render every app of one node and check they compose (no shared port, user or route)."""
-    rendered = [render_entry(e) for e in entries]
+def render_node(entries: Sequence[AppEntry], done: Sequence[RenderedApp] = ()) -> list[RenderedApp]:
+    """Render every app of one node and check they compose (no shared port, user or route).
+    `done`: apps already rendered (by instance name), reused rather than rendered again."""
+    ready = {a.instance: a for a in done}
+    rendered = [
+        ready.get(e.instance) or render(catalog.get(e.template), e.params, e.name) for e in entries
+    ]
     check_collisions(rendered)
     return rendered
-
-
-def example_params(template: catalog.Template) -> dict[str, Any]:
-    return dict(template.meta.example)
-
-
-def defaults_params(template: catalog.Template) -> dict[str, Any]:
-    """The defaults render: every default, plus example values for required parameters."""
-    return {
-        name: template.meta.example[name]
-        for name, spec in template.params.items()
-        if spec.required and not spec.secret and name in template.meta.example
-    }

@@ -1,4 +1,5 @@
-"""Client of the node-side helper `xnode-activate` (docs/deploy-protocol.md is the contract).
+"""The node agent's protocol: the operator's client of `xnode-activate` (docs/deploy-protocol.md is
+the contract). Replies become typed values here; nothing above this module sees the JSON.
 
 Every call is one SSH round trip over the node's multiplexed connection (or a fresh one where a
 fresh connection is the point). The helper prints exactly one JSON object; non-zero = `{"error"}`.
@@ -10,14 +11,27 @@ import json
 import math
 import shlex
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
+from xnodectl.deploy.replies import (
+    Generation,
+    Info,
+    ProbeResult,
+    WaitResult,
+    generations_of,
+    info_of,
+    probe_request,
+    probe_result_of,
+    wait_result,
+)
 from xnodectl.errors import ExternalError
 from xnodectl.remote import Ssh
+from xnodectl.render import Probe
+
+__all__ = ["Agent", "AgentError", "AgentMissing", "Info", "WaitResult", "wait_result"]
 
 HELPER_DIR = "/var/lib/xnode/bin"
 HELPER_PATH = f"{HELPER_DIR}/xnode-activate"
@@ -30,9 +44,12 @@ _PRELUDE = (
 _PRELUDE_BUNDLED = f'xa() {{ {HELPER_PATH} "$@"; }}; '
 
 NOT_FOUND = 127
+# The agent protocol this engine speaks: 3 = journaled decisions, boot-clock timers, --probe-budget,
+# `pin`, `recover` (docs/deploy-protocol.md).
+PROTOCOL = 3
 
 
-class HelperError(ExternalError):
+class AgentError(ExternalError):
     def __init__(
         self,
         node: str,
@@ -46,58 +63,9 @@ class HelperError(ExternalError):
         super().__init__(f"node '{node}': xnode-activate {command}: {self.reason}")
 
 
-class HelperMissing(HelperError):
+class AgentMissing(AgentError):
     """No usable helper on the node: none at all, or one older than protocol version 2 (`chain`).
-    The engine then uploads the bundled one (`Helper.install`) and uses it from then on."""
-
-
-class _Info(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    version: int | str = "?"
-    current: str | None = None
-    profile: str | None = None
-    generation: int | None = None
-    booted: str | None = None
-    store_free_bytes: int | None = None
-    lock: Any = None
-    signed_deploys: bool = False
-
-
-@dataclass(frozen=True)
-class Info:
-    version: str
-    current: str | None
-    profile: str | None  # the system profile = the boot default
-    generation: int | None
-    store_free_bytes: int | None
-    lock: Any
-    signed_deploys: bool
-
-
-@dataclass(frozen=True)
-class WaitResult:
-    state: str  # activated | failed | rolled-back
-    exit_code: int | None
-    log_tail: str
-    reason: str | None
-    rolled_back: bool = False  # the helper already returned to the previous system
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    ok: bool
-    results: list[dict[str, Any]]
-
-    def failures(self) -> str:
-        bad = [r for r in self.results if not r.get("ok", False)]
-        return (
-            "; ".join(
-                f"{r.get('kind', '?')} {r.get('target', '?')}: "
-                f"{r.get('detail') or r.get('error') or 'failed'}"
-                for r in bad
-            )
-            or "probe failed"
-        )
+    The engine then uploads the bundled one (`Agent.install`) and uses it from then on."""
 
 
 def _parse_reply(lines: list[str], stderr: str, code: int) -> dict[str, Any]:
@@ -113,16 +81,6 @@ def _parse_reply(lines: list[str], stderr: str, code: int) -> dict[str, Any]:
     return parsed
 
 
-def wait_result(data: dict[str, Any]) -> WaitResult:
-    return WaitResult(
-        str(data.get("state")),
-        data.get("exit_code"),
-        str(data.get("log_tail") or ""),
-        data.get("reason"),
-        bool(data.get("rolled_back")),
-    )
-
-
 def bundled_source() -> bytes:
     """The helper shipped with xnodectl (uploaded to nodes that lack it)."""
     return (
@@ -130,7 +88,7 @@ def bundled_source() -> bytes:
     ).read_bytes()
 
 
-class Helper:
+class Agent:
     def __init__(
         self,
         ssh: Ssh,
@@ -175,10 +133,10 @@ class Helper:
         fresh: bool = False,
         file: tuple[str, bytes] | None = None,
     ) -> list[dict[str, Any]]:
-        """Several helper commands in ONE SSH round trip; HelperError at the first that failed."""
+        """Several helper commands in ONE SSH round trip; AgentError at the first that failed."""
         try:
             return await self._chain(chain, timeout=timeout, fresh=fresh, file=file)
-        except HelperMissing:
+        except AgentMissing:
             if not self.install_missing or self.bundled:
                 raise
             if self.announce_install is not None:
@@ -207,13 +165,13 @@ class Helper:
                 code = int(line.split()[1])
                 reply = _parse_reply(pending, result.stderr, code)
                 if code == NOT_FOUND and "error" in reply and not pending:
-                    raise HelperMissing(
+                    raise AgentMissing(
                         self.node,
                         chain[len(replies)][0],
                         {"error": "xnode-activate is not installed"},
                     )
                 if code != 0:
-                    raise HelperError(self.node, chain[len(replies)][0], reply, replies)
+                    raise AgentError(self.node, chain[len(replies)][0], reply, replies)
                 replies.append(reply)
                 pending = []
             elif line.strip():
@@ -221,13 +179,13 @@ class Helper:
         if result.returncode == 2 and "@@rc " not in result.stdout:
             first = _parse_reply(pending, result.stderr, 2)
             if str(first.get("error", "")).startswith("usage:"):  # a helper without `chain`
-                raise HelperMissing(
+                raise AgentMissing(
                     self.node,
                     chain[0][0],
                     {"error": "the node's xnode-activate predates protocol version 2 (chain)"},
                 )
         if len(replies) < len(chain):  # the session ended early (killed, connection lost)
-            raise HelperError(
+            raise AgentError(
                 self.node,
                 chain[len(replies)][0],
                 _parse_reply(pending, result.stderr, result.returncode),
@@ -238,7 +196,7 @@ class Helper:
     async def call(
         self, *args: str, timeout: float, fresh: bool = False, file: tuple[str, bytes] | None = None
     ) -> dict[str, Any]:
-        """Run one helper command; its JSON object, or HelperError with the helper's reason."""
+        """Run one helper command; its JSON object, or AgentError with the helper's reason."""
         return (await self.chain(args, timeout=timeout, fresh=fresh, file=file))[0]
 
     async def install(self, source: bytes, timeout: float = 20) -> None:
@@ -248,7 +206,7 @@ class Helper:
         )
         result = await self.ssh.run(["sh", "-c", script], timeout=timeout, input=source)
         if not result.ok:
-            raise HelperError(self.node, "install", {"error": result.stderr.strip()[-200:]})
+            raise AgentError(self.node, "install", {"error": result.stderr.strip()[-200:]})
         self.bundled = True
 
     async def info(self, timeout: float) -> Info:
@@ -256,30 +214,42 @@ class Helper:
 
     def parse_info(self, data: dict[str, Any]) -> Info:
         try:
-            model = _Info.model_validate(data)
+            return info_of(data)
         except ValidationError as exc:
-            raise HelperError(self.node, "info", {"error": f"bad reply: {exc}"}) from exc
-        return Info(
-            str(model.version),
-            model.current,
-            model.profile,
-            model.generation,
-            model.store_free_bytes,
-            model.lock,
-            model.signed_deploys,
-        )
+            raise AgentError(self.node, "info", {"error": f"bad reply: {exc}"}) from exc
 
     async def unlock(self, holder: str, timeout: float) -> None:
         await self.call("unlock", "--holder", holder, timeout=timeout)
 
     def begin_args(
-        self, system: str, deploy_id: str, confirm_timeout: int, activation_timeout: float
+        self,
+        system: str,
+        deploy_id: str,
+        confirm_timeout: int,
+        activation_timeout: float,
+        probe_budget: int = 0,
     ) -> list[str]:
+        """`probe_budget`: seconds the health probes may take; the node's dead-man timer covers
+        them AND the confirm window, so a slow but healthy app is not rolled back."""
         return [
             "begin", "--system", system, "--deploy-id", deploy_id,
             "--confirm-timeout", str(confirm_timeout),
             "--activation-timeout", str(math.ceil(activation_timeout)),
+            "--probe-budget", str(probe_budget),
         ]  # fmt: skip
+
+    async def pin(self, system: str, timeout: float) -> None:
+        """A GC root on the node for `system` before it is copied there (until `begin`)."""
+        await self.call("pin", "--system", system, timeout=timeout)
+
+    async def ensure_version(self, info: Info) -> None:
+        """Nodes whose agent predates PROTOCOL get the bundled one (as nodes without one do)."""
+        if not self.bundled and not (info.version.isdecimal() and int(info.version) >= PROTOCOL):
+            if self.announce_install is not None:
+                self.announce_install(False)
+            await self.install(bundled_source())
+            if self.announce_install is not None:
+                self.announce_install(True)
 
     def wait_args(self, deploy_id: str, wait_s: float) -> list[str]:
         return ["wait", "--deploy-id", deploy_id, "--timeout", str(math.ceil(wait_s))]
@@ -290,16 +260,21 @@ class Helper:
         )
         return wait_result(data)
 
-    async def probe(self, probes: list[dict[str, Any]], timeout: float) -> ProbeResult:
+    async def probe(
+        self, probes: Sequence[Probe], timeout: float, cap: int | None = None
+    ) -> ProbeResult:
         try:
             data = await self.call(
-                "probe", timeout=timeout, file=("--file", json.dumps(probes).encode())
+                "probe", timeout=timeout, file=("--file", probe_request(probes, cap))
             )
-        except HelperError as exc:
+        except AgentError as exc:
             if "results" not in exc.data:
                 raise
             data = exc.data
-        return ProbeResult(bool(data.get("ok")), list(data.get("results") or []))
+        try:
+            return probe_result_of(data)
+        except ValidationError as exc:
+            raise AgentError(self.node, "probe", {"error": f"bad reply: {exc}"}) from exc
 
     async def confirm(
         self, deploy_id: str, timeout: float, unlock_holder: str | None = None
@@ -314,7 +289,7 @@ class Helper:
             chain.append(["unlock", "--holder", unlock_holder])
         try:
             replies = await self.chain(*chain, timeout=timeout, fresh=True)
-        except HelperError as exc:
+        except AgentError as exc:
             if not exc.done:
                 raise
             replies = exc.done  # confirmed; only the unlock failed
@@ -326,13 +301,32 @@ class Helper:
             "abort", "--deploy-id", deploy_id, "--reason", reason, timeout=timeout
         )
 
-    async def generations(self, timeout: float) -> list[dict[str, Any]]:
+    async def generations(self, timeout: float) -> list[Generation]:
         data = await self.call("generations", timeout=timeout)
-        return list(data.get("generations") or [])
+        try:
+            return generations_of(data)
+        except ValidationError as exc:
+            raise AgentError(self.node, "generations", {"error": f"bad reply: {exc}"}) from exc
 
-    async def rollback(self, to: int | None, timeout: float) -> dict[str, Any]:
+    async def rollback(
+        self, to: int | None, timeout: float, manifest: bytes | None = None
+    ) -> int | None:
+        """Switch to generation `to` (default: the previous one); the generation now booted.
+        `manifest`: the owner-signed manifest a node with signed deploys requires."""
         args = ["rollback"] + (["--to", str(to)] if to is not None else [])
-        return await self.call(*args, timeout=timeout)
+        file = ("--manifest", manifest) if manifest is not None else None
+        gen = (await self.call(*args, timeout=timeout, file=file)).get("generation")
+        return int(gen) if isinstance(gen, int | str) and str(gen).isdecimal() else None
+
+    async def missing_paths(self, paths: Sequence[str], timeout: float) -> set[str]:
+        """Which of `paths` the node's store lacks (one round trip)."""
+        out = await self.run_script(
+            "xargs -r nix-store --check-validity --print-invalid",
+            [],
+            timeout=timeout,
+            input="\n".join(paths).encode(),
+        )
+        return set(out.split())
 
     async def run_script(
         self, script: str, args: Sequence[str], timeout: float, input: bytes | None = None

@@ -1,0 +1,115 @@
+"""Stage 2, build: every selected node's system in ONE `nix build` (identical closures are built
+once), then one `nix path-info` per distinct closure (NAR sizes = the bytes to move). The result is
+each node's job, or the reason its build failed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xnodectl import nix
+from xnodectl.deploy.events import Clock, Event, NodeReport, NodeState, Outcome, Phase, Sink, Status
+from xnodectl.deploy.job import NodeJob
+from xnodectl.deploy.prepare import Prepared
+from xnodectl.errors import CommandFailed, XnodeError
+
+BUILD_TIMEOUT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Built:
+    systems: dict[str, str | XnodeError]  # node -> store path, or why its build failed
+    seconds: float
+
+    @property
+    def failed(self) -> list[str]:
+        return [n for n, s in self.systems.items() if isinstance(s, XnodeError)]
+
+
+async def build(
+    flake: Path,
+    names: Sequence[str],
+    sink: Sink,
+    clock: Clock,
+    timeout: float = BUILD_TIMEOUT_S,
+    fail_fast: bool = False,
+) -> Built:
+    """Build all selected systems in one nix call; on failure, per node to say which failed."""
+    for name in names:
+        sink(Event(name, Phase.BUILD, Status.START, clock.elapsed()))
+    started = time.monotonic()
+    attrs = [nix.toplevel_attr(flake, n) for n in names]
+    out: dict[str, str | XnodeError] = {}
+    try:
+        out.update(
+            zip(names, await nix.build(attrs, timeout=timeout, fail_fast=fail_fast), strict=True)
+        )
+    except CommandFailed as exc:
+        if len(names) == 1:
+            out[names[0]] = exc
+        for name, attr in zip(names, attrs, strict=True):
+            if name in out:
+                continue
+            try:
+                out[name] = (await nix.build([attr], timeout=timeout, fail_fast=fail_fast))[0]
+            except XnodeError as one:
+                out[name] = one
+    seconds = round(time.monotonic() - started, 3)
+    for name in names:
+        result = out[name]
+        failed = isinstance(result, XnodeError)
+        sink(
+            Event(
+                name,
+                Phase.BUILD,
+                Status.FAILED if failed else Status.OK,
+                clock.elapsed(),
+                seconds=seconds,
+                message=result.message if isinstance(result, XnodeError) else result,
+            )
+        )
+    return Built(out, seconds)
+
+
+async def jobs(
+    prepared: Prepared, built: Built, clock: Clock
+) -> tuple[list[NodeJob], list[NodeReport]]:
+    """The jobs of the nodes that built (closure sizes asked once per distinct system), and the
+    reports of those that did not."""
+    closures: dict[str, nix.Closure] = {}
+    out, failed = [], []
+    for name in prepared.names:
+        system = built.systems[name]
+        if isinstance(system, XnodeError):
+            failed.append(_failed(name, f"build failed: {system.message}", built, clock))
+            continue
+        if system not in closures:
+            try:
+                closures[system] = await nix.closure(system)
+            except XnodeError as exc:  # reported for the node, like a failed build
+                failed.append(_failed(name, f"closure query failed: {exc.message}", built, clock))
+                continue
+        out.append(
+            NodeJob(
+                target=prepared.target(name),
+                system=system,
+                closure=closures[system],
+                secrets=prepared.secrets[name],
+                probes=tuple(p for app in prepared.rendered[name] for p in app.probes),
+                build_seconds=built.seconds,
+            )
+        )
+    return out, failed
+
+
+def _failed(name: str, error: str, built: Built, clock: Clock) -> NodeReport:
+    return NodeReport(
+        name,
+        Outcome.FAILED,
+        NodeState.OLD,
+        seconds=clock.elapsed(),
+        phases={Phase.BUILD.value: built.seconds},
+        error=error,
+    )

@@ -1,0 +1,83 @@
+"""`xnodectl deploy`, start to end: prepare -> write the workspace -> build (the first wave's
+preflights run meanwhile) -> the fleet's waves -> one report with every node in it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from xnodectl.deploy import build, fleet, prepare
+from xnodectl.deploy.events import Clock, FleetReport, Outcome, Sink
+from xnodectl.deploy.job import DeployOptions
+from xnodectl.deploy.node import NodeDeploy
+from xnodectl.deploy.stage import manifest_maker
+from xnodectl.errors import DeployFailed, Interrupted, XnodeError
+from xnodectl.workspace import Workspace
+
+
+async def deploy(
+    ws: Workspace, prepared: prepare.Prepared, req: prepare.Request, sink: Sink
+) -> FleetReport:
+    clock = Clock()
+    snapshot = prepare.write(ws, prepared)
+    settings = prepared.inventory.settings
+    names = list(prepared.names)
+    signed = any(prepared.inventory.nodes[n].signed_deploys for n in names)
+    opts = DeployOptions(
+        deploy_id=prepare.deploy_id(),
+        confirm_timeout=prepared.confirm_timeout,
+        activation_timeout=prepared.activation_timeout,
+        substitute=req.substitute,
+        manifest=manifest_maker(settings) if signed else None,
+    )
+    session = prepare.session_of(prepared.inventory)
+    fopts = prepared.fleet
+    # The first wave's preflights (connection, facts, lock) run while the system builds (NixOS
+    # evaluation takes seconds): they leave the critical path, and an unreachable node is reported
+    # before the build ends. Only as many as may deploy at once.
+    first = fleet.waves(names, fopts.canary)[0][: fopts.max_parallel]
+    early = {n: NodeDeploy(prepared.target(n), opts, session, sink, clock) for n in first}
+    for node in early.values():
+        node.start_preflight()
+    try:
+        built = await build.build(ws.root, names, sink, clock)
+        prepare.restore(ws, prepared, snapshot, built.failed)  # a failed build changes nothing
+        jobs, failed = await build.jobs(prepared, built, clock)
+    except BaseException as exc:
+        await _abandon(early.values())
+        session.close()
+        if not isinstance(exc, asyncio.CancelledError):
+            raise
+        reason = "interrupted while building; the node is on its old generation"
+        return FleetReport(
+            [fleet.skipped(n, reason, sink, clock, Outcome.INTERRUPTED) for n in names],
+            clock.elapsed(),
+            interrupted=True,
+        )
+    try:
+        reports, interrupted = await fleet.run(jobs, opts, fopts, session, sink, clock, early)
+    finally:
+        await _abandon(early.values())  # nodes never deployed: failed builds, skipped waves
+        session.close()
+    by_name = {r.node: r for r in [*reports, *failed]}
+    return FleetReport([by_name[n] for n in names], clock.elapsed(), interrupted)
+
+
+async def _abandon(nodes: Iterable[NodeDeploy]) -> None:
+    """Release the nodes whose preflight ran but which were never deployed (lock, connection)."""
+    await asyncio.gather(*(n.abandon() for n in nodes), return_exceptions=True)
+
+
+def exit_error(report: FleetReport) -> XnodeError | None:
+    """The error the CLI exits with, or None when every node is fine."""
+    if report.interrupted:
+        return Interrupted(
+            "interrupted: "
+            + "; ".join(f"{n.node} is on its {n.state.value} generation" for n in report.nodes)
+        )
+    if not report.ok:
+        unreachable = sum(1 for n in report.nodes if n.unreachable)
+        return DeployFailed(
+            report.failed, len(report.nodes), unreachable, report.count(Outcome.SKIPPED)
+        )
+    return None
