@@ -8,6 +8,7 @@ their real ports.
   closure_bytes (D)            NAR size of the closure
   operator_bytes_<N>           bytes the operator sent, tree fan-out to N nodes (target <= 1.1 D)
   operator_bytes_plain_<N>     the same without fan-out (about N x D)
+  fleet_seconds(_fanout)_<N>   one `xnodectl deploy --all` to N fresh nodes without (with) fan-out
   copy_seconds_fanout_<N>      the copy stage of N nodes with fan-out (tree:K)
   copy_seconds_plain_<N>       the copy stage with the operator copying to all N at once
   parallel_raw_seconds_<N>     plain `nix copy` to all N at once, nothing else
@@ -37,13 +38,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import positive_int, ram_dir
+from bench.deploy import xnodectl_path
 from tests.fanout_rig import Rig, owner_key
 from tests.standin import StandinFlake
 from tests.xnodes import NIX_ENV, Fleet, Node
-from xnodectl import nix, process
+from xnodectl import inventory as inv
+from xnodectl import nix, process, storekey
 from xnodectl.deploy import sources
 from xnodectl.deploy.fanout import Tree
 from xnodectl.remote import Session
+from xnodectl.workspace import GITIGNORE, Workspace
 
 UPLINK_BPS = 20e6  # operator uplink, bits per second
 NODE_BPS = 1e9  # node links
@@ -98,6 +102,38 @@ def parallel_raw(fleet: Fleet, n: int, public: str, system: str) -> float:
         started = time.monotonic()
         asyncio.run(_raw(nodes, system))
         return round(time.monotonic() - started, 3)
+    finally:
+        drop(fleet, nodes)
+
+
+def fleet_seconds(
+    base: Path, fleet: Fleet, n: int, size: int, salt: str, fan_out: str | None
+) -> float:
+    """One `xnodectl deploy --all` (build, preflight, copy, activation, confirmation) to n fresh
+    nodes of a stand-in workspace that has an owner key, with or without --fan-out."""
+    nodes = [fleet.new() for _ in range(n)]
+    name = f"ws-{'fanout' if fan_out else 'plain'}-{n}-{secrets.token_hex(2)}"
+    flake = StandinFlake(base / name, [x.name for x in nodes], size=size, leaf_salt=salt).write()
+    (flake.directory / ".gitignore").write_text(GITIGNORE)
+    inventory = inv.Inventory(settings=inv.Settings(ssh_key=str(fleet.key.path)))
+    for x in nodes:
+        inventory.nodes[x.name] = inv.Node(host=x.host, port=x.port, host_key=x.host_key)
+    inv.save(inventory, flake.directory / inv.FILENAME)
+    public = storekey.ensure(Workspace(flake.directory)).public
+    for x in nodes:
+        x.trust_store([public])
+    flake.build(nodes[0].name)  # the build is not what is compared
+    argv = [xnodectl_path(), "deploy", "--all", "--json", "--workspace", str(flake.directory)]
+    if fan_out:
+        argv += ["--fan-out", fan_out]
+    try:
+        started = time.monotonic()
+        result = process.run(argv, check=False, timeout=900)
+        seconds = time.monotonic() - started
+        report = json.loads(result.stdout.splitlines()[-1])
+        if not report.get("ok"):
+            raise SystemExit(f"bench: deploy failed: {json.dumps(report)[:2000]} {result.stderr}")
+        return round(seconds, 3)
     finally:
         drop(fleet, nodes)
 
@@ -204,6 +240,12 @@ def main() -> None:
             out[f"copy_seconds_plain_{n}"] = timed[1]
             out[f"parallel_raw_seconds_{n}"] = timed[2]
             out.update(model_minutes(n, d, fan["operator_bytes"], args.degree))
+            print(f"bench: {n} nodes, xnodectl deploy with and without fan-out", file=sys.stderr)
+            salt = secrets.token_hex(4)  # both runs deploy the same, already built closure
+            out[f"fleet_seconds_fanout_{n}"] = fleet_seconds(
+                base, fleet, n, args.size, salt, f"tree:{args.degree}"
+            )
+            out[f"fleet_seconds_{n}"] = fleet_seconds(base, fleet, n, args.size, salt, None)
     finally:
         fleet.destroy()
         process.run(["rm", "-rf", str(base)], check=False)

@@ -37,6 +37,16 @@ def secret_path(ws: Workspace) -> Path:
     return ws.secrets_dir() / SECRET_FILE
 
 
+def signing_file(ws: Workspace) -> Path | None:
+    """The secret key file when the workspace has one (no subprocess: every deploy asks)."""
+    path = secret_path(ws)
+    if not path.exists():
+        return None
+    if path.stat().st_mode & 0o077:
+        load(ws)  # raises with the hint
+    return path
+
+
 def load(ws: Workspace) -> OwnerKey | None:
     """The workspace's key, None when it has none yet; a damaged or exposed file is an error."""
     path = secret_path(ws)

@@ -12,15 +12,21 @@ to the next source and says so (`note`); a path refused for its signature fails 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xnodectl import inventory as inv
 from xnodectl import nix
 from xnodectl.deploy import cache, peers
+from xnodectl.deploy.events import NodeReport, Phase, Status, human_bytes
 from xnodectl.deploy.fanout import Schedule, Source, Tree
+from xnodectl.deploy.job import NodeJob, NodeRun
 from xnodectl.errors import CommandFailed, XnodeError
-from xnodectl.remote import Ssh
+from xnodectl.remote import RemoteError, Ssh
+
+PROGRESS_EVERY_S = 0.25  # as the operator-only copy (stage.py)
 
 Note = Callable[[str], None]  # a fallback the operator should see
 OnPath = Callable[[str, str, int], None]  # (source kind, path, its NAR bytes) as each arrives
@@ -249,3 +255,92 @@ class Distribution:
 
 def make_key(plan: Plan, directory: Path, deploy_id: str) -> peers.PeerKey | None:
     return peers.PeerKey.create(directory, deploy_id) if plan.fan_out is not None else None
+
+
+def _where(report: NodeReport) -> str:
+    parts = [
+        f"{kind} {human_bytes(n)}"
+        for kind, n in (
+            ("operator", report.bytes_from_operator),
+            ("peers", report.bytes_from_peers),
+            ("caches", report.bytes_from_caches),
+        )
+        if n
+    ]
+    return "from " + ", ".join(parts) if parts else "nothing new"
+
+
+async def copy_from_sources(run: NodeRun, ssh: Ssh, dist: Distribution, total: int) -> None:
+    """The copy stage through the run's sources: events say where the bytes came from, a fallback
+    is a progress event with its reason, a refused signature fails the node."""
+    run.emit(Phase.COPY, Status.START, bytes=0, paths=0, total_bytes=total)
+    report = run.report
+
+    def progress(message: str | None = None) -> None:
+        run.emit(
+            Phase.COPY,
+            Status.PROGRESS,
+            bytes=report.bytes_copied,
+            paths=report.paths_copied,
+            total_bytes=total,
+            message=message,
+        )
+
+    def on_path(kind: str, _path: str, size: int) -> None:
+        report.paths_copied += 1
+        report.bytes_copied += size
+        field_name = f"bytes_from_{kind}"
+        setattr(report, field_name, getattr(report, field_name) + size)
+        now = time.monotonic()
+        if now - run.last_progress >= PROGRESS_EVERY_S:
+            run.last_progress = now
+            progress()
+
+    try:
+        await dist.copy(run.node, ssh, run.job.system, on_path=on_path, note=progress)
+    except (CopyFailed, peers.SignatureRefused, RemoteError) as exc:
+        raise run.fail(Phase.COPY, exc.message) from exc
+    run.emit(
+        Phase.COPY,
+        Status.OK,
+        bytes=report.bytes_copied,
+        paths=report.paths_copied,
+        total_bytes=total,
+        message=_where(report),
+    )
+
+
+def start_signing(signer: Path | None, systems: Iterable[object]) -> asyncio.Task[None] | None:
+    """Sign the built systems now, while the run reads their closures (off the critical path)."""
+    paths = sorted({s for s in systems if isinstance(s, str)})
+    if signer is None or not paths:
+        return None
+    return asyncio.ensure_future(nix.sign(signer, paths))
+
+
+def for_run(
+    plan: Plan,
+    jobs: Sequence[NodeJob],
+    inventory: inv.Inventory,
+    session_dir: Path,
+    deploy_id: str,
+    signer: Path | None,
+    signing: asyncio.Task[None] | None = None,
+) -> Distribution | None:
+    """The run's sources; None when the operator copies unsigned closures itself (no owner key,
+    no --fan-out, no --via: the copy stage's own `nix copy`)."""
+    if plan.plain and signer is None:
+        return None
+    closures = {job.system: job.closure for job in jobs}
+    endpoints = {
+        job.target.node: peers.endpoint_of(job.target.node, inventory.nodes[job.target.node])
+        for job in jobs
+    }
+    return Distribution(
+        plan,
+        closures,
+        endpoints,
+        key=make_key(plan, session_dir, deploy_id),
+        signer=signer,
+        _signing=signing,
+    )
