@@ -11,6 +11,7 @@
     ./claim.nix # SIWE claim service for a node that has an owner but no operator key yet
     ./wallet-gate.nix # wallet sign-in in front of app web UIs
     ./signed-deploys.nix # xnode.requireSignedDeploys: only owner-signed manifests activate
+    ./trust.nix # xnode.trust: store paths from peers and caches only when owner-signed
   ];
 
   # nixpkgs nixos/modules/misc/extra-arguments.nix style option: the xnodectl package for node-side tools.

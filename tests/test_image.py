@@ -122,6 +122,8 @@ def test_dry_run_json_files_parse_and_identity_is_exact(pubkey: Path) -> None:
         "{ ... }:\n{\n"
         f'  xnode.owner.address = "{OWNER}";\n'
         f'  xnode.owner.sshKeys = [ "{KEY_LINE}" ];\n'
+        "  # The owner's Nix store keys: paths from peers and caches must carry their signature.\n"
+        "  xnode.trust.storeKeys = [ ];\n"
         "}\n"
     )
     assert 'format = "qcow2";' in files["flake.nix"]

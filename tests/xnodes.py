@@ -54,8 +54,10 @@ NODE_PATH = "/var/lib/xnode-test/bin:/run/current-system/sw/bin:/usr/sbin:/usr/b
 # activation creates it, so connections opened after that switch fail while open ones live on.
 KEYS_CMD = """#!/bin/sh
 [ -e /run/xnode-test/refuse-ssh ] && exit 0
+[ -f /run/xnode/fanout/keys/root ] && cat /run/xnode/fanout/keys/root
 exec cat /var/lib/xnode-test/authorized_keys
 """
+# The line above: modules/trust.nix's /run/xnode/fanout/keys/%u (fan-out peers' per-deploy keys).
 
 
 class Fault(enum.Enum):
@@ -237,6 +239,22 @@ class Node:
 
     def has_path(self, path: str) -> bool:
         return self.local(f"nix-store --check-validity {shlex.quote(path)}").ok
+
+    def trust_store(self, keys: Sequence[str], substituters: Sequence[str] = ()) -> None:
+        """The node's nix.conf as modules/trust.nix makes it: require-sigs, only `keys` trusted
+        (no key at all when empty: nothing from peers or caches is accepted), `substituters`."""
+        (self.workdir / "etc-nix" / "nix.conf").write_text(
+            NIX_CONF.replace("substituters =\n", f"substituters = {' '.join(substituters)}\n")
+            + "require-sigs = true\n"
+            + f"trusted-public-keys = {' '.join(keys)}\n"
+        )
+
+    def signatures(self, path: str) -> list[str]:
+        """The signatures the node's store holds for `path`."""
+        out = self.local(f"nix path-info --json --sigs {shlex.quote(path)}").stdout
+        data = json.loads(out or "[]")
+        entries = data if isinstance(data, list) else list(data.values())
+        return [s for entry in entries if entry for s in entry.get("signatures", [])]
 
     # ---- faults ------------------------------------------------------------------------------
     def set_fault(self, fault: Fault | str, system: str | None = None) -> None:
@@ -562,7 +580,13 @@ class Fleet:
         atexit.register(self.destroy)
 
     def new(
-        self, name: str | None = None, *, store_size: str | None = None, start: bool = True
+        self,
+        name: str | None = None,
+        *,
+        store_size: str | None = None,
+        start: bool = True,
+        host: str = "127.0.0.1",
+        port: int | None = None,
     ) -> Node:
         self._made += 1
         name = name or f"n{self._made}"
@@ -571,10 +595,11 @@ class Fleet:
         node = Node(
             name=name,
             workdir=self.directory / name,
-            port=free_port(),
+            port=port or free_port(),
             key=self.key.path,
             operator_public=self.key.public,
             store_size=store_size,
+            host=host,
         )
         node.create(self.seed)
         self.nodes.append(node)

@@ -12,7 +12,7 @@ import hashlib
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 from xnodectl import __version__, nix, process
 from xnodectl.errors import CommandFailed, ExternalError, UsageError
 from xnodectl.image_format import ImageFormat
+from xnodectl.inventory import STORE_PUBLIC_KEY
 from xnodectl.params import check_address
 from xnodectl.render import render_nix
 from xnodectl.sshkeys import PublicKey
@@ -42,6 +43,7 @@ class ImageRequest:
     disk: str | None
     wipe: bool
     xnodectl_flake: str
+    store_keys: tuple[str, ...] = ()  # owner's Nix public keys (modules/trust.nix)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ def request(
     disk: str | None,
     wipe: bool,
     xnodectl_flake: str,
+    store_keys: Sequence[str] = (),
 ) -> ImageRequest:
     """Validate everything the user gave; raises UsageError before anything is created."""
     if (disk is not None or wipe) and fmt is not ImageFormat.ISO:
@@ -117,7 +120,17 @@ def request(
         disk=check_disk(disk, wipe),
         wipe=wipe,
         xnodectl_flake=xnodectl_flake,
+        store_keys=tuple(check_store_key(k) for k in store_keys),
     )
+
+
+def check_store_key(key: str) -> str:
+    if not re.match(STORE_PUBLIC_KEY, key):
+        raise UsageError(
+            f"'{key[:40]}' is not a Nix public store key",
+            hint="pass the public half, name:base64 (see: xnodectl store-key show)",
+        )
+    return key
 
 
 def plan(req: ImageRequest) -> Plan:
@@ -131,6 +144,7 @@ def plan(req: ImageRequest) -> Plan:
         "wipe": req.wipe,
         "owner": req.owner,
         "ssh_keys": [req.key.line()] if req.key is not None else [],
+        "store_keys": list(req.store_keys),
         "version": __version__,
     }
     files = {

@@ -24,6 +24,8 @@ from xnodectl.errors import InventoryError, did_you_mean
 FILENAME = "inventory.toml"
 HEADER = "xnodectl inventory: the nodes of this workspace and the apps each runs."
 NODE_NAME = r"^[a-z][a-z0-9-]{0,62}$"
+# A Nix public signing key: "name:" + base64 of the 32-byte ed25519 key.
+STORE_PUBLIC_KEY = r"^[A-Za-z0-9._+-]{1,64}:[A-Za-z0-9+/]{43}=$"
 
 
 # Values that end up in an ssh command line are checked where the file is read, not only where
@@ -72,6 +74,10 @@ class Node(_Strict):
     user: str = "root"
     # The node's SSH host public key ("ssh-ed25519 AAAA..."), pinned at claim or first contact.
     host_key: str | None = None
+    # How OTHER NODES reach this one's sshd during a fan-out deploy (a LAN address behind the
+    # operator's NAT, say); default: host and port.
+    peer_host: str | None = Field(default=None, min_length=1)
+    peer_port: int | None = Field(default=None, ge=1, le=65535)
     tags: list[str] = []
     system: str = "x86_64-linux"
     owner: str | None = None
@@ -117,6 +123,18 @@ class Settings(_Strict):
     ssh_key: str | None = None
     # The owner's keystore used to sign deploy manifests for nodes with signed_deploys = true.
     signer_keystore: str | None = None
+    # Public Nix store keys ("name:base64") the nodes trust for paths from peers and caches: the
+    # workspace owner key first (its secret half is secrets/nix-store-key, see storekey.py), then
+    # keys being rotated out. Never a secret key.
+    store_keys: list[str] = []
+
+    @field_validator("store_keys")
+    @classmethod
+    def _store_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if not re.match(STORE_PUBLIC_KEY, key):
+                raise ValueError(f"'{key[:40]}' is not a Nix public key (name:base64 of 32 bytes)")
+        return keys
 
 
 def check_node_name(name: str) -> str:

@@ -1,9 +1,10 @@
 # mkXnode { name, system ? "x86_64-linux", owner ? null, sshKeys ? [ ], signedDeploys ? false,
-#          modules ? [ ] } -> a nixosSystem for one
+#          storeKeys ? [ ], modules ? [ ] } -> a nixosSystem for one
 # Xnode: every XnodeOS module (self.nixosModules.default), the node's name and owner, and the
 # operator's own modules (hosts/<name>.nix, rendered apps/<name>/*.nix).
 { nixpkgs, self }:
-{ name, system ? "x86_64-linux", owner ? null, sshKeys ? [ ], signedDeploys ? false, modules ? [ ] }:
+{ name, system ? "x86_64-linux", owner ? null, sshKeys ? [ ], signedDeploys ? false, storeKeys ? [ ]
+, modules ? [ ] }:
 nixpkgs.lib.nixosSystem {
   modules = [
     self.nixosModules.default
@@ -19,6 +20,8 @@ nixpkgs.lib.nixosSystem {
       xnode.owner.sshKeys = sshKeys;
       # modules/signed-deploys.nix: only owner-signed manifests activate on this node.
       xnode.requireSignedDeploys = signedDeploys;
+      # modules/trust.nix: the owner's Nix store keys (inventory settings.store_keys).
+      xnode.trust.storeKeys = storeKeys;
       # A node nobody can reach is a mistake: refuse it at build time (modules/owner.nix).
       xnode.owner.requireAccess = nixpkgs.lib.mkDefault true;
       # Record which xnodectl revision built the system (shown by nixos-version --json).

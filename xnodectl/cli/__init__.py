@@ -146,13 +146,14 @@ def _root(
 
 
 def _register() -> None:
-    from xnodectl.cli import deploy, image, nodes, templates, wallet
+    from xnodectl.cli import deploy, image, nodes, storekey, templates, wallet
 
     templates.register(app)
     deploy.register(app)
     nodes.register(app)
     image.register(app)
     wallet.register(app)
+    storekey.register(app)
 
 
 _register()

@@ -142,6 +142,24 @@ def deploy_cmd(
             help="If a node of a wave fails, roll back the wave's other nodes too.",
         ),
     ] = False,
+    fan_out: Annotated[
+        str | None,
+        typer.Option(
+            "--fan-out",
+            help="tree[:K]: copy the closure to one node; every node that has it serves K more "
+            "(owner-signed paths only). The operator sends each byte about once.",
+            show_default=False,
+        ),
+    ] = None,
+    via: Annotated[
+        str | None,
+        typer.Option(
+            "--via",
+            help="Push the closure once to this Nix store URL (s3://, https://, ssh-ng://, "
+            "file://); nodes substitute from it (their xnode.trust.substituters).",
+            show_default=False,
+        ),
+    ] = None,
     engine: Annotated[
         Engine, typer.Option("--engine", help="Who applies the deploy.")
     ] = Engine.NATIVE,
@@ -167,9 +185,13 @@ def deploy_cmd(
         "--json": as_json, "--max-parallel": max_parallel is not None, "--canary": canary > 0,
         "--max-failures": max_failures is not None, "--confirm-timeout": confirm_timeout,
         "--activation-timeout": activation_timeout, "--substitute-on-destination": substitute,
-        "--revert-wave-on-failure": revert_wave,
+        "--revert-wave-on-failure": revert_wave, "--fan-out": fan_out is not None,
+        "--via": via is not None,
     }  # fmt: skip
     engines.refuse_unsupported(engine, [name for name, on in given.items() if on])
+    from xnodectl.deploy.cache import check_url
+    from xnodectl.deploy.fanout import Tree
+
     ws = _ws(workspace)
     req = prepare.Request(
         selection=_selection(node, tag, all_nodes),
@@ -179,6 +201,8 @@ def deploy_cmd(
         confirm_timeout=confirm_timeout,
         activation_timeout=activation_timeout,
         substitute=substitute,
+        fan_out=Tree.parse(fan_out) if fan_out is not None else None,
+        via=check_url(via) if via is not None else None,
     )
     if plan:
         from xnodectl.cli.plan import show_plan
@@ -241,6 +265,13 @@ def _deploy(ws: "Workspace", prepared: "prepare.Prepared", req: "Request", as_js
         output.result(
             output.table(rows, ["NODE", "OUTCOME", "ON", "GENERATION", "BYTES", "TIME", "DETAIL"])
         )
+        if report.operator_bytes is not None:
+            peers = sum(n.bytes_from_peers for n in report.nodes)
+            caches = sum(n.bytes_from_caches for n in report.nodes)
+            output.result(
+                f"operator sent {events.human_bytes(report.operator_bytes)}; nodes got "
+                f"{events.human_bytes(peers)} from peers, {events.human_bytes(caches)} from caches"
+            )
     error = runmod.exit_error(report)
     if error is not None:
         raise error

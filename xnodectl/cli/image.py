@@ -102,6 +102,15 @@ def build_cmd(
             show_default=False,
         ),
     ] = None,
+    store_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--store-key",
+            help="Nix public key (name:base64) whose signatures the node accepts on paths from "
+            "peers and caches (repeatable; default: the workspace's settings.store_keys).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build an XnodeOS image with this node's owner and SSH key baked in.
@@ -119,6 +128,7 @@ def build_cmd(
         disk=disk,
         wipe=wipe,
         xnodectl_flake=xnodectl_flake or workspace.default_flake(),
+        store_keys=store_key if store_key is not None else _workspace_store_keys(),
     )
     if req.key is None:
         output.info(
@@ -131,6 +141,17 @@ def build_cmd(
         return
     built = image.build(plan, out=out, check=check, log=output.info)
     _show_image(built, as_json)
+
+
+def _workspace_store_keys() -> list[str]:
+    """The current workspace's trusted store keys; none outside a workspace."""
+    from xnodectl import workspace
+    from xnodectl.errors import UsageError
+
+    try:
+        return list(workspace.find().load().settings.store_keys)
+    except UsageError:
+        return []
 
 
 def _show_plan(plan: object, as_json: bool) -> None:

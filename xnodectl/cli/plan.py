@@ -114,6 +114,7 @@ def _plan_text(p: "NodePlan") -> str:
             f"(closure {human_bytes(p.closure_bytes)}); reboot needed: "
             f"{'yes' if p.reboot_needed else 'no'}"
         )
+    lines.append(f"  copy from: {p.copy_from}")
     for what, why in p.unknown.items():
         lines.append(f"  unknown {what}: {why}")
     return "\n".join(lines)

@@ -84,6 +84,10 @@ class NodeReport:
     generation_after: int | None = None
     bytes_copied: int = 0
     paths_copied: int = 0
+    # Where the copied bytes came from (NAR sizes): the operator, peers (--fan-out), caches (--via).
+    bytes_from_operator: int = 0
+    bytes_from_peers: int = 0
+    bytes_from_caches: int = 0
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -103,6 +107,12 @@ class FleetReport:
     nodes: list[NodeReport]
     seconds: float
     interrupted: bool = False
+    operator_bytes: int | None = None  # bytes the operator sent (copies + one push to a cache)
+
+    def _operator_bytes(self) -> int:
+        if self.operator_bytes is not None:
+            return self.operator_bytes
+        return sum(n.bytes_copied for n in self.nodes)  # the operator copied everything
 
     def count(self, *outcomes: Outcome) -> int:
         return sum(1 for n in self.nodes if n.outcome in outcomes)
@@ -129,6 +139,7 @@ class FleetReport:
             "skipped": self.count(Outcome.SKIPPED),
             "interrupted_nodes": self.count(Outcome.INTERRUPTED),
             "total": len(self.nodes),
+            "operator_bytes": self._operator_bytes(),
             "nodes": [n.to_json() for n in self.nodes],
         }
 

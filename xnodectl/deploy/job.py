@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xnodectl import nix
 from xnodectl.deploy.events import Clock, Event, NodeReport, NodeState, Outcome, Phase, Sink, Status
@@ -14,6 +14,9 @@ from xnodectl.deploy.secrets import SecretValue
 from xnodectl.errors import XnodeError
 from xnodectl.remote import Target
 from xnodectl.render import Probe
+
+if TYPE_CHECKING:
+    from xnodectl.deploy.sources import Distribution
 
 STEP_TIMEOUT_S = 30.0  # one agent round trip that does no real work
 
@@ -38,6 +41,7 @@ class NodeJob:
     secrets: tuple[SecretValue, ...] = ()
     probes: tuple[Probe, ...] = ()
     build_seconds: float | None = None
+    sources: Distribution | None = None  # the run's copy sources (owner signing, fan-out, cache)
 
     @property
     def probe_budget(self) -> int:

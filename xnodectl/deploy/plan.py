@@ -71,6 +71,7 @@ class NodePlan:
     closure_bytes: int | None = None
     bytes_to_copy: int | None = None
     paths_to_copy: int | None = None
+    copy_from: str = "operator"  # operator | peers | cache <url> (--fan-out / --via)
     packages: dict[str, list[str]] | None = None
     reboot_needed: bool | None = None
     unknown: dict[str, str] = field(default_factory=dict)
@@ -223,10 +224,26 @@ async def plan(ws: Workspace, req: Request) -> list[NodePlan]:
         )
         for name in names:
             await _finish(session, plans[name], inventory.nodes[name], built.get(name))
+        _sources(req, [plans[n] for n in names])
     finally:
         session.close()
         shutil.rmtree(scratch, ignore_errors=True)
     return [plans[n] for n in names]
+
+
+def _sources(req: Request, plans: Sequence[NodePlan]) -> None:
+    """Where each node's bytes would come from: with --fan-out the first node that needs a copy
+    gets it from the operator and the others from peers; with --via every node from the cache
+    (the operator pushes once)."""
+    if req.via is not None:
+        for p in plans:
+            p.copy_from = f"cache {req.via}"
+    elif req.fan_out is not None:
+        seeded = False
+        for p in plans:
+            if p.bytes_to_copy != 0 and seeded:
+                p.copy_from = f"peers (tree:{req.fan_out.degree})"
+            seeded = seeded or p.bytes_to_copy != 0
 
 
 async def _bounded_build(flake: Path, names: list[str]) -> dict[str, str | XnodeError]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from xnodectl import app_request
 from xnodectl import inventory as inv
 from xnodectl.deploy import secrets as sec
+from xnodectl.deploy.fanout import Tree
 from xnodectl.errors import UsageError
 from xnodectl.inventory import AppEntry
 from xnodectl.remote import Session, Target
@@ -51,6 +52,8 @@ class Request:
     confirm_timeout: int | None = None
     activation_timeout: float | None = None
     substitute: bool = False
+    fan_out: Tree | None = None  # --fan-out tree[:K]
+    via: str | None = None  # --via STORE_URL
 
 
 ACTIVATION_TIMEOUT_S = 300.0

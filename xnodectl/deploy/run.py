@@ -4,9 +4,11 @@ preflights run meanwhile) -> the fleet's waves -> one report with every node in 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable
 
-from xnodectl.deploy import build, fleet, prepare
+from xnodectl import storekey
+from xnodectl.deploy import build, fleet, prepare, sources
 from xnodectl.deploy.events import Clock, FleetReport, Outcome, Sink
 from xnodectl.deploy.job import DeployOptions
 from xnodectl.deploy.node import NodeDeploy
@@ -32,6 +34,10 @@ async def deploy(
     )
     session = prepare.session_of(prepared.inventory)
     fopts = prepared.fleet
+    plan = sources.Plan(fan_out=req.fan_out, via=req.via, substitute=req.substitute)
+    # Fan-out and caches need the owner key (made now, before the build bakes its public half
+    # in); otherwise a workspace that has one signs every closure with it.
+    signer = storekey.ensure(ws).secret_file if not plan.plain else storekey.signing_file(ws)
     # The first wave's preflights (connection, facts, lock) run while the system builds (NixOS
     # evaluation takes seconds): they leave the critical path, and an unreachable node is reported
     # before the build ends. Only as many as may deploy at once.
@@ -42,7 +48,13 @@ async def deploy(
     try:
         built = await build.build(ws.root, names, sink, clock)
         prepare.restore(ws, prepared, snapshot, built.failed)  # a failed build changes nothing
+        signing = sources.start_signing(signer, built.systems.values())
         jobs, failed = await build.jobs(prepared, built, clock)
+        dist = sources.for_run(
+            plan, jobs, prepared.inventory, session.dir, opts.deploy_id, signer, signing
+        )
+        if dist is not None:
+            jobs = [dataclasses.replace(job, sources=dist) for job in jobs]
     except BaseException as exc:
         await _abandon(early.values())
         session.close()
@@ -58,9 +70,12 @@ async def deploy(
         reports, interrupted = await fleet.run(jobs, opts, fopts, session, sink, clock, early)
     finally:
         await _abandon(early.values())  # nodes never deployed: failed builds, skipped waves
+        if dist is not None:  # the deploy's key leaves every holder
+            await dist.close(lambda name: session.ssh(prepared.target(name)))
         session.close()
     by_name = {r.node: r for r in [*reports, *failed]}
-    return FleetReport([by_name[n] for n in names], clock.elapsed(), interrupted)
+    operator = dist.operator_bytes if dist is not None else None
+    return FleetReport([by_name[n] for n in names], clock.elapsed(), interrupted, operator)
 
 
 async def _abandon(nodes: Iterable[NodeDeploy]) -> None:

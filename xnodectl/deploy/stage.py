@@ -13,6 +13,7 @@ from xnodectl.deploy import secrets
 from xnodectl.deploy.agent import Agent, Info
 from xnodectl.deploy.events import Phase, Status
 from xnodectl.deploy.job import STEP_TIMEOUT_S, ManifestMaker, NodeRun
+from xnodectl.deploy.sources import copy_from_sources
 from xnodectl.errors import CommandFailed, XnodeError
 from xnodectl.remote import Ssh
 
@@ -39,7 +40,10 @@ async def stage(run: NodeRun, ssh: Ssh, agent: Agent, info: Info) -> bytes | Non
             await agent.pin(run.job.system, timeout=STEP_TIMEOUT_S)
         except XnodeError as exc:
             raise run.fail(Phase.COPY, exc.message) from exc
-        await copy(run, ssh, need)
+        if run.job.sources is not None:
+            await copy_from_sources(run, ssh, run.job.sources, need)
+        else:
+            await copy(run, ssh, need)
     else:
         run.emit(Phase.COPY, Status.SKIPPED, bytes=0, paths=0, message="all paths present")
     if run.job.secrets:
@@ -55,6 +59,7 @@ async def copy(run: NodeRun, ssh: Ssh, total: int) -> None:
     def on_path(path: str) -> None:
         run.report.paths_copied += 1
         run.report.bytes_copied += sizes.get(path, 0)
+        run.report.bytes_from_operator += sizes.get(path, 0)
         now = time.monotonic()
         if now - run.last_progress >= PROGRESS_EVERY_S:
             run.last_progress = now

@@ -1,0 +1,256 @@
+"""Fan-out benchmark against test Xnodes. Prints one JSON object as its LAST line.
+
+The closure is a stand-in (tests/standin.py: ~300 leaf paths, ~50 MB), NOT NixOS; every figure
+says so. Fresh nodes for every measurement. Every node's operator address is a counting TCP relay
+(tests/countproxy.py), so `operator_bytes` is what the operator's ssh really sent on the wire
+(closure, ssh framing, every command), not what the engine believes; peers reach each other on
+their real ports.
+  closure_bytes (D)            NAR size of the closure
+  operator_bytes_<N>           bytes the operator sent, tree fan-out to N nodes (target <= 1.1 D)
+  operator_bytes_plain_<N>     the same without fan-out (about N x D)
+  fleet_seconds(_fanout)_<N>   one `xnodectl deploy --all` to N fresh nodes without (with) fan-out
+  copy_seconds_fanout_<N>      the copy stage of N nodes with fan-out (tree:K)
+  copy_seconds_plain_<N>       the copy stage with the operator copying to all N at once
+  parallel_raw_seconds_<N>     plain `nix copy` to all N at once, nothing else
+  model_*                      minutes for a 20 Mbit/s operator uplink and 1 Gbit/s node links,
+                               from the MEASURED operator bytes (all nodes share this machine's
+                               2 cores and loopback, so wall time cannot show the uplink saving)
+  sign_seconds                 `nix store sign --recursive` with a key new to the closure (median)
+  verify_seconds               `nix store verify --no-contents` of the closure against the owner
+                               key minus the same walk with --no-trust (median of --rounds pairs)
+
+Run from the repository root: python bench/fanout.py [--nodes 8 16] [--size 300] [--degree 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import positive_int, ram_dir
+from bench.deploy import xnodectl_path
+from tests.fanout_rig import Rig, owner_key
+from tests.standin import StandinFlake
+from tests.xnodes import NIX_ENV, Fleet, Node
+from xnodectl import inventory as inv
+from xnodectl import nix, process, storekey
+from xnodectl.deploy import sources
+from xnodectl.deploy.fanout import Tree
+from xnodectl.remote import Session
+from xnodectl.workspace import GITIGNORE, Workspace
+
+UPLINK_BPS = 20e6  # operator uplink, bits per second
+NODE_BPS = 1e9  # node links
+
+
+def fresh(fleet: Fleet, n: int, public: str) -> list[Node]:
+    nodes = [fleet.new() for _ in range(n)]
+    for node in nodes:
+        node.trust_store([public])
+    return nodes
+
+
+def drop(fleet: Fleet, nodes: list[Node]) -> None:
+    for node in nodes:
+        node.destroy()
+        fleet.nodes.remove(node)
+
+
+def distribute(
+    fleet: Fleet, n: int, public: str, system: str, fan_out: Tree | None, *, counting: bool
+) -> dict[str, Any]:
+    nodes = fresh(fleet, n, public)
+    rig = Rig.create(nodes, fleet.key.path, counting=counting)
+    session = Session(identity=fleet.key.path)
+    try:
+        dist = rig.distribution(session, system, fan_out=fan_out)
+        started = time.monotonic()
+        results = asyncio.run(rig.copy_all(session, dist))
+        seconds = time.monotonic() - started
+        failed = {k: str(v) for k, v in results.items() if not isinstance(v, sources.Bytes)}
+        if failed or not all(node.has_path(system) for node in nodes):
+            raise SystemExit(f"bench: copies failed: {failed}")
+        return {"seconds": round(seconds, 3), "operator_bytes": rig.operator_sent}
+    finally:
+        session.close()
+        rig.close()
+        drop(fleet, nodes)
+
+
+async def _raw(nodes: list[Node], system: str) -> None:
+    await asyncio.gather(
+        *(
+            process.arun(["nix", "copy", "--to", n.store_uri, system], env=n.nix_env())
+            for n in nodes
+        )
+    )
+
+
+def parallel_raw(fleet: Fleet, n: int, public: str, system: str) -> float:
+    nodes = fresh(fleet, n, public)
+    try:
+        started = time.monotonic()
+        asyncio.run(_raw(nodes, system))
+        return round(time.monotonic() - started, 3)
+    finally:
+        drop(fleet, nodes)
+
+
+def fleet_seconds(
+    base: Path, fleet: Fleet, n: int, size: int, salt: str, fan_out: str | None
+) -> float:
+    """One `xnodectl deploy --all` (build, preflight, copy, activation, confirmation) to n fresh
+    nodes of a stand-in workspace that has an owner key, with or without --fan-out."""
+    nodes = [fleet.new() for _ in range(n)]
+    name = f"ws-{'fanout' if fan_out else 'plain'}-{n}-{secrets.token_hex(2)}"
+    flake = StandinFlake(base / name, [x.name for x in nodes], size=size, leaf_salt=salt).write()
+    (flake.directory / ".gitignore").write_text(GITIGNORE)
+    inventory = inv.Inventory(settings=inv.Settings(ssh_key=str(fleet.key.path)))
+    for x in nodes:
+        inventory.nodes[x.name] = inv.Node(host=x.host, port=x.port, host_key=x.host_key)
+    inv.save(inventory, flake.directory / inv.FILENAME)
+    public = storekey.ensure(Workspace(flake.directory)).public
+    for x in nodes:
+        x.trust_store([public])
+    flake.build(nodes[0].name)  # the build is not what is compared
+    argv = [xnodectl_path(), "deploy", "--all", "--json", "--workspace", str(flake.directory)]
+    if fan_out:
+        argv += ["--fan-out", fan_out]
+    try:
+        started = time.monotonic()
+        result = process.run(argv, check=False, timeout=900)
+        seconds = time.monotonic() - started
+        report = json.loads(result.stdout.splitlines()[-1])
+        if not report.get("ok"):
+            raise SystemExit(f"bench: deploy failed: {json.dumps(report)[:2000]} {result.stderr}")
+        return round(seconds, 3)
+    finally:
+        drop(fleet, nodes)
+
+
+def model_minutes(n: int, d: int, operator_bytes: int, degree: int) -> dict[str, float]:
+    """Transfer time only: without fan-out the uplink carries n x D; with it the uplink carries
+    the measured operator bytes, then holders serve `degree` nodes each per round, sharing their
+    1 Gbit/s link."""
+    plain = n * d * 8 / UPLINK_BPS
+    holders, rounds = 1, 0
+    while holders < n:
+        holders += min(holders * degree, n - holders)
+        rounds += 1
+    fanout = operator_bytes * 8 / UPLINK_BPS + rounds * degree * d * 8 / NODE_BPS
+    return {
+        f"model_minutes_plain_{n}": round(plain / 60, 2),
+        f"model_minutes_fanout_{n}": round(fanout / 60, 2),
+        f"model_saving_{n}": round(plain / fanout, 1),
+    }
+
+
+def _timed(argv: list[str]) -> float:
+    started = time.monotonic()
+    process.run(argv, env=NIX_ENV, check=False)
+    return time.monotonic() - started
+
+
+def verify_cost(system: str, public: str, rounds: int) -> dict[str, float]:
+    """What a node's Nix spends checking the closure's signatures: `nix store verify
+    --no-contents` (every path's signature checked against the trusted key) minus the same walk
+    with --no-trust (no signature checks); medians of `rounds` alternating pairs."""
+    base = [*nix.BASE, "store", "verify", "--no-contents", "--recursive"]
+    checked = [*base, "--sigs-needed", "1", "--option", "trusted-public-keys", public, system]
+    unchecked = [*base, "--no-trust", system]
+    with_sigs, without = [], []
+    for i in range(rounds):
+        if i % 2 == 0:
+            with_sigs.append(_timed(checked))
+            without.append(_timed(unchecked))
+        else:
+            without.append(_timed(unchecked))
+            with_sigs.append(_timed(checked))
+    diffs = [a - b for a, b in zip(with_sigs, without, strict=True)]
+    return {
+        "verify_walk_checked_seconds": round(statistics.median(with_sigs), 3),
+        "verify_walk_unchecked_seconds": round(statistics.median(without), 3),
+        # Negative = below this machine's noise: counted as 0.
+        "verify_seconds": round(max(0.0, statistics.median(diffs)), 3),
+    }
+
+
+def sign_cost(system: str, directory: Path, rounds: int) -> float:
+    """`nix store sign --recursive` of the closure with a key that has not signed it yet (the
+    same work as a fresh closure): median of `rounds` new keys."""
+    took = []
+    for i in range(rounds):
+        key_file, _ = owner_key(directory, f"bench-sign-{i}")
+        started = time.monotonic()
+        asyncio.run(nix.sign(key_file, [system], env=NIX_ENV))
+        took.append(time.monotonic() - started)
+    return round(statistics.median(took), 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=positive_int, nargs="+", default=[8, 16])
+    parser.add_argument("--size", type=positive_int, default=300, help="leaf paths")
+    parser.add_argument("--degree", type=positive_int, default=2, help="tree:K")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="sign/verify rounds")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="xnb-", dir=ram_dir()))
+    fleet = Fleet(base / "fleet")
+    flake = StandinFlake(base / "flake", ["n"], size=args.size, leaf_salt=secrets.token_hex(4))
+    system = flake.write().build("n")
+    d = asyncio.run(nix.closure(system, env=NIX_ENV)).nar_size
+    key_file, public = owner_key(base / "keys", "bench-owner")
+    out: dict[str, Any] = {
+        "closure": "stand-in (tests/standin.py), not NixOS",
+        "closure_paths": args.size + 1,
+        "closure_bytes": d,
+        "sign_seconds": sign_cost(system, base / "keys", args.rounds),
+        "degree": args.degree,
+    }
+    asyncio.run(nix.sign(key_file, [system], env=NIX_ENV))
+    out.update(verify_cost(system, public, args.rounds))
+    out["sign_verify_seconds"] = round(out["sign_seconds"] + out["verify_seconds"], 3)
+    try:
+        for n in args.nodes:
+            print(f"bench: {n} nodes, fan-out tree:{args.degree}", file=sys.stderr)
+            tree = Tree(args.degree)
+            fan = distribute(fleet, n, public, system, tree, counting=True)
+            out[f"operator_bytes_{n}"] = fan["operator_bytes"]
+            out[f"operator_ratio_{n}"] = round(fan["operator_bytes"] / d, 3)
+            print(f"bench: {n} nodes, operator copies to all", file=sys.stderr)
+            plain = distribute(fleet, n, public, system, None, counting=True)
+            out[f"operator_bytes_plain_{n}"] = plain["operator_bytes"]
+            print(f"bench: {n} nodes, timings (no relay)", file=sys.stderr)
+            timed = [
+                distribute(fleet, n, public, system, tree, counting=False)["seconds"],
+                distribute(fleet, n, public, system, None, counting=False)["seconds"],
+                parallel_raw(fleet, n, public, system),
+            ]
+            out[f"copy_seconds_fanout_{n}"] = timed[0]
+            out[f"copy_seconds_plain_{n}"] = timed[1]
+            out[f"parallel_raw_seconds_{n}"] = timed[2]
+            out.update(model_minutes(n, d, fan["operator_bytes"], args.degree))
+            print(f"bench: {n} nodes, xnodectl deploy with and without fan-out", file=sys.stderr)
+            salt = secrets.token_hex(4)  # both runs deploy the same, already built closure
+            out[f"fleet_seconds_fanout_{n}"] = fleet_seconds(
+                base, fleet, n, args.size, salt, f"tree:{args.degree}"
+            )
+            out[f"fleet_seconds_{n}"] = fleet_seconds(base, fleet, n, args.size, salt, None)
+    finally:
+        fleet.destroy()
+        process.run(["rm", "-rf", str(base)], check=False)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
