@@ -43,7 +43,7 @@ from tests.fanout_rig import Rig, owner_key
 from tests.standin import StandinFlake
 from tests.xnodes import NIX_ENV, Fleet, Node
 from xnodectl import inventory as inv
-from xnodectl import nix, process, storekey
+from xnodectl import nix, nixsign, process, storekey
 from xnodectl.deploy import sources
 from xnodectl.deploy.fanout import Tree
 from xnodectl.remote import Session
@@ -192,7 +192,7 @@ def sign_cost(system: str, directory: Path, rounds: int) -> float:
     for i in range(rounds):
         key_file, _ = owner_key(directory, f"bench-sign-{i}")
         started = time.monotonic()
-        asyncio.run(nix.sign(key_file, [system], env=NIX_ENV))
+        asyncio.run(nixsign.sign(key_file, [system], env=NIX_ENV))
         took.append(time.monotonic() - started)
     return round(statistics.median(took), 3)
 
@@ -217,7 +217,7 @@ def main() -> None:
         "sign_seconds": sign_cost(system, base / "keys", args.rounds),
         "degree": args.degree,
     }
-    asyncio.run(nix.sign(key_file, [system], env=NIX_ENV))
+    asyncio.run(nixsign.sign(key_file, [system], env=NIX_ENV))
     out.update(verify_cost(system, public, args.rounds))
     out["sign_verify_seconds"] = round(out["sign_seconds"] + out["verify_seconds"], 3)
     try:

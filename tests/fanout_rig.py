@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.countproxy import CountingProxy
 from tests.xnodes import NIX_ENV, Node
-from xnodectl import nix
+from xnodectl import nix, nixsign
 from xnodectl.deploy import peers, sources
 from xnodectl.deploy.fanout import Tree
 from xnodectl.remote import Session, Target
@@ -22,13 +22,13 @@ def owner_key(directory: Path, name: str = "test-owner") -> tuple[Path, str]:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.secret"
     if not path.exists():
-        path.write_text(nix.generate_secret_key(name) + "\n")
+        path.write_text(nixsign.generate_secret_key(name) + "\n")
         path.chmod(0o600)
-    return path, nix.public_key(path.read_text().strip())
+    return path, nixsign.public_key(path.read_text().strip())
 
 
 def sign(key_file: Path, system: str) -> None:
-    asyncio.run(nix.sign(key_file, [system], env=NIX_ENV))
+    asyncio.run(nixsign.sign(key_file, [system], env=NIX_ENV))
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pytest
 from tests.standin import StandinFlake
 from tests.xnodes import NIX_ENV
 from xnodectl import inventory as inv
-from xnodectl import nix, process, storekey
+from xnodectl import nixsign, process, storekey
 from xnodectl.errors import InventoryError, UsageError
 from xnodectl.workspace import GITIGNORE, Workspace
 
@@ -33,18 +33,18 @@ def workspace(tmp_path: Path, *, git: bool = True, ignore: str = GITIGNORE) -> W
 
 
 def test_argv() -> None:
-    assert nix.generate_secret_key_argv("k-1") == [
+    assert nixsign.generate_secret_key_argv("k-1") == [
         *FLAGS, "key", "generate-secret", "--key-name", "k-1",
     ]  # fmt: skip
-    assert nix.public_key_argv() == [*FLAGS, "key", "convert-secret-to-public"]
-    assert nix.sign_argv(Path("/s/k"), ["/nix/store/x"]) == [
+    assert nixsign.public_key_argv() == [*FLAGS, "key", "convert-secret-to-public"]
+    assert nixsign.sign_argv(Path("/s/k"), ["/nix/store/x"]) == [
         *FLAGS, "store", "sign", "--key-file", "/s/k", "--recursive", "/nix/store/x",
     ]  # fmt: skip
-    assert nix.signatures_argv(["/nix/store/x"], store="ssh-ng://h") == [
+    assert nixsign.signatures_argv(["/nix/store/x"], store="ssh-ng://h") == [
         *FLAGS, "path-info", "--json", "--sigs", "--recursive", "--store", "ssh-ng://h",
         "/nix/store/x",
     ]  # fmt: skip
-    assert "--no-check-sigs" not in nix.copy_from_argv("ssh://p", ["/nix/store/x"])
+    assert "--no-check-sigs" not in nixsign.copy_from_argv("ssh://p", ["/nix/store/x"])
 
 
 def test_parse_signatures_both_json_shapes() -> None:
@@ -52,9 +52,9 @@ def test_parse_signatures_both_json_shapes() -> None:
         [{"path": "/nix/store/a", "signatures": ["k-1:AAA"]}, {"path": "/nix/store/b"}]
     )
     new = json.dumps({"/nix/store/a": {"signatures": ["k-1:AAA"]}, "/nix/store/c": None})
-    assert nix.parse_signatures(old, []) == {"/nix/store/a": ("k-1:AAA",), "/nix/store/b": ()}
-    assert nix.parse_signatures(new, []) == {"/nix/store/a": ("k-1:AAA",)}
-    assert nix.signer_name("k-1:AAA") == "k-1"
+    assert nixsign.parse_signatures(old, []) == {"/nix/store/a": ("k-1:AAA",), "/nix/store/b": ()}
+    assert nixsign.parse_signatures(new, []) == {"/nix/store/a": ("k-1:AAA",)}
+    assert nixsign.signer_name("k-1:AAA") == "k-1"
 
 
 def test_ensure_creates_once_private_and_lists_the_public_key(tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_refuses_an_exposed_or_damaged_key(tmp_path: Path) -> None:
 
 
 def test_inventory_refuses_a_secret_or_garbage_as_store_key(tmp_path: Path) -> None:
-    secret = nix.generate_secret_key("k-1")
+    secret = nixsign.generate_secret_key("k-1")
     for bad in (secret, "k-1:short", "no-colon"):
         text = f'[settings]\nstore_keys = ["{bad}"]\n'
         with pytest.raises(InventoryError, match="not a Nix public key"):
@@ -115,13 +115,13 @@ def test_sign_and_read_signatures_for_real(tmp_path: Path) -> None:
     key = storekey.ensure(ws)
     flake = StandinFlake(tmp_path / "flake", ["n"], size=3, leaf_salt="storekey").write()
     system = flake.build("n")
-    before = asyncio.run(nix.signatures([system], env=NIX_ENV))
+    before = asyncio.run(nixsign.signatures([system], env=NIX_ENV))
     assert len(before) == 4 and not any(
-        nix.signer_name(s) == key.name for sigs in before.values() for s in sigs
+        nixsign.signer_name(s) == key.name for sigs in before.values() for s in sigs
     )
-    asyncio.run(nix.sign(key.secret_file, [system], env=NIX_ENV))
-    after = asyncio.run(nix.signatures([system], env=NIX_ENV))
-    assert all(key.name in {nix.signer_name(s) for s in sigs} for sigs in after.values())
+    asyncio.run(nixsign.sign(key.secret_file, [system], env=NIX_ENV))
+    after = asyncio.run(nixsign.signatures([system], env=NIX_ENV))
+    assert all(key.name in {nixsign.signer_name(s) for s in sigs} for sigs in after.values())
 
 
 def test_keygen_never_puts_the_secret_in_argv(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,6 +133,6 @@ def test_keygen_never_puts_the_secret_in_argv(monkeypatch: pytest.MonkeyPatch) -
         return real(argv, **kw)
 
     monkeypatch.setattr(process, "run", spy)
-    secret = nix.generate_secret_key("k-1")
-    nix.public_key(secret)
+    secret = nixsign.generate_secret_key("k-1")
+    nixsign.public_key(secret)
     assert all(secret not in " ".join(argv) for argv in seen)

@@ -30,16 +30,16 @@ _NOT_DETERMINISTIC = "may not be deterministic"  # nix build --rebuild, outputs 
 _STOP = re.compile(r'@nix \{"action":"stop","id":(\d+)\}$')
 
 
-class _Model(BaseModel):
+class JsonModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class _BuildResult(_Model):
+class _BuildResult(JsonModel):
     drvPath: str  # noqa: N815 - field name from nix's JSON
     outputs: dict[str, str]
 
 
-class _PathInfo(_Model):
+class _PathInfo(JsonModel):
     path: str
     narSize: int = 0  # noqa: N815 - field name from nix's JSON
     references: list[str] = []
@@ -69,7 +69,7 @@ def toplevel_attr(flake: Path, node: str) -> str:
     return f"{flake}#nixosConfigurations.{node}.config.system.build.toplevel"
 
 
-def _parse(model: type[BaseModel], text: str, argv: Sequence[str]) -> Any:
+def parse_model(model: type[BaseModel], text: str, argv: Sequence[str]) -> Any:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -134,7 +134,7 @@ async def build(
         result = await process.arun(argv, timeout=timeout, on_stderr_line=on_log)
     except CommandFailed as exc:
         raise CommandFailed(exc.argv, exc.returncode, _errors_only(exc.stderr)) from None
-    built: list[_BuildResult] = _parse(_BuildResult, result.stdout, argv)
+    built: list[_BuildResult] = parse_model(_BuildResult, result.stdout, argv)
     return [b.outputs["out"] for b in built]
 
 
@@ -174,7 +174,7 @@ async def closure(
     """`nix path-info --json --recursive`: the closure with NAR sizes (bytes a copy moves)."""
     argv = path_info_argv([path], store=store)
     result = await process.arun(argv, env=env, timeout=timeout)
-    return _closure(path, _parse(_PathInfo, result.stdout, argv))
+    return _closure(path, parse_model(_PathInfo, result.stdout, argv))
 
 
 def copy_argv(uri: str, paths: Sequence[str], *, substitute: bool) -> list[str]:
@@ -234,10 +234,10 @@ async def copy(
         )
     except CommandFailed as exc:
         # internal-json wraps the error text in a msg event; show that, not the JSON.
-        raise CommandFailed(exc.argv, exc.returncode, _plain_errors(exc.stderr)) from None
+        raise CommandFailed(exc.argv, exc.returncode, plain_errors(exc.stderr)) from None
 
 
-def _plain_errors(stderr: str) -> str:
+def plain_errors(stderr: str) -> str:
     lines = []
     for line in stderr.splitlines():
         if line.startswith("@nix "):
@@ -389,100 +389,3 @@ def require_version(installable: str, minimum: str = MINIMUM_NIX) -> None:
             f"nix {found} is too old to evaluate the pinned nixpkgs (it needs nix >= {minimum})",
             hint=INSTALL_HINT.format(minimum=minimum),
         )
-
-
-# ---- store signing keys and signatures (Nix's own key format: "name:base64") ----
-# `nix key generate-secret` / `nix key convert-secret-to-public` / `nix store sign` exist with the
-# same flags from Nix 2.8 (Debian's) to current Nix.
-
-
-def generate_secret_key_argv(name: str) -> list[str]:
-    return [*BASE, "key", "generate-secret", "--key-name", name]
-
-
-def generate_secret_key(name: str) -> str:
-    """A new secret signing key "name:base64" (Nix prints it; it is never passed as an argument)."""
-    result = process.run(generate_secret_key_argv(name), timeout=30)
-    return result.stdout.strip()
-
-
-def public_key_argv() -> list[str]:
-    return [*BASE, "key", "convert-secret-to-public"]
-
-
-def public_key(secret: str) -> str:
-    """The public half "name:base64" of a secret key (the secret goes through stdin)."""
-    result = process.run(public_key_argv(), input=secret + "\n", timeout=30)
-    return result.stdout.strip()
-
-
-def sign_argv(key_file: Path, paths: Sequence[str], *, store: str | None = None) -> list[str]:
-    argv = [*BASE, "store", "sign", "--key-file", str(key_file), "--recursive"]
-    if store is not None:
-        argv += ["--store", store]
-    return [*argv, *paths]
-
-
-async def sign(
-    key_file: Path,
-    paths: Sequence[str],
-    *,
-    store: str | None = None,
-    env: Mapping[str, str] | None = None,
-    timeout: float | None = None,
-) -> None:
-    """Sign `paths` and their closures in the (local) store; already-signed paths are no-ops."""
-    await process.arun(sign_argv(key_file, paths, store=store), env=env, timeout=timeout)
-
-
-class _SignedPath(_Model):
-    path: str
-    signatures: list[str] = []
-    valid: bool = True
-
-
-def signatures_argv(paths: Sequence[str], *, store: str | None = None) -> list[str]:
-    argv = [*BASE, "path-info", "--json", "--sigs", "--recursive"]
-    if store is not None:
-        argv += ["--store", store]
-    return [*argv, *paths]
-
-
-def parse_signatures(text: str, argv: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """`nix path-info --json --sigs` output -> {path: ("keyname:sig", ...)} (valid paths only)."""
-    found: list[_SignedPath] = _parse(_SignedPath, text, argv)
-    return {p.path: tuple(p.signatures) for p in found if p.valid}
-
-
-async def signatures(
-    paths: Sequence[str],
-    *,
-    store: str | None = None,
-    env: Mapping[str, str] | None = None,
-    timeout: float | None = None,
-) -> dict[str, tuple[str, ...]]:
-    """Every path of the closures of `paths` with the signatures its store holds for it."""
-    argv = signatures_argv(paths, store=store)
-    result = await process.arun(argv, env=env, timeout=timeout)
-    return parse_signatures(result.stdout, argv)
-
-
-def signer_name(signature: str) -> str:
-    """The name of the key that made a signature ("name:base64sig")."""
-    return signature.partition(":")[0]
-
-
-def copy_from_argv(uri: str, paths: Sequence[str]) -> list[str]:
-    """`nix copy --from URI` into the local store; signatures are checked (no --no-check-sigs):
-    with require-sigs a path not signed by a trusted key is refused."""
-    return [*BASE, "copy", "--from", uri, "--log-format", "internal-json", "-v", *paths]
-
-
-def realise_argv(paths: Sequence[str]) -> list[str]:
-    """Substitute `paths` from the store's configured substituters (trusted keys checked)."""
-    return ["nix-store", "--realise", "--log-format", "internal-json", "-v", *paths]
-
-
-def plain_errors(stderr: str) -> str:
-    """The error text of an internal-json log (for copies that run on a node)."""
-    return _plain_errors(stderr)

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from xnodectl import nix, process
+from xnodectl import nixsign, process
 from xnodectl.errors import UsageError
 from xnodectl.inventory import STORE_PUBLIC_KEY
 from xnodectl.workspace import Workspace
@@ -64,7 +64,7 @@ def load(ws: Workspace) -> OwnerKey | None:
             f"{path} is not a Nix secret signing key",
             hint=f"move it away and create a new key: xnodectl store-key rotate ({path})",
         )
-    public = nix.public_key(secret)
+    public = nixsign.public_key(secret)
     return OwnerKey(name=public.partition(":")[0], secret_file=path, public=public)
 
 
@@ -100,7 +100,7 @@ def retire(ws: Workspace) -> list[str]:
 def _create(ws: Workspace) -> OwnerKey:
     _check_ignored(ws)
     name = f"xnode-owner-{secrets.token_hex(4)}"
-    secret = nix.generate_secret_key(name)
+    secret = nixsign.generate_secret_key(name)
     directory = ws.secrets_dir()
     directory.mkdir(mode=0o700, exist_ok=True)
     path = secret_path(ws)
@@ -108,7 +108,7 @@ def _create(ws: Workspace) -> OwnerKey:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(secret + "\n")
-    public = nix.public_key(secret)
+    public = nixsign.public_key(secret)
     if not re.match(STORE_PUBLIC_KEY, public):
         raise UsageError(f"nix printed an unexpected public key: {public[:60]!r}")
     return OwnerKey(name=name, secret_file=path, public=public)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from xnodectl import nix, process
+from xnodectl import nix, nixsign, process
 from xnodectl.errors import CommandFailed, UsageError, XnodeError
 from xnodectl.remote import SSH_ERROR, Ssh
 
@@ -53,7 +53,7 @@ async def substitute(
 ) -> None:
     """The node realises `system` from its own substituters (the cache among them)."""
     progress = nix.CopyProgress(on_path)
-    argv = ssh.argv(nix.realise_argv([system]))
+    argv = ssh.argv(nixsign.realise_argv([system]))
     try:
         result = await process.arun(
             argv, check=False, timeout=timeout, on_stderr_line=progress.feed

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xnodectl import inventory as inv
-from xnodectl import nix, storekey
+from xnodectl import nix, nixsign, storekey
 from xnodectl.errors import ExternalError
 from xnodectl.remote import Session, Target
 from xnodectl.workspace import Workspace
@@ -63,7 +63,7 @@ class NodeSigners:
 
 
 def remote_command(keys: list[str]) -> list[str]:
-    info = shlex.join(nix.signatures_argv([CURRENT]))
+    info = shlex.join(nixsign.signatures_argv([CURRENT]))
     verify = shlex.join(
         [
             *nix.BASE, "store", "verify", "--no-contents", "--recursive", "--sigs-needed", "1",
@@ -81,11 +81,13 @@ def parse(node: str, stdout: str, stderr: str) -> NodeSigners:
             f"node '{node}' runs no system yet ({CURRENT} is missing)",
             hint="deploy it first: xnodectl deploy --node " + node,
         )
-    sigs = nix.parse_signatures(rest, ["nix", "path-info"])
+    sigs = nixsign.parse_signatures(rest, ["nix", "path-info"])
     verified = stderr.partition(SEPARATOR)[2]
     untrusted = set(_UNTRUSTED.findall(verified))
     paths = [
-        PathSigners(path, tuple(sorted({nix.signer_name(s) for s in found})), path not in untrusted)
+        PathSigners(
+            path, tuple(sorted({nixsign.signer_name(s) for s in found})), path not in untrusted
+        )
         for path, found in sorted(sigs.items())
     ]
     return NodeSigners(node, first.strip(), paths)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xnodectl import inventory as inv
-from xnodectl import nix
+from xnodectl import nix, nixsign
 from xnodectl.deploy import cache, peers
 from xnodectl.deploy.events import NodeReport, Phase, Status, human_bytes
 from xnodectl.deploy.fanout import Schedule, Source, Tree
@@ -145,7 +145,7 @@ class Distribution:
         if self.signer is None:
             return
         if self._signing is None:
-            self._signing = asyncio.ensure_future(nix.sign(self.signer, sorted(self.closures)))
+            self._signing = asyncio.ensure_future(nixsign.sign(self.signer, sorted(self.closures)))
         try:
             await asyncio.shield(self._signing)
         except CommandFailed as exc:
@@ -315,7 +315,7 @@ def start_signing(signer: Path | None, systems: Iterable[object]) -> asyncio.Tas
     paths = sorted({s for s in systems if isinstance(s, str)})
     if signer is None or not paths:
         return None
-    return asyncio.ensure_future(nix.sign(signer, paths))
+    return asyncio.ensure_future(nixsign.sign(signer, paths))
 
 
 def for_run(
