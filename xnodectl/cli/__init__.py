@@ -140,12 +140,13 @@ def _root(
 
 
 def _register() -> None:
-    from xnodectl.cli import deploy, image, templates, wallet
+    from xnodectl.cli import deploy, image, studio, templates, wallet
 
     templates.register(app)
     deploy.register(app)
     image.register(app)
     wallet.register(app)
+    studio.register(app)
 
 
 _register()

@@ -1,0 +1,50 @@
+"""xnodectl studio: the workspace in a browser (the studio package is imported only here)."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from xnodectl.cli import output
+
+
+def register(app: typer.Typer) -> None:
+    app.command("studio")(studio_cmd)
+
+
+def studio_cmd(
+    workspace: Annotated[
+        Path | None,
+        typer.Option("--workspace", "-w", help="Workspace directory (default: find upwards)."),
+    ] = None,
+    listen: Annotated[
+        str,
+        typer.Option(
+            "--listen",
+            help="HOST:PORT to serve on (loopback only; port 0 picks a free one).",
+        ),
+    ] = "127.0.0.1:8370",
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the studio in the default browser.")
+    ] = False,
+) -> None:
+    """Serve Xnode Studio: catalogue, forms, preview, plan, nodes and deploys in a browser.
+
+    Prints the URL with its access token (like Jupyter); Ctrl-C stops the studio and interrupts
+    any deploy it started exactly as Ctrl-C would in a terminal.
+    """
+    from xnodectl import workspace as wsmod
+    from xnodectl.studio import server
+
+    ws = wsmod.find(workspace)
+    where = server.Listen.parse(listen)
+
+    def announce(url: str) -> None:
+        output.info(f"Xnode Studio for {ws.root}; open this URL (it carries the access token):")
+        output.result(url)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    server.serve(ws, where, announce)

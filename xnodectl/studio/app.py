@@ -1,0 +1,49 @@
+"""The studio's ASGI application: routes, static files, the access guard, one error handler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from xnodectl.studio import access, fleet, pages, runs, services
+from xnodectl.studio.deploys import Runs
+from xnodectl.studio.web import HERE, Studio, on_error
+
+ROUTES = [
+    Route("/", pages.catalogue, name="catalogue"),
+    Route("/templates/{name}", pages.template_page, name="template"),
+    Route("/templates/{name}", pages.template_submit, methods=["POST"]),
+    Route("/api/templates/{name}/preview", pages.preview_api, methods=["POST"]),
+    Route("/nodes", fleet.nodes_page, name="nodes"),
+    Route("/nodes/{name}", fleet.node_page, name="node"),
+    Route("/nodes/{name}/rollback", fleet.rollback, methods=["POST"]),
+    Route("/fragments/fleet", fleet.fleet_fragment),
+    Route("/deploys", runs.deploys_page, name="deploys"),
+    Route("/deploys", runs.start, methods=["POST"]),
+    Route("/deploys/{id}", runs.run_page, name="deploy"),
+    Route("/deploys/{id}/events", runs.events),
+    Route("/deploys/{id}/cancel", runs.cancel, methods=["POST"]),
+    Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+]
+
+
+def create(ws: services.Workspace, keys: access.Keys) -> access.Guard:
+    """The app behind its guard: nothing answers before the Host, session and CSRF checks."""
+    state = Studio(ws=ws, keys=keys, runs=Runs())
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        await state.runs.shutdown()  # Ctrl-C of the studio is Ctrl-C of its deploys
+
+    app = Starlette(
+        routes=ROUTES,
+        exception_handlers={services.XnodeError: on_error, Exception: on_error},
+        lifespan=lifespan,
+    )
+    app.state.studio = state
+    return access.Guard(app, keys)

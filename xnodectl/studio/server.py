@@ -1,0 +1,84 @@
+"""Serve the studio: bind, print the URL with its token, run uvicorn until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from xnodectl.errors import UsageError
+from xnodectl.studio import access, services
+
+DEFAULT_PORT = 8370
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Listen:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, str(DEFAULT_PORT)
+        host = host.strip("[]") or "127.0.0.1"
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise UsageError(
+                f"--listen '{text}' has no valid port", hint="use HOST:PORT, e.g. 127.0.0.1:8370"
+            )
+        return cls(host, int(port))
+
+
+def bind(listen: Listen) -> socket.socket:
+    if not access.is_loopback(listen.host):
+        raise UsageError(
+            f"listening on {listen.host} needs wallet sign-in, which the studio does not offer yet",
+            hint=f"listen on 127.0.0.1 and tunnel to it: ssh -L {listen.port or DEFAULT_PORT}:"
+            f"127.0.0.1:{listen.port or DEFAULT_PORT} THIS-MACHINE",
+        )
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen.host, listen.port))
+    except OSError as exc:
+        sock.close()
+        raise UsageError(
+            f"cannot listen on {listen.host}:{listen.port}: {exc.strerror}",
+            hint="pick another port with --listen 127.0.0.1:PORT (0 = any free port)",
+        ) from exc
+    sock.listen(128)
+    return sock
+
+
+def url_of(listen: Listen, keys: access.Keys) -> str:
+    host = f"[{listen.host}]" if ":" in listen.host else listen.host
+    return f"http://{host}:{listen.port}/?token={keys.token}"
+
+
+def serve(
+    ws: services.Workspace,
+    listen: Listen,
+    announce: Callable[[str], None],
+    token: str | None = None,
+) -> None:
+    """Run until interrupted; on Ctrl-C every running deploy is interrupted as the CLI would be
+    and waited for before the studio exits."""
+    import uvicorn
+
+    from xnodectl.studio.app import create
+
+    sock = bind(listen)
+    bound = Listen(listen.host, sock.getsockname()[1])
+    keys = access.Keys.new(bound.host, bound.port, token)
+    config = uvicorn.Config(
+        create(ws, keys),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=3,
+    )
+    announce(url_of(bound, keys))
+    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))

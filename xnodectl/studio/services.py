@@ -1,0 +1,145 @@
+"""The studio's one door into xnodectl's services: every call the studio makes goes through here.
+
+Nothing in this file decides anything: it names the service function the CLI calls for the same
+job, so a rename in the service layer is fixed in this one place.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xnodectl import apps, catalog, inventory, params, remote
+from xnodectl.catalog import Template
+from xnodectl.deploy import ops, service
+from xnodectl.deploy import plan as planmod
+from xnodectl.deploy import secrets as secretmod
+from xnodectl.errors import UsageError, XnodeError
+from xnodectl.render import RenderedApp
+from xnodectl.workspace import Workspace
+from xnodectl.workspace import find as find_workspace
+
+__all__ = ["Template", "UsageError", "Workspace", "XnodeError", "find_workspace"]
+
+
+def templates() -> list[Template]:
+    return catalog.all_templates()
+
+
+def template(name: str) -> Template:
+    return catalog.get(name)
+
+
+def schema(t: Template) -> dict[str, Any]:
+    return catalog.json_schema(t)
+
+
+def check_value(t: Template, name: str, value: str) -> None:
+    """One parameter typed as the CLI would read `name=value` (raises the CLI's ParamError)."""
+    params.coerce(t.params[name], value)
+
+
+def render(words: Sequence[str], name: str | None = None) -> RenderedApp:
+    """`xnodectl render template=... k=v ...`: parse, validate, render (the CLI's service)."""
+    return apps.render_request(apps.parse_request(words, name))
+
+
+def load(ws: Workspace) -> inventory.Inventory:
+    return ws.load()
+
+
+def secret_needs(ws: Workspace, app: RenderedApp) -> list[secretmod.SecretNeed]:
+    return secretmod.needs(ws.secrets_dir(), [app])
+
+
+def store_secret(ws: Workspace, app: str, param: str, value: bytes) -> None:
+    secretmod.store(ws.secrets_dir(), app, param, value)
+
+
+def selection(nodes: Sequence[str] = (), tags: Sequence[str] = ()) -> service.Selection:
+    """Nothing chosen means every node, as `--all` (the studio always says which)."""
+    return service.Selection(tuple(nodes), tuple(tags), all=not (nodes or tags))
+
+
+async def plan(
+    ws: Workspace, nodes: Sequence[str], words: Sequence[str], app_name: str | None = None
+) -> list[planmod.NodePlan]:
+    """`xnodectl plan [template=... k=v] --node ...`."""
+    req = service.Request(selection=selection(nodes), words=tuple(words), app_name=app_name)
+    return await planmod.plan(ws, req)
+
+
+async def status(ws: Workspace) -> list[ops.NodeStatus]:
+    return await ops.status(ws, selection())
+
+
+async def generations(ws: Workspace, node: str) -> list[dict[str, Any]]:
+    return await ops.generations(ws, node)
+
+
+async def rollback(ws: Workspace, node: str, to: int | None) -> dict[str, Any]:
+    return await ops.rollback(ws, node, to)
+
+
+@dataclass(frozen=True)
+class ScannedKey:
+    host_key: str
+    fingerprint: str
+
+
+def scan(host: str, port: int) -> ScannedKey:
+    key = remote.scan_host_key(host, port)
+    return ScannedKey(key, remote.fingerprint(key))
+
+
+@dataclass(frozen=True)
+class DeployChoice:
+    """What the deploy form chose; becomes the argv of the real `xnodectl deploy --json`."""
+
+    nodes: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+    app_name: str | None = None
+    canary: int = 0
+    max_parallel: int | None = None
+    max_failures: int | None = None
+
+
+def deploy_argv(ws: Workspace, choice: DeployChoice) -> list[str]:
+    """The exact CLI command the studio runs for a deploy (shown on the page, ready to copy)."""
+    argv = [sys.executable, "-m", "xnodectl", "deploy", "--json", "--workspace", str(ws.root)]
+    for n in choice.nodes:
+        argv += ["--node", n]
+    for t in choice.tags:
+        argv += ["--tag", t]
+    if not (choice.nodes or choice.tags):
+        argv.append("--all")
+    if choice.canary:
+        argv += ["--canary", str(choice.canary)]
+    if choice.max_parallel is not None:
+        argv += ["--max-parallel", str(choice.max_parallel)]
+    if choice.max_failures is not None:
+        argv += ["--max-failures", str(choice.max_failures)]
+    if choice.app_name:
+        argv += ["--name", choice.app_name]
+    return [*argv, *choice.words]
+
+
+def check_deploy(ws: Workspace, choice: DeployChoice) -> None:
+    """Everything that can be wrong with a deploy's input, checked before it starts (the same
+    `prepare` the engine runs first), so a bad form is one error line, not a failed run."""
+    service.prepare(
+        ws,
+        service.Request(
+            selection=selection(choice.nodes, choice.tags),
+            words=choice.words,
+            app_name=choice.app_name,
+        ),
+    )
+
+
+def workspace_of(path: Path | None) -> Workspace:
+    return find_workspace(path)
