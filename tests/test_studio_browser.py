@@ -6,12 +6,14 @@ node page, the fleet table agrees). Each page's screenshot is written by the run
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from tests.studio_browser import browser, need_chromium, screenshots_dir, studio, wait
+from tests.xnodes import NIX_CONF, Node
 from xnodectl.cli import app as cli
 
 pytestmark = pytest.mark.slow
@@ -66,3 +68,80 @@ def test_new_user_catalogue_form_preview_plan(tmp_path: Path) -> None:
         assert b.execute_script("return document.documentElement.scrollWidth") <= 390
         b.save_screenshot(str(shots / "phone.png"))
     assert "storage_max" not in (ws / "inventory.toml").read_text()  # plan changed nothing
+
+
+def _gen_cell(b: object, node: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return str(b.find_element(By.CSS_SELECTOR, f'#fleet-rows tr[data-node="{node}"] .gen').text)  # type: ignore[attr-defined]
+
+
+def _deploy_both(b: object, base: str, names: list[str]) -> str:
+    """Start a deploy of `names` from the Deploys page; wait for its end; return the page text."""
+    from selenium.webdriver.common.by import By
+
+    b.get(base + "deploys")  # type: ignore[attr-defined]
+    for name in names:
+        b.find_element(By.NAME, f"node:{name}").click()  # type: ignore[attr-defined]
+    b.find_element(By.CSS_SELECTOR, ".deploy-form button[type=submit]").click()  # type: ignore[attr-defined]
+    state = wait(
+        lambda: (
+            "finished" in b.find_element(By.ID, "run-state").text  # type: ignore[attr-defined]
+            and b.find_element(By.ID, "run-state").text
+        ),  # type: ignore[attr-defined]
+        120,
+        "the deploy's end",
+    )
+    assert state == "finished (exit 0)", b.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
+    return str(b.find_element(By.TAG_NAME, "main").text)  # type: ignore[attr-defined]
+
+
+@pytest.mark.nodes
+def test_deploy_two_xnodes_roll_one_back(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path
+) -> None:
+    """Deploy to two real test Xnodes (stand-in systems, not NixOS) with live progress, deploy a
+    second version, roll n1 back from its node page: the fleet table shows n1 on its first
+    generation with drift and n2 in sync."""
+    need_chromium()
+    from selenium.webdriver.common.by import By
+
+    from tests.test_deploy_nodes import make_ws
+
+    shots = screenshots_dir(tmp_path)
+    n1, n2 = xnode_factory(2)
+    ws = make_ws(tmp_path, [n1, n2])
+    names = [n1.name, n2.name]
+    env = {"NIX_CONFIG": NIX_CONF}
+    with studio(ws.root, env) as (url, _proc), browser(tmp_path / "profile") as b:
+        base = url.split("?")[0]
+        b.get(url)
+        text = _deploy_both(b, base, names)
+        rows = b.find_elements(By.CSS_SELECTOR, "#progress tbody tr")
+        assert {r.get_attribute("data-node") for r in rows} == set(names)
+        for r in rows:
+            assert r.find_element(By.CSS_SELECTOR, ".outcome").text.startswith("deployed"), text
+        assert "2 of 2 nodes fine" in text
+        b.save_screenshot(str(shots / "deploy.png"))
+        first = n1.generation()
+        assert first is not None and n2.generation() is not None
+
+        ws.flake.configure(version="2")
+        _deploy_both(b, base, names)
+        assert n1.generation() == first + 1
+
+        b.get(base + f"nodes/{n1.name}")
+        b.save_screenshot(str(shots / "node.png"))
+        b.find_element(By.XPATH, f"//button[normalize-space()='Roll back to {first}']").click()
+        message = wait(lambda: b.find_element(By.ID, "message").text, 60, "the rollback")
+        assert message == f"{n1.name}: now on generation {first}"
+        assert n1.generation() == first
+
+        b.get(base + "nodes")
+        wait(lambda: b.find_element(By.ID, "fleet").get_attribute("data-loaded"), 60, "status")
+        assert _gen_cell(b, n1.name) == str(first)
+        assert _gen_cell(b, n2.name) == str(n2.generation())
+        row1 = b.find_element(By.CSS_SELECTOR, f'#fleet-rows tr[data-node="{n1.name}"]').text
+        row2 = b.find_element(By.CSS_SELECTOR, f'#fleet-rows tr[data-node="{n2.name}"]').text
+        assert "DRIFT" in row1 and "in sync" in row2
+        b.save_screenshot(str(shots / "nodes.png"))
