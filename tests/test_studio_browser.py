@@ -145,3 +145,46 @@ def test_deploy_two_xnodes_roll_one_back(
         row2 = b.find_element(By.CSS_SELECTOR, f'#fleet-rows tr[data-node="{n2.name}"]').text
         assert "DRIFT" in row1 and "in sync" in row2
         b.save_screenshot(str(shots / "nodes.png"))
+
+
+@pytest.mark.nodes
+def test_cancel_is_ctrl_c(xnode_factory: Callable[..., list[Node]], tmp_path: Path) -> None:
+    """Cancel during a hung activation: the deploy gets SIGINT (Ctrl-C), aborts the activation,
+    reports `interrupted` with the node on its old generation, and exits 130."""
+    need_chromium()
+    from selenium.webdriver.common.by import By
+
+    from tests.test_deploy_nodes import make_ws
+    from tests.xnodes import Fault
+
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1])
+    with studio(ws.root, {"NIX_CONFIG": NIX_CONF}) as (url, _proc), browser(tmp_path / "p") as b:
+        base = url.split("?")[0]
+        b.get(url)
+        _deploy_both(b, base, [n1.name])
+        gen, old = n1.generation(), n1.current_system()
+        ws.flake.configure(version="2")
+        n1.set_fault(Fault.ACTIVATION_HANGS)
+        b.get(base + "deploys")
+        b.find_element(By.NAME, f"node:{n1.name}").click()
+        b.find_element(By.CSS_SELECTOR, ".deploy-form button[type=submit]").click()
+        phase = f'#progress tr[data-node="{n1.name}"] .phase'
+        wait(lambda: b.find_element(By.CSS_SELECTOR, phase).text == "activate", 60, "activate")
+        b.find_element(By.ID, "cancel").click()
+        state = wait(
+            lambda: (
+                "finished" in b.find_element(By.ID, "run-state").text
+                and b.find_element(By.ID, "run-state").text
+            ),
+            60,
+            "the interrupted deploy's end",
+        )
+        assert state == "finished (exit 130)"
+        assert "(interrupted)" in b.find_element(By.ID, "report-summary").text
+        outcome = b.find_element(By.CSS_SELECTOR, f'#progress tr[data-node="{n1.name}"] .outcome')
+        assert outcome.text.startswith("interrupted")
+        assert b.find_element(By.ID, "run-error").text.startswith("error: interrupted")
+    assert n1.current_system() == old and n1.generation() == gen
+    code, info = n1.activate_helper("info")
+    assert code == 0 and info["active"] is None and info["lock"] is None, info
