@@ -120,7 +120,11 @@ class Runs:
 
     def start(self, ws: services.Workspace, choice: services.DeployChoice, names: list[str]) -> Run:
         services.check_deploy(ws, choice)  # bad input: the CLI's one-line error, nothing started
-        argv = services.deploy_argv(ws, choice)
+        return self.launch(services.deploy_argv(ws, choice), names)
+
+    def launch(self, argv: list[str], names: list[str]) -> Run:
+        """Run `argv` (a deploy with --json) and follow its stdout; bench/studio.py gives an
+        emitter of engine events here to time the way from the engine to the browser."""
         run = Run(time.strftime("%Y%m%dT%H%M%S") + f"-{len(self.runs) + 1}", argv,
                   {n: NodeProgress(n) for n in names})  # fmt: skip
         self.runs[run.id] = run
