@@ -37,6 +37,9 @@ python3Packages.buildPythonApplication {
     pydantic
     eth-account
     rich
+    # xnodectl studio: nixpkgs pkgs/development/python-modules/{starlette,uvicorn}/default.nix
+    starlette
+    uvicorn
   ] ++ [ siwe abnf ];
 
   nativeBuildInputs = [ makeWrapper ];
@@ -48,7 +51,7 @@ python3Packages.buildPythonApplication {
 
   makeWrapperArgs = [ "--prefix PATH : ${lib.makeBinPath [ nix openssh git ]}" ];
 
-  pythonImportsCheck = [ "xnodectl" "xnodectl.cli" ];
+  pythonImportsCheck = [ "xnodectl" "xnodectl.cli" "xnodectl.studio.app" ];
   doCheck = false; # the test suite needs sshd test nodes; it runs in CI (.ci/run), not in the sandbox
 
   meta = {
