@@ -6,6 +6,8 @@ node page, the fleet table agrees). Each page's screenshot is written by the run
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -171,6 +173,9 @@ def test_cancel_is_ctrl_c(xnode_factory: Callable[..., list[Node]], tmp_path: Pa
         b.find_element(By.CSS_SELECTOR, ".deploy-form button[type=submit]").click()
         phase = f'#progress tr[data-node="{n1.name}"] .phase'
         wait(lambda: b.find_element(By.CSS_SELECTOR, phase).text == "activate", 60, "activate")
+        # As the CLI's own test_ctrl_c: SIGINT once `begin` has reached the node (a SIGINT while
+        # `begin` is in flight leaves the hung activation to the node's own timers; engine issue).
+        time.sleep(0.5)
         b.find_element(By.ID, "cancel").click()
         state = wait(
             lambda: (
@@ -187,4 +192,4 @@ def test_cancel_is_ctrl_c(xnode_factory: Callable[..., list[Node]], tmp_path: Pa
         assert b.find_element(By.ID, "run-error").text.startswith("error: interrupted")
     assert n1.current_system() == old and n1.generation() == gen
     code, info = n1.activate_helper("info")
-    assert code == 0 and info["active"] is None and info["lock"] is None, info
+    assert code == 0 and info["active"] is None and info["lock"] is None, json.dumps(info)
