@@ -67,14 +67,16 @@ def browser(profile: Path) -> Iterator[Any]:
 
 
 @contextmanager
-def studio(ws: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, process.Spawned]]:
+def studio(
+    ws: Path, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0", *extra: str
+) -> Iterator[tuple[str, process.Spawned]]:
     """The real `xnodectl studio` on a free loopback port; yields (URL with token, process).
     Stopped with SIGINT (Ctrl-C), and must exit by itself."""
-    argv = [sys.executable, "-m", "xnodectl", "studio", "-w", str(ws), "--listen", "127.0.0.1:0"]
+    argv = [sys.executable, "-m", "xnodectl", "studio", "-w", str(ws), "--listen", listen, *extra]
     proc = process.spawn(argv, env=env, stdout=process.PIPE, stderr=process.PIPE, new_session=True)
     assert proc.stdout is not None
     url = proc.stdout.readline().decode().strip()
-    assert url.startswith("http://127.0.0.1:"), url
+    assert url.startswith(f"http://{listen.rsplit(':', 1)[0]}:"), url
     try:
         yield url, proc
     finally:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from starlette.routing import Route
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -81,12 +82,12 @@ def test_loopback_names_are_accepted(client: TestClient) -> None:
 POSTS = [
     r.path.replace("{name}", "ipfs").replace("{id}", "x")
     for r in ROUTES
-    if "POST" in (getattr(r, "methods", None) or ())
+    if isinstance(r, Route) and "POST" in (r.methods or ())
 ]
 
 
 def test_every_state_changing_route_is_listed() -> None:
-    assert len(POSTS) == 5
+    assert len(POSTS) == 6
 
 
 @pytest.mark.parametrize("path", POSTS)
@@ -268,11 +269,15 @@ def test_static_files_and_security_headers(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("listen", "expected"),
     [
-        ("0.0.0.0:0", "error: listening on 0.0.0.0 needs wallet sign-in"),
+        ("0.0.0.0:0", "error: listening on 0.0.0.0 needs the name browsers will use"),
+        ("192.0.2.2:0", "error: listening beyond loopback needs the workspace owner's wallet"),
         ("127.0.0.1:x", "error: --listen '127.0.0.1:x' has no valid port"),
     ],
 )
-def test_studio_command_bad_listen(ws: Path, listen: str, expected: str) -> None:
+def test_studio_command_bad_listen(
+    ws: Path, listen: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-wallet"))
     result = CliRunner().invoke(cli, ["studio", "-w", str(ws), "--listen", listen])
     assert result.exit_code == 2
     assert result.stderr.strip().startswith(expected)

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -72,30 +73,30 @@ def test_new_user_catalogue_form_preview_plan(tmp_path: Path) -> None:
     assert "storage_max" not in (ws / "inventory.toml").read_text()  # plan changed nothing
 
 
-def _gen_cell(b: object, node: str) -> str:
+def _gen_cell(b: Any, node: str) -> str:
     from selenium.webdriver.common.by import By
 
-    return str(b.find_element(By.CSS_SELECTOR, f'#fleet-rows tr[data-node="{node}"] .gen').text)  # type: ignore[attr-defined]
+    return str(b.find_element(By.CSS_SELECTOR, f'#fleet-rows tr[data-node="{node}"] .gen').text)
 
 
-def _deploy_both(b: object, base: str, names: list[str]) -> str:
+def _deploy_both(b: Any, base: str, names: list[str]) -> str:
     """Start a deploy of `names` from the Deploys page; wait for its end; return the page text."""
     from selenium.webdriver.common.by import By
 
-    b.get(base + "deploys")  # type: ignore[attr-defined]
+    b.get(base + "deploys")
     for name in names:
-        b.find_element(By.NAME, f"node:{name}").click()  # type: ignore[attr-defined]
-    b.find_element(By.CSS_SELECTOR, ".deploy-form button[type=submit]").click()  # type: ignore[attr-defined]
+        b.find_element(By.NAME, f"node:{name}").click()
+    b.find_element(By.CSS_SELECTOR, ".deploy-form button[type=submit]").click()
     state = wait(
         lambda: (
-            "finished" in b.find_element(By.ID, "run-state").text  # type: ignore[attr-defined]
+            "finished" in b.find_element(By.ID, "run-state").text
             and b.find_element(By.ID, "run-state").text
-        ),  # type: ignore[attr-defined]
+        ),
         120,
         "the deploy's end",
     )
-    assert state == "finished (exit 0)", b.find_element(By.TAG_NAME, "main").text  # type: ignore[attr-defined]
-    return str(b.find_element(By.TAG_NAME, "main").text)  # type: ignore[attr-defined]
+    assert state == "finished (exit 0)", b.find_element(By.TAG_NAME, "main").text
+    return str(b.find_element(By.TAG_NAME, "main").text)
 
 
 @pytest.mark.nodes
@@ -193,3 +194,64 @@ def test_cancel_is_ctrl_c(xnode_factory: Callable[..., list[Node]], tmp_path: Pa
     assert n1.current_system() == old and n1.generation() == gen
     code, info = n1.activate_helper("info")
     assert code == 0 and info["active"] is None and info["lock"] is None, json.dumps(info)
+
+
+# An EIP-1193 provider standing in for a browser wallet extension: accounts are the owner's, and
+# personal_sign hands the message to the test, which signs it with the owner's real key.
+PROVIDER = """
+window.ethereum = {
+  request: ({ method, params }) => {
+    if (method === "eth_requestAccounts") return Promise.resolve([ADDRESS]);
+    if (method === "personal_sign") {
+      window.toSign = window.toSign || [];
+      return new Promise((resolve) => window.toSign.push({ params, resolve }));
+    }
+    return Promise.reject(new Error("unsupported: " + method));
+  },
+};
+"""
+
+
+def _global_ipv4() -> str | None:
+    from xnodectl import process
+
+    out = process.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], check=False).stdout
+    found = [line.split()[3].split("/")[0] for line in out.splitlines() if len(line.split()) > 3]
+    return found[0] if found else None
+
+
+def test_wallet_sign_in_beyond_loopback(tmp_path: Path) -> None:
+    """Listening on a non-loopback address: no token; the owner signs in through EIP-1193."""
+    need_chromium()
+    address = _global_ipv4()
+    if address is None:
+        pytest.skip("needs a non-loopback IPv4 address on this machine")
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+    from selenium.webdriver.common.by import By
+
+    owner = Account.from_key("0x" + "33" * 32)
+    shots = screenshots_dir(tmp_path)
+    ws = _readme_workspace(tmp_path)
+    listen = f"{address}:0"
+    with (
+        studio(ws, None, listen, "--owner", owner.address) as (url, _p),
+        browser(tmp_path / "p") as b,
+    ):
+        assert url.endswith("/auth/login") and "token" not in url
+        b.execute_cdp_cmd(
+            "Page.addScriptToEvaluateOnNewDocument",
+            {"source": PROVIDER.replace("ADDRESS", repr(owner.address))},
+        )
+        b.get(url.replace("/auth/login", "/"))  # not signed in: sent to the sign-in page
+        assert b.current_url == url
+        b.save_screenshot(str(shots / "signin.png"))
+        b.find_element(By.ID, "wallet-signin").click()
+        params = wait(lambda: b.execute_script("return window.toSign && window.toSign[0].params"))
+        message, who = params
+        assert who == owner.address and "Sign in to Xnode Studio" in message
+        signature = owner.sign_message(encode_defunct(text=message)).signature.hex()
+        b.execute_script(
+            "window.toSign[0].resolve(arguments[0])", "0x" + signature.removeprefix("0x")
+        )
+        wait(lambda: len(b.find_elements(By.CSS_SELECTOR, ".card")) == 10, 20, "the catalogue")

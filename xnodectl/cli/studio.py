@@ -21,9 +21,22 @@ def studio_cmd(
         str,
         typer.Option(
             "--listen",
-            help="HOST:PORT to serve on (loopback only; port 0 picks a free one).",
+            help="HOST:PORT to serve on (port 0 picks a free one). Beyond loopback, the "
+            "workspace owner signs in with a browser wallet (SIWE) instead of the URL's token.",
         ),
     ] = "127.0.0.1:8370",
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            help="Owner address allowed to sign in beyond loopback (default: the operator "
+            "wallet's).",
+        ),
+    ] = None,
+    domain: Annotated[
+        list[str] | None,
+        typer.Option("--domain", help="HOST[:PORT] browsers reach the studio by (repeatable)."),
+    ] = None,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the studio in the default browser.")
     ] = False,
@@ -40,11 +53,14 @@ def studio_cmd(
     where = server.Listen.parse(listen)
 
     def announce(url: str) -> None:
-        output.info(f"Xnode Studio for {ws.root}; open this URL (it carries the access token):")
+        what = (
+            "sign in there with the owner's wallet" if "/auth/" in url else "it carries the token"
+        )
+        output.info(f"Xnode Studio for {ws.root}; open this URL ({what}):")
         output.result(url)
         if open_browser:
             import webbrowser
 
             webbrowser.open(url)
 
-    server.serve(ws, where, announce)
+    server.serve(ws, where, announce, owner=owner, domains=tuple(domain or ()))

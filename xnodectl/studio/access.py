@@ -45,16 +45,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# Reachable without a session when the studio listens beyond loopback (wallet sign-in).
+SIGN_IN_PATHS = frozenset({"/auth/login", "/auth/nonce"})
+
+
 @dataclass(frozen=True)
 class Keys:
     token: str
     hosts: frozenset[str]  # Host header values this studio answers to
+    # Beyond loopback: the workspace owner's address (lowercase); sessions come only from a
+    # wallet sign-in by it, never from the token.
+    owner: str | None = None
 
     @classmethod
-    def new(cls, host: str, port: int, token: str | None = None) -> Keys:
+    def new(
+        cls,
+        host: str,
+        port: int,
+        token: str | None = None,
+        owner: str | None = None,
+        domains: tuple[str, ...] = (),
+    ) -> Keys:
         names = {host, "127.0.0.1", "localhost"} if is_loopback(host) else {host}
+        names = {n for n in names if n not in ("0.0.0.0", "::")}  # not a name a browser uses
         shown = {f"[{n}]" if ":" in n else n for n in names}
-        return cls(token or secrets.token_urlsafe(32), frozenset(f"{n}:{port}" for n in shown))
+        hosts = {f"{n}:{port}" for n in shown} | {d if ":" in d else f"{d}:{port}" for d in domains}
+        return cls(token or secrets.token_urlsafe(32), frozenset(hosts), owner)
 
     def _mac(self, purpose: str) -> str:
         return hmac.new(self.token.encode(), purpose.encode(), hashlib.sha256).hexdigest()
@@ -129,9 +145,12 @@ class Guard:
                 hint="open the URL printed by xnodectl studio",
             ))  # fmt: skip
             return
+        if self.keys.owner is not None and _public(scope):
+            await self.app(scope, receive, send)  # the sign-in itself; the route checks Origin
+            return
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         token = query.pop("token", None)
-        if token is not None and scope["method"] in SAFE_METHODS:
+        if token is not None and scope["method"] in SAFE_METHODS and self.keys.owner is None:
             if not hmac.compare_digest(token, self.keys.token):
                 wrong = Forbidden("wrong studio token", hint="use the URL xnodectl studio printed")
                 await _refuse(send, 403, wrong)
@@ -139,6 +158,9 @@ class Guard:
             await self._enter(send, scope["path"], query)
             return
         if not self.keys.valid_session(_cookie(scope)):
+            if self.keys.owner is not None and scope["method"] in SAFE_METHODS:
+                await _respond(send, 303, b"", [(b"location", b"/auth/login")])
+                return
             await _refuse(send, 403, Forbidden(
                 "no studio session", hint="open the URL with ?token= that xnodectl studio printed"
             ))  # fmt: skip
@@ -177,6 +199,13 @@ class Guard:
             fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
             return self.keys.valid_csrf(fields.get(CSRF_FIELD))
         return False
+
+
+def _public(scope: Scope) -> bool:
+    path: str = scope["path"]
+    if path.startswith("/static/"):
+        return scope["method"] in SAFE_METHODS
+    return path in SIGN_IN_PATHS and (path == "/auth/login" or scope["method"] in SAFE_METHODS)
 
 
 def _replay(scope: Scope, receive: Receive) -> Receive:

@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from xnodectl.studio import access, fleet, pages, runs, services
+from xnodectl.studio import access, fleet, pages, runs, services, signin
 from xnodectl.studio.deploys import Runs
 from xnodectl.studio.web import HERE, Studio, on_error
 
@@ -27,13 +27,17 @@ ROUTES = [
     Route("/deploys/{id}", runs.run_page, name="deploy"),
     Route("/deploys/{id}/events", runs.events),
     Route("/deploys/{id}/cancel", runs.cancel, methods=["POST"]),
+    Route("/auth/login", signin.login_page),
+    Route("/auth/login", signin.login, methods=["POST"]),
+    Route("/auth/nonce", signin.nonce),
     Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
 ]
 
 
 def create(ws: services.Workspace, keys: access.Keys) -> access.Guard:
     """The app behind its guard: nothing answers before the Host, session and CSRF checks."""
-    state = Studio(ws=ws, keys=keys, runs=Runs())
+    nonces = services.NonceStore() if keys.owner is not None else None
+    state = Studio(ws=ws, keys=keys, runs=Runs(), nonces=nonces)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -32,12 +32,6 @@ class Listen:
 
 
 def bind(listen: Listen) -> socket.socket:
-    if not access.is_loopback(listen.host):
-        raise UsageError(
-            f"listening on {listen.host} needs wallet sign-in, which the studio does not offer yet",
-            hint=f"listen on 127.0.0.1 and tunnel to it: ssh -L {listen.port or DEFAULT_PORT}:"
-            f"127.0.0.1:{listen.port or DEFAULT_PORT} THIS-MACHINE",
-        )
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -54,8 +48,24 @@ def bind(listen: Listen) -> socket.socket:
 
 
 def url_of(listen: Listen, keys: access.Keys) -> str:
+    if keys.owner is not None:  # no token beyond loopback: the owner's wallet signs in
+        return f"http://{sorted(keys.hosts)[0]}/auth/login"
     host = f"[{listen.host}]" if ":" in listen.host else listen.host
     return f"http://{host}:{listen.port}/?token={keys.token}"
+
+
+def _owner(
+    ws: services.Workspace, listen: Listen, owner: str | None, domains: tuple[str, ...]
+) -> str | None:
+    """Loopback: the token. Beyond: the workspace owner's wallet, and a name to be reached by."""
+    if access.is_loopback(listen.host):
+        return None
+    if listen.host in ("0.0.0.0", "::") and not domains:
+        raise UsageError(
+            f"listening on {listen.host} needs the name browsers will use",
+            hint="add --domain HOST[:PORT] (repeatable), e.g. --domain 192.0.2.2",
+        )
+    return services.owner_address(ws, owner)
 
 
 def serve(
@@ -63,6 +73,8 @@ def serve(
     listen: Listen,
     announce: Callable[[str], None],
     token: str | None = None,
+    owner: str | None = None,
+    domains: tuple[str, ...] = (),
 ) -> None:
     """Run until interrupted; on Ctrl-C every running deploy is interrupted as the CLI would be
     and waited for before the studio exits."""
@@ -70,9 +82,10 @@ def serve(
 
     from xnodectl.studio.app import create
 
+    wallet = _owner(ws, listen, owner, domains)
     sock = bind(listen)
     bound = Listen(listen.host, sock.getsockname()[1])
-    keys = access.Keys.new(bound.host, bound.port, token)
+    keys = access.Keys.new(bound.host, bound.port, token, wallet, domains)
     config = uvicorn.Config(
         create(ws, keys),
         log_level="warning",

@@ -19,10 +19,20 @@ from xnodectl.deploy import plan as planmod
 from xnodectl.deploy import secrets as secretmod
 from xnodectl.errors import UsageError, XnodeError
 from xnodectl.render import RenderedApp
+from xnodectl.wallet.sign_in import NonceStore
+from xnodectl.wallet.sign_in import Rejected as SignInRejected
 from xnodectl.workspace import Workspace
 from xnodectl.workspace import find as find_workspace
 
-__all__ = ["Template", "UsageError", "Workspace", "XnodeError", "find_workspace"]
+__all__ = [
+    "NonceStore",
+    "SignInRejected",
+    "Template",
+    "UsageError",
+    "Workspace",
+    "XnodeError",
+    "find_workspace",
+]
 
 
 def templates() -> list[Template]:
@@ -143,3 +153,62 @@ def check_deploy(ws: Workspace, choice: DeployChoice) -> None:
 
 def workspace_of(path: Path | None) -> Workspace:
     return find_workspace(path)
+
+
+# --- wallet sign-in (listening beyond loopback): the node gate's own SIWE code -----------------
+
+SIGN_IN_CHAIN_ID = 1
+
+
+def owner_address(ws: Workspace, given: str | None) -> str:
+    """The workspace owner's address (lowercase): --owner, else the operator wallet's (the
+    keystore deploys are signed with), read without its password."""
+    from xnodectl.wallet import keystore, signer
+
+    if given:
+        try:
+            return signer.normalize_address(given)
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="--owner takes 0x and 40 hex digits") from None
+    settings = ws.load().settings
+    path = Path(settings.signer_keystore) if settings.signer_keystore else keystore.default_path()
+    if not path.is_file():
+        raise UsageError(
+            "listening beyond loopback needs the workspace owner's wallet sign-in, and no owner "
+            "is known",
+            hint=f"pass --owner 0xADDR, or create the operator wallet {path}: xnodectl wallet new",
+        )
+    return signer.normalize_address(keystore.read_address(path))
+
+
+def sign_in_message(host: str, address: str, nonce: str, workspace: str) -> str:
+    """The EIP-4361 text the browser wallet signs (checksummed address, issued now, 5 min)."""
+    from eth_utils.address import is_address, to_checksum_address
+
+    from xnodectl.wallet import sign_in
+
+    if not isinstance(address, str) or not is_address(address):
+        raise UsageError(
+            f"'{address[:60]}' is not an Ethereum address", hint="reconnect the wallet"
+        )
+    return sign_in.build(
+        domain=host,
+        uri=f"http://{host}/",
+        address=to_checksum_address(address),
+        chain_id=SIGN_IN_CHAIN_ID,
+        nonce=nonce,
+        statement=f"Sign in to Xnode Studio for the workspace {workspace}.",
+    )
+
+
+def verify_sign_in(message: str, signature: str, hosts: frozenset[str], owner: str) -> Any:
+    """sign_in.verify, as the node's wallet gate calls it; raises sign_in.Rejected."""
+    from xnodectl.wallet import sign_in
+
+    policy = sign_in.Policy(
+        domains=hosts,
+        uri_for=lambda d: f"http://{d}/",
+        chain_id=SIGN_IN_CHAIN_ID,
+        allowed=frozenset({owner}),
+    )
+    return sign_in.verify(message, signature, policy)

@@ -34,6 +34,7 @@ class Studio:
     ws: services.Workspace
     keys: access.Keys
     runs: Runs
+    nonces: services.NonceStore | None = None  # wallet sign-in (beyond loopback) only
 
 
 def studio(request: Request) -> Studio:
@@ -83,9 +84,8 @@ def status_of(error: XnodeError) -> int:
 
 
 def wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get(
-        "accept", ""
-    )
+    api = request.url.path.startswith(("/api/", "/auth/"))
+    return api or "application/json" in request.headers.get("accept", "")
 
 
 async def on_error(request: Request, exc: Exception) -> Response:

@@ -1,7 +1,7 @@
 // Xnode Studio: the little JavaScript that works. Every page works without it; this adds the
 // live preview while typing, the fleet table's refresh and the deploy's live progress.
 "use strict";
-const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content;
 
 function debounce(fn, ms) {
   let t;
@@ -117,7 +117,34 @@ function deployProgress(table) {
   });
 }
 
+async function walletSignIn() {
+  // EIP-1193: the browser wallet (window.ethereum) signs the server's EIP-4361 text.
+  const status = document.getElementById("signin-status");
+  const show = (text) => { status.textContent = text; };
+  if (!window.ethereum) { show("No Ethereum wallet in this browser (install one, e.g. MetaMask)."); return; }
+  try {
+    show("Waiting for the wallet…");
+    const [address] = await window.ethereum.request({ method: "eth_requestAccounts" });
+    const prepared = await fetch("/auth/nonce?address=" + encodeURIComponent(address), { cache: "no-store" });
+    const body = await prepared.json();
+    if (!prepared.ok) throw new Error(body.error);
+    const signature = await window.ethereum.request({ method: "personal_sign", params: [body.message, address] });
+    const done = await fetch("/auth/login", {
+      method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ message: body.message, signature }),
+    });
+    const result = await done.json();
+    if (!done.ok) throw new Error(result.error);
+    show("Signed in as " + result.address + ".");
+    window.location.assign("/");
+  } catch (err) {
+    show(String(err && err.message ? err.message : err));
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  const signin = document.getElementById("wallet-signin");
+  if (signin) signin.addEventListener("click", walletSignIn);
   const form = document.getElementById("template-form");
   if (form) livePreview(form);
   const fleet = document.getElementById("fleet");
