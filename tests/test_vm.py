@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from xnodectl import inventory, process, vm
 from xnodectl.cli import app
-from xnodectl.errors import ExternalError, ToolMissing
+from xnodectl.errors import CommandFailed, ExternalError, ToolMissing
 from xnodectl.process import Result
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH9LnEm9E9UYpxJCj1qQB8JmuCQ16E66vzdsNC64sF46"
@@ -315,10 +315,14 @@ def test_real_qemu_smoke(
     process.run([vm.QEMU_IMG, "create", "-q", "-f", "qcow2", str(base), "64M"])
     monkeypatch.setattr(vm, "scan_host_key", lambda port: HOST_KEY)
     port = free_port()
-    state = vm.up(vm.UpOptions(image=base, port=port, memory=256, cpus=1), log=lambda _: None)
+    lines: list[str] = []
+    state = vm.up(vm.UpOptions(image=base, port=port, memory=256, cpus=1), log=lines.append)
     try:
         assert vm.status() == state
-        assert state.accel == ("kvm" if vm.kvm_usable() else "tcg")
+        # KVM when it works; a /dev/kvm that opens but fails once the guest starts (nested
+        # virtualization) falls back to TCG and says so.
+        kvm_failed = any("retrying with software emulation" in line for line in lines)
+        assert state.accel == ("kvm" if vm.kvm_usable() and not kvm_failed else "tcg")
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass  # QEMU's user-mode network forwards the port
         assert inventory.load(workspace / "inventory.toml").nodes["local"].port == port
@@ -327,3 +331,34 @@ def test_real_qemu_smoke(
     assert not Path(f"/proc/{state.pid}").exists() or not vm._alive(state.pid)
     assert not (state_home / "overlay.qcow2").exists()
     assert base.read_bytes()[:4] == b"QFI\xfb"
+
+
+def test_kvm_failure_falls_back_to_tcg(
+    state_home: Path, tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QEMU that dies under KVM (as it does on hosts whose nested KVM lacks MSRs) is started again
+    with TCG, and the log says why; a TCG failure is still an error."""
+    image = tmp_path / "base.qcow2"
+    image.write_bytes(b"QFI\xfb" + bytes(60))
+    started: list[str] = []
+
+    def fake_run(argv: list[str], **_: object) -> Result:
+        if argv[0] == vm.QEMU_IMG:
+            Path(argv[-1]).write_bytes(b"")
+            return Result(tuple(argv), 0, "", "", 0.0)
+        accel = argv[argv.index("-accel") + 1]
+        started.append(accel)
+        if accel == "kvm":
+            raise CommandFailed(argv, 1, "kvm_buf_set_msrs: Assertion failed.")
+        Path(argv[argv.index("-pidfile") + 1]).write_text(f"{os.getpid()}\n")
+        return Result(tuple(argv), 0, "", "", 0.0)
+
+    monkeypatch.setattr(vm, "kvm_usable", lambda: True)
+    monkeypatch.setattr(vm, "require_tool", lambda name: name)
+    monkeypatch.setattr(process, "run", fake_run)
+    monkeypatch.setattr(vm, "wait_for_ssh", lambda port, pid, timeout: HOST_KEY)
+    lines: list[str] = []
+    state = vm.up(vm.UpOptions(image=image, port=free_port()), log=lines.append)
+    assert started == ["kvm", "tcg"]
+    assert state.accel == "tcg"
+    assert any("QEMU failed with KVM" in line and "kvm_buf_set_msrs" in line for line in lines)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xnodectl import process
-from xnodectl.errors import ExternalError, ToolMissing, UsageError
+from xnodectl.errors import CommandFailed, ExternalError, ToolMissing, UsageError
 
 if TYPE_CHECKING:
     from xnodectl.workspace import Workspace
@@ -347,20 +347,7 @@ def up(opts: UpOptions, log: Callable[[str], None]) -> VmState:
     )
     if firmware.vars_template is not None:
         shutil.copyfile(firmware.vars_template, paths["vars"])
-    argv = qemu_argv(
-        qemu=qemu,
-        accel=accel,
-        memory=opts.memory,
-        cpus=opts.cpus,
-        firmware=firmware,
-        vars_file=paths["vars"],
-        overlay=paths["overlay"],
-        port=opts.port,
-        serial=paths["serial"],
-        pidfile=paths["pid"],
-    )
-    log(f"starting {VM_NAME} ({accel}) from {image}")
-    process.run(argv, timeout=60)
+    accel = _start_qemu(accel, image, paths, opts, qemu, firmware, log)
     pid = int(paths["pid"].read_text().strip())
     try:
         log(f"waiting for SSH on 127.0.0.1:{opts.port}")
@@ -383,6 +370,42 @@ def up(opts: UpOptions, log: Callable[[str], None]) -> VmState:
     paths["state"].write_text(json.dumps(state.as_dict(), indent=2) + "\n")
     register_local(ws, opts.port, host_key, log)
     return state
+
+
+def _start_qemu(
+    accel: str,
+    image: Path,
+    paths: dict[str, Path],
+    opts: UpOptions,
+    qemu: str,
+    firmware: Firmware,
+    log: Callable[[str], None],
+) -> str:
+    """Start QEMU daemonized; returns the accelerator that worked. A /dev/kvm that opens can still
+    fail once the guest starts (nested virtualization that lacks MSRs QEMU needs): then TCG."""
+    while True:
+        argv = qemu_argv(
+            qemu=qemu,
+            accel=accel,
+            memory=opts.memory,
+            cpus=opts.cpus,
+            firmware=firmware,
+            vars_file=paths["vars"],
+            overlay=paths["overlay"],
+            port=opts.port,
+            serial=paths["serial"],
+            pidfile=paths["pid"],
+        )
+        log(f"starting {VM_NAME} ({accel}) from {image}")
+        try:
+            process.run(argv, timeout=60)
+        except CommandFailed as exc:
+            if accel != "kvm":
+                raise
+            log(f"warning: QEMU failed with KVM ({exc}); retrying with software emulation (TCG)")
+            accel = "tcg"
+            continue
+        return accel
 
 
 def _stop(pid: int, grace: float = 10.0) -> None:
