@@ -66,6 +66,13 @@ def test_new_user_catalogue_form_preview_plan(tmp_path: Path) -> None:
         assert "Unknown node" in plan
         b.save_screenshot(str(shots / "plan.png"))
 
+        b.get(url.split("?")[0] + "images")
+        b.find_element(By.ID, "owner").send_keys("0x52908400098527886E0F7030069857D2E4169EE7")
+        b.find_element(By.ID, "dry-run").click()
+        argv = wait(lambda: b.find_element(By.ID, "image-argv").text, 30, "the dry run")
+        assert argv.startswith("nix --extra-experimental-features")
+        b.save_screenshot(str(shots / "images.png"))
+
         b.set_window_size(390, 844)  # a phone
         b.get(url.split("?")[0] + "templates/ipfs")
         assert b.execute_script("return document.documentElement.scrollWidth") <= 390

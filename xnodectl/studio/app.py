@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from xnodectl.studio import access, fleet, pages, runs, services, signin
+from xnodectl.studio import access, fleet, images, pages, runs, services, signin
 from xnodectl.studio.deploys import Runs
 from xnodectl.studio.web import HERE, Studio, on_error
 
@@ -27,6 +27,11 @@ ROUTES = [
     Route("/deploys/{id}", runs.run_page, name="deploy"),
     Route("/deploys/{id}/events", runs.events),
     Route("/deploys/{id}/cancel", runs.cancel, methods=["POST"]),
+    Route("/images", images.images_page, name="images"),
+    Route("/images", images.images_submit, methods=["POST"]),
+    Route("/images/{id}", images.build_page),
+    Route("/images/{id}/events", images.build_events),
+    Route("/images/{id}/download", images.download),
     Route("/auth/login", signin.login_page),
     Route("/auth/login", signin.login, methods=["POST"]),
     Route("/auth/nonce", signin.nonce),
@@ -50,4 +55,5 @@ def create(ws: services.Workspace, keys: access.Keys) -> access.Guard:
         lifespan=lifespan,
     )
     app.state.studio = state
+    app.state.builds = images.Builds()
     return access.Guard(app, keys)

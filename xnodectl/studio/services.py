@@ -212,3 +212,49 @@ def verify_sign_in(message: str, signature: str, hosts: frozenset[str], owner: s
         allowed=frozenset({owner}),
     )
     return sign_in.verify(message, signature, policy)
+
+
+# --- images: `xnodectl image build` ----------------------------------------------------------
+
+IMAGE_FORMATS = ("iso", "qcow2", "raw")
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    owner: str
+    ssh_key: str  # the public key line, "" for none (claim flow)
+    format: str = "iso"
+    hostname: str | None = None
+
+
+def image_dry_run(choice: ImageChoice) -> tuple[dict[str, str], list[str], str]:
+    """`image build --dry-run`: the generated flake's files, the exact nix argv, and where the
+    files would live (the same request and plan the CLI builds)."""
+    from xnodectl import image, sshkeys, workspace
+
+    if choice.format not in IMAGE_FORMATS:
+        raise UsageError(
+            f"format '{choice.format}' is not one of {', '.join(IMAGE_FORMATS)}",
+            hint="iso for bare metal, qcow2 for VMs, raw for dd onto a disk",
+        )
+    req = image.request(
+        owner=choice.owner,
+        key=sshkeys.parse(choice.ssh_key, "SSH key") if choice.ssh_key else None,
+        fmt=image.ImageFormat(choice.format),
+        hostname=choice.hostname,
+        system="x86_64-linux",
+        disk=None,
+        wipe=False,
+        xnodectl_flake=workspace.default_flake(),
+    )
+    plan = image.plan(req)
+    return dict(plan.files), plan.argv(image.DRY_RUN_DIR), str(image.DRY_RUN_DIR)
+
+
+def image_argv(choice: ImageChoice, key_file: Path | None, out: Path) -> list[str]:
+    """The exact `xnodectl image build ... --json` the studio runs for a build."""
+    argv = [sys.executable, "-m", "xnodectl", "image", "build", "--owner", choice.owner]
+    if key_file is not None:
+        argv += ["--ssh-key", str(key_file)]
+    argv += ["--format", choice.format, "-o", str(out), "--json"]
+    return argv + (["--hostname", choice.hostname] if choice.hostname else [])

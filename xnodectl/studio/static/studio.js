@@ -117,6 +117,25 @@ function deployProgress(table) {
   });
 }
 
+function imageBuild(log) {
+  const state = document.getElementById("build-state");
+  const source = new EventSource(log.dataset.events);
+  source.addEventListener("log", (m) => { log.textContent += JSON.parse(m.data).line + "\n"; log.scrollTop = log.scrollHeight; });
+  source.addEventListener("report", (m) => {
+    const image = JSON.parse(m.data).image;
+    document.getElementById("image-path").textContent = image.path.split("/").pop();
+    document.getElementById("image-size").textContent = fmtBytes(image.size);
+    document.getElementById("image-sha256").textContent = image.sha256;
+    document.getElementById("image-result").hidden = false;
+  });
+  source.addEventListener("end", (m) => {
+    const end = JSON.parse(m.data);
+    state.textContent = `finished (exit ${end.exit_code})`;
+    if (end.error) { const e = document.getElementById("build-error"); e.textContent = end.error; e.hidden = false; }
+    source.close();
+  });
+}
+
 async function walletSignIn() {
   // EIP-1193: the browser wallet (window.ethereum) signs the server's EIP-4361 text.
   const status = document.getElementById("signin-status");
@@ -149,6 +168,8 @@ document.addEventListener("DOMContentLoaded", () => {
   if (form) livePreview(form);
   const fleet = document.getElementById("fleet");
   if (fleet) fleetRefresh(fleet);
+  const buildLog = document.getElementById("build-log");
+  if (buildLog) imageBuild(buildLog);
   const progress = document.getElementById("progress");
   if (progress && !progress.dataset.finished) deployProgress(progress);
 });
