@@ -30,6 +30,21 @@ def _readme_workspace(tmp_path: Path) -> Path:
     return Path(result.stdout.strip())
 
 
+# Every form control has a label a screen reader announces (a <label for>, or aria-label).
+UNLABELLED = """
+return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                  && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+  .map((el) => el.outerHTML.slice(0, 80));
+"""
+
+
+def _accessible(b: Any) -> None:
+    assert b.execute_script(UNLABELLED) == [], b.current_url
+    assert b.find_element("css selector", "main h1").text
+    assert b.find_element("css selector", "html").get_attribute("lang") == "en"
+
+
 def test_new_user_catalogue_form_preview_plan(tmp_path: Path) -> None:
     need_chromium()
     from selenium.webdriver.common.by import By
@@ -41,10 +56,12 @@ def test_new_user_catalogue_form_preview_plan(tmp_path: Path) -> None:
         assert b.current_url.endswith("/") and "token=" not in b.current_url
         cards = b.find_elements(By.CSS_SELECTOR, ".card h2 a")
         assert len(cards) == 10
+        _accessible(b)
         b.save_screenshot(str(shots / "catalogue.png"))
 
         b.find_element(By.LINK_TEXT, "ipfs").click()
         wait(lambda: b.find_element(By.ID, "module").text, message="the rendered module")
+        _accessible(b)
         box = b.find_element(By.ID, "f-storage_max")
         box.clear()
         box.send_keys("lots")
@@ -71,6 +88,10 @@ def test_new_user_catalogue_form_preview_plan(tmp_path: Path) -> None:
         b.find_element(By.ID, "dry-run").click()
         argv = wait(lambda: b.find_element(By.ID, "image-argv").text, 30, "the dry run")
         assert argv.startswith("nix --extra-experimental-features")
+        _accessible(b)
+        for page in ("nodes", "deploys", "nodes/local"):
+            b.get(url.split("?")[0] + page)
+            _accessible(b)
         b.save_screenshot(str(shots / "images.png"))
 
         b.set_window_size(390, 844)  # a phone
