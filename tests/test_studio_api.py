@@ -7,6 +7,7 @@ import json
 import re
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -293,3 +294,38 @@ def test_studio_help_imports_no_web_stack() -> None:
     result = process.run([sys.executable, "-c", probe])
     loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
     assert not loaded & {"starlette", "uvicorn", "jinja2", "anyio", "xnodectl.studio"}
+
+
+JOURNALED = """
+import sys, time
+from pathlib import Path
+from xnodectl.deploy.events import Event, Phase, Status
+from xnodectl.deploy.journal import Journal
+j = Journal(Path(sys.argv[1]), "20990101T000000-abcdef", ["local"])
+j(Event("local", Phase.PREFLIGHT, Status.START, 0.1))
+time.sleep(0.5)
+j(Event("local", Phase.PREFLIGHT, Status.FAILED, 0.6, message="node unreachable"))
+j.end({"type": "report", "ok": False, "interrupted": False, "seconds": 0.6, "failed": 1,
+       "total": 1, "nodes": [{"node": "local", "outcome": "failed", "error": "unreachable"}]}, 4)
+j.close()
+"""
+
+
+def test_a_deploy_journaled_elsewhere_shows_up(client: TestClient, ws: Path) -> None:
+    """A deploy this studio did not start (its journal written by the engine's Journal in
+    another process, as a terminal's `xnodectl deploy` does) is followed live."""
+    runs = client.app.app.state.studio.runs  # type: ignore[attr-defined]
+    process.run([sys.executable, "-c", JOURNALED, str(ws)])
+    deadline = time.monotonic() + 10
+    while "20990101T000000-abcdef" not in runs.runs or not runs.runs["20990101T000000-abcdef"].done:
+        assert time.monotonic() < deadline, "the journaled run was not followed"
+        time.sleep(0.05)
+    run = runs.runs["20990101T000000-abcdef"]
+    assert run.exit_code == 4 and run.nodes["local"].outcome == "failed"
+    assert [e.get("status") for e in run.lines if e["type"] == "event"] == ["start", "failed"]
+    page = client.get("/deploys/20990101T000000-abcdef").text
+    assert "node unreachable" in page or "unreachable" in page
+    assert "20990101T000000-abcdef" in client.get("/deploys").text
+    assert (ws / ".xnodectl" / ".gitignore").read_text().endswith("*\n")
+    tracked = process.run(["git", "-C", str(ws), "status", "--porcelain"]).stdout
+    assert ".xnodectl" not in tracked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -46,7 +47,9 @@ def create(ws: services.Workspace, keys: access.Keys) -> access.Guard:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        watcher = asyncio.create_task(state.runs.watch(ws))
         yield
+        watcher.cancel()
         await state.runs.shutdown()  # Ctrl-C of the studio is Ctrl-C of its deploys
 
     app = Starlette(

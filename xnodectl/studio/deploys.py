@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from xnodectl import process
@@ -59,6 +61,7 @@ class Run:
     cancelled: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     proc: process.Spawned | None = None
+    pid: int | None = None  # a deploy this studio did not start (followed through its journal)
 
     @property
     def done(self) -> bool:
@@ -99,6 +102,48 @@ class Run:
             if self.done and index >= len(self.lines):
                 return
             await waiter.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class _Tail:
+    """A journal being followed: new complete lines are fed to the run as they are written."""
+
+    path: Path
+    run: Run
+    offset: int
+    partial: bytes = b""
+
+    def pump(self) -> bool:
+        """Feed what was appended; True once the run has ended (its end line, or the deploy
+        process is gone without one)."""
+        with self.path.open("rb") as file:
+            file.seek(self.offset)
+            data = file.read()
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        for raw in lines:
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                continue
+            if item.get("type") == "end":
+                self.run.finish(int(item.get("exit_code", 1)), "")
+                return True
+            self.run.feed(item)
+        if self.run.pid is not None and not _alive(self.run.pid) and not data:
+            self.run.finish(1, "error: the deploy process ended without a report")
+            return True
+        return False
 
 
 def _pump(stream: IO[bytes], on_line: Callable[[bytes], None]) -> None:
@@ -156,11 +201,49 @@ class Runs:
 
     def cancel(self, run: Run) -> bool:
         """Ctrl-C for the run: SIGINT to the deploy, which settles every node and reports."""
-        if run.done or run.proc is None:
+        if run.done:
             return False
         run.cancelled = True
-        run.proc.send_signal(signal.SIGINT)
+        if run.proc is not None:
+            run.proc.send_signal(signal.SIGINT)
+        elif run.pid is not None and _alive(run.pid):
+            os.kill(run.pid, signal.SIGINT)  # a terminal's deploy: exactly its Ctrl-C
         return True
+
+    async def watch(self, ws: services.Workspace, every: float = 0.05) -> None:
+        """Follow the workspace's deploy journals: a deploy started anywhere else (a terminal)
+        while the studio runs shows up here, live. The studio's own children are skipped (they
+        are followed through their stdout)."""
+        directory = services.journal_dir(ws)
+        since = time.time()
+        tails: dict[Path, _Tail | None] = {}
+        while True:
+            for path in directory.glob("*.jsonl"):
+                if path not in tails:
+                    tails[path] = self._adopt(path, since)
+            for path, tail in list(tails.items()):
+                if tail is not None and tail.pump():
+                    tails[path] = None  # ended
+            await asyncio.sleep(every)
+
+    def _adopt(self, path: Path, since: float) -> _Tail | None:
+        try:
+            with path.open("rb") as file:
+                first = file.readline()
+            header = json.loads(first)
+        except (OSError, ValueError):
+            return None
+        own = {r.proc.pid for r in self.runs.values() if r.proc is not None}
+        pid = int(header.get("pid", 0))
+        if pid in own or float(header.get("started", 0)) < since - 5:
+            return None  # ours, or over before the studio started
+        nodes = [str(n) for n in header.get("nodes", [])]
+        run = Run(
+            str(header["id"]), list(header.get("argv", [])), {n: NodeProgress(n) for n in nodes}
+        )
+        run.pid = pid
+        self.runs[run.id] = run
+        return _Tail(path, run, len(first))
 
     async def shutdown(self) -> None:
         """The studio stops: every running deploy gets Ctrl-C and is waited for."""

@@ -65,7 +65,8 @@ def _run(request: Request) -> Run:
 
 async def run_page(request: Request) -> Response:
     run = _run(request)
-    command = shlex.join(["xnodectl", *run.argv[3:]])
+    # Ours: `python -m xnodectl deploy ...`; followed from a journal: the terminal's own argv.
+    command = shlex.join(run.argv if run.pid is not None else ["xnodectl", *run.argv[3:]])
     return page(request, "deploy.html", run=run, command=command)
 
 

@@ -151,6 +151,13 @@ def check_deploy(ws: Workspace, choice: DeployChoice) -> None:
     )
 
 
+def journal_dir(ws: Workspace) -> Path:
+    """Where every deploy of the workspace journals its events (deploy.journal)."""
+    from xnodectl.deploy import journal
+
+    return journal.runs_dir(ws.root)
+
+
 def workspace_of(path: Path | None) -> Workspace:
     return find_workspace(path)
 
