@@ -40,29 +40,40 @@ def _prune(runs: Path) -> None:
 
 class Journal:
     """A sink (events) that also takes the report and the exit code; writes on its own thread,
-    each line flushed, so a reader sees an event as soon as the engine emits it."""
+    each line flushed, so a reader sees an event as soon as the engine emits it. Nothing is
+    written before the first event: a run refused for bad input leaves the workspace as it was."""
 
-    def __init__(self, root: Path, deploy_id: str, nodes: Sequence[str]) -> None:
-        runs = runs_dir(root)
-        _prune(runs)
-        self.path = runs / f"{deploy_id}.jsonl"
-        self._file: IO[str] = self.path.open("a", encoding="utf-8")
+    def __init__(self, root: Path, deploy_id: str, nodes: Sequence[str] = ()) -> None:
+        self.root = root
+        self.deploy_id = deploy_id
+        self.nodes = list(nodes)
+        self.path: Path | None = None
+        self._file: IO[str] | None = None
         self._writer = _Writer()
+
+    def _open(self) -> IO[str]:
+        runs = runs_dir(self.root)
+        _prune(runs)
+        self.path = runs / f"{self.deploy_id}.jsonl"
+        file = self.path.open("a", encoding="utf-8")
         header = {
             "type": "run",
-            "id": deploy_id,
+            "id": self.deploy_id,
             "pid": os.getpid(),
-            "nodes": list(nodes),
+            "nodes": self.nodes,
             "argv": ["xnodectl", *sys.argv[1:]],
             "started": time.time(),
         }
-        self._put(header)
+        file.write(json.dumps(header) + "\n")
+        return file
 
     def _put(self, data: dict[str, Any]) -> None:
         line = json.dumps(data) + "\n"
         self._writer.put(lambda: self._write(line))
 
     def _write(self, line: str) -> None:
+        if self._file is None:
+            self._file = self._open()
         self._file.write(line)
         self._file.flush()
 
@@ -75,4 +86,5 @@ class Journal:
 
     def close(self) -> None:
         self._writer.close()
-        self._file.close()
+        if self._file is not None:
+            self._file.close()

@@ -195,6 +195,27 @@ def prepare(
 
 
 async def deploy(ws: Workspace, req: Request, sink: Sink) -> FleetReport:
+    """The deploy, journaled in the workspace (deploy/journal.py) so that a studio open on it
+    follows the run wherever it was started."""
+    from xnodectl.deploy.journal import Journal
+
+    run_id = deploy_id()
+    journal = Journal(ws.root, run_id)
+
+    def both(event: Event) -> None:
+        sink(event)
+        journal(event)
+
+    try:
+        report = await _deploy(ws, req, both, run_id)
+        error = exit_error(report)
+        journal.end(report.to_json(), int(error.exit_code) if error is not None else 0)
+        return report
+    finally:
+        journal.close()
+
+
+async def _deploy(ws: Workspace, req: Request, sink: Sink, run_id: str) -> FleetReport:
     clock = Clock()
     inventory, names, rendered = prepare(ws, req)
     if req.words:
@@ -206,7 +227,7 @@ async def deploy(ws: Workspace, req: Request, sink: Sink) -> FleetReport:
         manifest_maker(settings) if any(inventory.nodes[n].signed_deploys for n in names) else None
     )
     opts = DeployOptions(
-        deploy_id=deploy_id(),
+        deploy_id=run_id,
         confirm_timeout=req.confirm_timeout or settings.confirm_timeout,
         activation_timeout=req.activation_timeout,
         substitute=req.substitute,
