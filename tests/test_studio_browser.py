@@ -283,3 +283,53 @@ def test_wallet_sign_in_beyond_loopback(tmp_path: Path) -> None:
             "window.toSign[0].resolve(arguments[0])", "0x" + signature.removeprefix("0x")
         )
         wait(lambda: len(b.find_elements(By.CSS_SELECTOR, ".card")) == 10, 20, "the catalogue")
+
+
+@pytest.mark.nodes
+def test_a_terminal_deploy_shows_up_live(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path
+) -> None:
+    """`xnodectl deploy` run in a terminal while the studio is open: the studio finds its journal,
+    lists it, and its page follows it live to `deployed`."""
+    need_chromium()
+    import sys
+
+    from selenium.webdriver.common.by import By
+
+    from tests.test_deploy_nodes import make_ws
+    from tests.xnodes import Fault
+    from xnodectl import process
+
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1])
+    n1.set_fault(Fault.ACTIVATION_SLOW)  # 2 s in activation: time to watch it live
+    env = {"NIX_CONFIG": NIX_CONF}
+    with studio(ws.root, env) as (url, _proc), browser(tmp_path / "p") as b:
+        base = url.split("?")[0]
+        b.get(url)
+        argv = [sys.executable, "-m", "xnodectl", "deploy", "--all", "--workspace", str(ws.root)]
+        cli = process.spawn(argv, env=env)
+        try:
+            link = wait(
+                lambda: (b.get(base + "deploys"), b.find_elements(By.CSS_SELECTOR, "#runs a"))[1],
+                60,
+                "the terminal's run in the list",
+            )
+            link[0].click()
+            assert "xnodectl deploy --all" in b.find_element(By.CSS_SELECTOR, ".command").text
+            phase = f'#progress tr[data-node="{n1.name}"] .phase'
+            seen = set()
+            state = ""
+            deadline = time.monotonic() + 90
+            while "finished" not in state:
+                assert time.monotonic() < deadline, f"still {state!r}"
+                seen.add(b.find_element(By.CSS_SELECTOR, phase).text)
+                state = b.find_element(By.ID, "run-state").text
+            assert cli.wait(timeout=60) == 0
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+        assert state == "finished (exit 0)"
+        assert "activate" in seen  # watched while it ran, not only its end
+        outcome = b.find_element(By.CSS_SELECTOR, f'#progress tr[data-node="{n1.name}"] .outcome')
+        assert outcome.text.startswith("deployed")
