@@ -162,6 +162,9 @@ def test_deploy_two_xnodes_roll_one_back(
         assert n1.generation() == first + 1
 
         b.get(base + f"nodes/{n1.name}")
+        log = b.find_elements(By.CSS_SELECTOR, "#history tbody tr")
+        assert len(log) == 2 and all("deployed" in row.text for row in log)
+        assert f"{first} → {first + 1}" in log[0].text  # newest first
         b.save_screenshot(str(shots / "node.png"))
         b.find_element(By.XPATH, f"//button[normalize-space()='Roll back to {first}']").click()
         message = wait(lambda: b.find_element(By.ID, "message").text, 60, "the rollback")

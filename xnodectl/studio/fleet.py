@@ -44,6 +44,7 @@ async def node_page(request: Request) -> Response:
         node=node,
         generations=gens,
         generations_error=gens_error,
+        history=services.node_history(st.ws, name),
         message=request.query_params.get("message"),
     )
 

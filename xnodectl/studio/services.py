@@ -158,6 +158,12 @@ def journal_dir(ws: Workspace) -> Path:
     return journal.runs_dir(ws.root)
 
 
+def node_history(ws: Workspace, node: str) -> list[dict[str, Any]]:
+    from xnodectl.deploy import journal
+
+    return journal.history(ws.root, node)
+
+
 def workspace_of(path: Path | None) -> Workspace:
     return find_workspace(path)
 
