@@ -336,3 +336,42 @@ def test_a_terminal_deploy_shows_up_live(
         assert "activate" in seen  # watched while it ran, not only its end
         outcome = b.find_element(By.CSS_SELECTOR, f'#progress tr[data-node="{n1.name}"] .outcome')
         assert outcome.text.startswith("deployed")
+
+
+@pytest.mark.nodes
+def test_ctrl_c_of_the_studio_is_ctrl_c_of_its_deploys(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path
+) -> None:
+    """Stopping the studio (SIGINT) during a hung activation: its deploy gets Ctrl-C, settles the
+    node on its old generation and journals its report before the studio exits."""
+    need_chromium()
+    import signal
+
+    from selenium.webdriver.common.by import By
+
+    from tests.test_deploy_nodes import make_ws
+    from tests.xnodes import Fault
+    from xnodectl.deploy import journal
+
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1])
+    with studio(ws.root, {"NIX_CONFIG": NIX_CONF}) as (url, proc), browser(tmp_path / "p") as b:
+        base = url.split("?")[0]
+        b.get(url)
+        _deploy_both(b, base, [n1.name])
+        gen, old = n1.generation(), n1.current_system()
+        ws.flake.configure(version="2")
+        n1.set_fault(Fault.ACTIVATION_HANGS)
+        b.get(base + "deploys")
+        b.find_element(By.NAME, f"node:{n1.name}").click()
+        b.find_element(By.CSS_SELECTOR, ".deploy-form button[type=submit]").click()
+        phase = f'#progress tr[data-node="{n1.name}"] .phase'
+        wait(lambda: b.find_element(By.CSS_SELECTOR, phase).text == "activate", 60, "activate")
+        time.sleep(0.5)  # begin has reached the node (see test_cancel_is_ctrl_c)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130  # interrupted, as every command on Ctrl-C
+        assert proc.stderr is not None and b"Traceback" not in proc.stderr.read()
+    assert n1.current_system() == old and n1.generation() == gen
+    last = sorted(journal.runs_dir(ws.root).glob("*.jsonl"))[-1].read_text().splitlines()
+    assert json.loads(last[-1]) == {"type": "end", "exit_code": 130}
+    assert json.loads(last[-2])["interrupted"] is True

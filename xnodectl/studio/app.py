@@ -40,6 +40,15 @@ ROUTES = [
 ]
 
 
+def interrupt_all(guard: access.Guard) -> None:
+    """Ctrl-C to every deploy and image build this studio runs (they settle and report)."""
+    app = guard.app
+    state: Studio = app.state.studio  # type: ignore[attr-defined]
+    for run in state.runs.running():
+        state.runs.cancel(run)
+    app.state.builds.interrupt()  # type: ignore[attr-defined]
+
+
 def create(ws: services.Workspace, keys: access.Keys) -> access.Guard:
     """The app behind its guard: nothing answers before the Host, session and CSRF checks."""
     nonces = services.NonceStore() if keys.owner is not None else None

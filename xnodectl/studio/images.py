@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import tempfile
 import threading
 import time
@@ -33,6 +34,11 @@ class Builds:
         if self._root is None:  # created by the first build only
             self._root = Path(tempfile.mkdtemp(prefix="xnodectl-studio-images-"))
         return self._root
+
+    def interrupt(self) -> None:
+        for run in self.builds.values():
+            if not run.done and run.proc is not None:
+                run.proc.send_signal(signal.SIGINT)
 
     def start(self, choice: services.ImageChoice) -> Run:
         import asyncio

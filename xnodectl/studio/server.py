@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from xnodectl.errors import UsageError
 from xnodectl.studio import access, services
@@ -86,12 +87,29 @@ def serve(
     sock = bind(listen)
     bound = Listen(listen.host, sock.getsockname()[1])
     keys = access.Keys.new(bound.host, bound.port, token, wallet, domains)
+    guard = create(ws, keys)
     config = uvicorn.Config(
-        create(ws, keys),
+        guard,
         log_level="warning",
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=3,
+        # No limit: on Ctrl-C every deploy is interrupted first (Server.handle_exit), and
+        # the streams showing them end when they have settled and reported.
+        timeout_graceful_shutdown=None,
     )
     announce(url_of(bound, keys))
-    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+    asyncio.run(_server_class(guard)(config).serve(sockets=[sock]))
+
+
+def _server_class(guard: access.Guard) -> type:
+    import uvicorn
+
+    from xnodectl.studio.app import interrupt_all
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            """Ctrl-C (or SIGTERM) of the studio is Ctrl-C of every deploy and build it runs."""
+            interrupt_all(guard)
+            super().handle_exit(sig, frame)
+
+    return Server
