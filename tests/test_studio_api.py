@@ -329,3 +329,34 @@ def test_a_deploy_journaled_elsewhere_shows_up(client: TestClient, ws: Path) -> 
     assert (ws / ".xnodectl" / ".gitignore").read_text().endswith("*\n")
     tracked = process.run(["git", "-C", str(ws), "status", "--porcelain"]).stdout
     assert ".xnodectl" not in tracked
+
+
+def test_deploy_button_runs_the_real_deploy_with_the_forms_words(client: TestClient) -> None:
+    """The template page's Deploy is `xnodectl deploy --json template=ipfs ... --node local`;
+    the README's node is not there, so the run ends with the engine's report saying so."""
+    response = client.post(
+        "/templates/ipfs",
+        data={
+            "csrf": csrf(client),
+            "action": "deploy",
+            "node:local": "on",
+            "profile": "lowpower",
+            "storage_max": "50GB",
+            "gateway_fetch": "on",
+        },
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    run_id = response.headers["location"].rsplit("/", 1)[1]
+    run = client.app.app.state.studio.runs.runs[run_id]  # type: ignore[attr-defined]
+    assert run.argv[3:5] == ["deploy", "--json"]
+    assert run.argv[-2:] == ["template=ipfs", "profile=lowpower"] and "local" in run.argv
+    deadline = time.monotonic() + 120
+    while not run.done:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert run.exit_code != 0 and run.report is not None
+    (node,) = run.report["nodes"]
+    assert node["node"] == "local" and node["outcome"] == "failed" and node["state"] == "old"
+    page = client.get(f"/deploys/{run_id}").text
+    assert "xnodectl deploy --json" in page and "template=ipfs profile=lowpower" in page
