@@ -40,6 +40,9 @@ python3Packages.buildPythonApplication {
     eth-keys # imported directly (KeystoreSigner.public_key)
     rich
     tomlkit
+    # xnodectl studio: nixpkgs pkgs/development/python-modules/{starlette,uvicorn}/default.nix
+    starlette
+    uvicorn
   ] ++ [ siwe abnf ];
 
   nativeBuildInputs = [ makeWrapper ];
@@ -51,7 +54,7 @@ python3Packages.buildPythonApplication {
 
   makeWrapperArgs = [ "--prefix PATH : ${lib.makeBinPath [ nix openssh git ]}" ];
 
-  pythonImportsCheck = [ "xnodectl" "xnodectl.cli" ];
+  pythonImportsCheck = [ "xnodectl" "xnodectl.cli" "xnodectl.studio.app" ];
   doCheck = false; # the test suite needs sshd test nodes; it runs in CI (.ci/run), not in the sandbox
 
   meta = {

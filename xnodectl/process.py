@@ -32,6 +32,8 @@ HINTS: Mapping[str, str] = {
 
 # The handle `spawn` returns, for callers that must not import subprocess themselves.
 Spawned = subprocess.Popen[bytes]
+# `spawn(..., stdout=PIPE)`: read a long-running child's output as it comes (the studio's deploys).
+PIPE = subprocess.PIPE
 
 
 @dataclass(frozen=True)

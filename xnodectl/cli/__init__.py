@@ -146,7 +146,7 @@ def _root(
 
 
 def _register() -> None:
-    from xnodectl.cli import deploy, image, nodes, storekey, templates, wallet
+    from xnodectl.cli import deploy, image, nodes, storekey, studio, templates, wallet
 
     templates.register(app)
     deploy.register(app)
@@ -154,6 +154,7 @@ def _register() -> None:
     image.register(app)
     wallet.register(app)
     storekey.register(app)
+    studio.register(app)
 
 
 _register()

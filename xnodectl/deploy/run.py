@@ -9,8 +9,9 @@ from collections.abc import Iterable
 
 from xnodectl import storekey
 from xnodectl.deploy import build, fleet, prepare, sources
-from xnodectl.deploy.events import Clock, FleetReport, Outcome, Sink
+from xnodectl.deploy.events import Clock, Event, FleetReport, Outcome, Sink
 from xnodectl.deploy.job import DeployOptions
+from xnodectl.deploy.journal import Journal
 from xnodectl.deploy.node import NodeDeploy
 from xnodectl.deploy.stage import manifest_maker
 from xnodectl.errors import DeployFailed, Interrupted, XnodeError
@@ -20,13 +21,34 @@ from xnodectl.workspace import Workspace
 async def deploy(
     ws: Workspace, prepared: prepare.Prepared, req: prepare.Request, sink: Sink
 ) -> FleetReport:
+    """The deploy, journaled in the workspace (deploy/journal.py): a studio open on it follows
+    the run wherever it was started."""
+    run_id = prepare.deploy_id()
+    journal = Journal(ws.root, run_id, prepared.names)
+
+    def both(event: Event) -> None:
+        sink(event)
+        journal(event)
+
+    try:
+        report = await _deploy(ws, prepared, req, both, run_id)
+        error = exit_error(report)
+        journal.end(report.to_json(), int(error.exit_code) if error is not None else 0)
+        return report
+    finally:
+        journal.close()
+
+
+async def _deploy(
+    ws: Workspace, prepared: prepare.Prepared, req: prepare.Request, sink: Sink, run_id: str
+) -> FleetReport:
     clock = Clock()
     snapshot = prepare.write(ws, prepared)
     settings = prepared.inventory.settings
     names = list(prepared.names)
     signed = any(prepared.inventory.nodes[n].signed_deploys for n in names)
     opts = DeployOptions(
-        deploy_id=prepare.deploy_id(),
+        deploy_id=run_id,
         confirm_timeout=prepared.confirm_timeout,
         activation_timeout=prepared.activation_timeout,
         substitute=req.substitute,

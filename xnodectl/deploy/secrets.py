@@ -110,3 +110,25 @@ async def upload(ssh: Ssh, values: Sequence[SecretValue], timeout: float) -> lis
         if "owner-missing" in result.stdout:
             pending.append(f"{v.app}/{v.param}")
     return pending
+
+
+_SECRET_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+def store(secrets_dir: Path, app: str, param: str, value: bytes) -> Path:
+    """Write a secret value where `collect` finds it: secrets/<app>/<param>, 0600 in a 0700 dir,
+    atomically (a reader never sees half a value). The value is never logged or returned."""
+    for name in (app, param):
+        if not _SECRET_NAME.match(name):
+            raise UsageError(f"'{name}' is not an app or parameter name", hint="see the template")
+    directory = secrets_dir / app
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secrets_dir.chmod(0o700)
+    directory.chmod(0o700)
+    path = directory / param
+    tmp = directory / f".{param}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(value)
+    tmp.replace(path)
+    return path
