@@ -152,6 +152,7 @@ class Inventory(_Strict):
     nodes: dict[str, Node] = {}
     # What the file held when this inventory was loaded: `save` writes only what changed since.
     _loaded: Inventory | None = PrivateAttr(default=None)
+    _loaded_text: str | None = PrivateAttr(default=None)  # the file's text then, to skip a rebase
 
     def __eq__(self, other: object) -> bool:  # the content only, not where it was loaded from
         if not isinstance(other, Inventory):
@@ -219,6 +220,7 @@ def parse(text: str, path: Path) -> Inventory:
             hint="see the inventory format in the README",
         ) from exc
     inventory._loaded = inventory.model_copy(deep=True)
+    inventory._loaded_text = text
     return inventory
 
 
@@ -239,9 +241,12 @@ def save(inventory: Inventory, path: Path) -> None:
     with inventory_file.locked(path):
         merged = inventory
         if inventory._loaded is not None and path.exists():
-            merged = _rebase(inventory, inventory._loaded, load(path))
+            text = path.read_text()
+            if text != inventory._loaded_text:  # another command saved since: keep its changes
+                merged = _rebase(inventory, inventory._loaded, parse(text, path))
         _write(merged, path)
         inventory._loaded = inventory.model_copy(deep=True)
+        inventory._loaded_text = path.read_text()
 
 
 def _rebase(mine: Inventory, base: Inventory, current: Inventory) -> Inventory:
