@@ -58,6 +58,16 @@ def ssh_argv(options: Sequence[str], user: str, host: str, command: str | None =
     return [*argv, command] if command else argv
 
 
+def pinned_options(port: int, known_hosts: Path, identity: str | Path | None = None) -> list[str]:
+    """Options of a one-off ssh that trusts exactly the host key in `known_hosts` (no prompt, no
+    global file) and, when given, only the identity `identity`."""
+    options = ["-p", str(port), "-o", f"UserKnownHostsFile={known_hosts}"]
+    options += ["-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null"]
+    if identity is not None:
+        options += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
+    return options
+
+
 class RemoteError(ExternalError):
     """SSH to a node failed (not the remote command)."""
 

@@ -251,18 +251,7 @@ def ssh_argv(state: VmState, known_hosts: Path, command: Sequence[str]) -> list[
     """An interactive ssh to the VM; the command's words are joined as ssh itself joins them."""
     from xnodectl import remote
 
-    options = [
-        "-p",
-        str(state.port),
-        "-o",
-        f"UserKnownHostsFile={known_hosts}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-    ]
-    if state.ssh_key:
-        options += ["-i", state.ssh_key, "-o", "IdentitiesOnly=yes"]
+    options = remote.pinned_options(state.port, known_hosts, state.ssh_key)
     return remote.ssh_argv(options, "root", "127.0.0.1", " ".join(command) or None)
 
 

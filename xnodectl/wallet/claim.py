@@ -199,20 +199,7 @@ def reopen(host: str, port: int, user: str, host_key: str, identity: Path | None
         known = Path(tmp) / "known_hosts"
         name = host if port == 22 else f"[{host}]:{port}"
         known.write_text(f"{name} {host_key}\n")
-        options = [
-            "-p",
-            str(port),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={known}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-        ]
-        if identity is not None:
-            options += ["-i", str(identity), "-o", "IdentitiesOnly=yes"]
+        options = ["-o", "BatchMode=yes", *remote.pinned_options(port, known, identity)]
         # The same steps as `xnode-claim reopen`, spelled out so no node-side PATH is assumed.
         flags = " ".join(shlex.quote(f) for f in (CLAIMED_FLAG, CLAIM_MARKER))
         remote_cmd = f"rm -f {flags} && systemctl start {shlex.quote(CLAIM_UNIT)}"
