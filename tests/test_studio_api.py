@@ -426,3 +426,11 @@ def nix_too_old() -> bool:
         return tuple(int(part) for part in text.split("."))
 
     return version(nix.installed_version()) < version(nix.MINIMUM_NIX)
+
+
+def test_node_page_title_is_the_node_name_only(client: TestClient) -> None:
+    """The deploy log sits in the page once, not also inside <title> (an edit once put it there)."""
+    page = client.get("/nodes/local").text
+    title = re.search(r"<title>(.*?)</title>", page, re.S)
+    assert title is not None and "<table" not in title.group(1) and "local" in title.group(1)
+    assert page.count("<h2>Deploy log</h2>") == 1
