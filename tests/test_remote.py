@@ -48,20 +48,38 @@ def test_known_hosts_is_pinned_and_options_are_strict(session: remote.Session) -
     assert ssh.sshopts() == joined  # nix copy uses exactly the same configuration
 
 
+def _kex(argv: list[str]) -> list[str]:
+    return [o for o in argv if o.startswith("KexAlgorithms")]
+
+
 @pytest.mark.parametrize("aes", [True, False])
-def test_algorithms_master_keeps_default_kex_fresh_prefers_curve25519(
+def test_algorithms_secret_free_connections_prefer_cheap_kex(
     monkeypatch: pytest.MonkeyPatch, session: remote.Session, aes: bool
 ) -> None:
-    """The master (copies, secrets) keeps OpenSSH's default key exchange (post-quantum hybrid
-    where available) and puts AES-GCM first on AES hardware; a fresh connection (commands and
-    replies only) puts curve25519 first."""
+    """A node whose deploy uploads no secret: its master (helper commands, public store paths)
+    and its fresh connections put ML-KEM / curve25519 first; the master puts AES-GCM first on
+    AES hardware, a fresh connection keeps the default ciphers."""
     monkeypatch.setattr(remote, "_cpu_has_aes", lambda: aes)
     ssh = session.ssh(remote.Target("n1", "10.0.0.5", 22, "root", KEY))
     master, fresh = ssh.options(), ssh.options(fresh=True)
-    assert not any(o.startswith("KexAlgorithms") for o in master)
+    assert _kex(master) == _kex(fresh) == [remote.fresh_kex()]
     assert ("Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com" in master) is aes
-    assert remote.fresh_kex() in fresh
     assert not any(o.startswith("Ciphers") for o in fresh)
+
+
+def test_a_secret_never_travels_without_the_post_quantum_default(session: remote.Session) -> None:
+    """A long-lived secret goes over a connection with OpenSSH's default (post-quantum hybrid)
+    key exchange: the master of a node whose deploy carries secrets, else a connection of its
+    own; everything else of a secret-carrying node shares that master."""
+    target = remote.Target("n1", "10.0.0.5", 22, "root", KEY)
+    plain, private = session.ssh(target), session.ssh(target, carries_secrets=True)
+    secret_over_plain = plain.argv(["cat"], secret=True)
+    assert _kex(secret_over_plain) == [] and "ControlPath=none" in secret_over_plain
+    assert _kex(plain.argv(["true"])) == [remote.fresh_kex()]
+    for argv in (private.argv(["cat"], secret=True), private.argv(["true"])):
+        assert _kex(argv) == [] and f"ControlPath={private.control}" in argv
+    assert _kex(private.sshopts().split()) == []  # nix copy shares the post-quantum master
+    assert _kex(private.argv(["true"], fresh=True)) == [remote.fresh_kex()]
 
 
 @pytest.mark.parametrize(

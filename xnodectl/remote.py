@@ -21,15 +21,18 @@ from xnodectl.errors import CommandFailed, ExitCode, ExternalError, UsageError
 
 CONTROL_PERSIST_S = 30
 # Algorithm choices (measured side by side by bench/ssh_algorithms.py; figures in docs/deploy.md):
-# - The multiplexed master carries `nix copy` and the secret uploads. Its key exchange stays
-#   OpenSSH's default (post-quantum hybrid where the client has one); its cipher is AES-GCM when
-#   this CPU has AES instructions, where it costs a fraction of chacha20-poly1305's CPU per byte
-#   (both are AEAD; without AES instructions the default order is kept).
-# - A fresh connection carries helper commands and their JSON replies only (no secret): it
-#   exists to prove the node still accepts new logins. curve25519 first there: sntrup761's key
-#   generation costs the client ~70 ms of CPU per connection, curve25519 under 1 ms. A client
-#   with the ML-KEM hybrid (OpenSSH >= 9.9: post-quantum AND about as cheap as curve25519) puts
-#   that first instead (see `fresh_kex`).
+# - A connection that carries a long-lived secret (an app's secret upload) keeps OpenSSH's default
+#   key exchange: post-quantum hybrid where the client has one (sntrup761x25519 on OpenSSH 9.2),
+#   so a recording of it stays closed to a future quantum computer. A node whose deploy uploads
+#   secrets gets such a multiplexed master (`Session.ssh(..., carries_secrets=True)`); a secret
+#   sent over any other `Ssh` goes over a connection of its own with the default exchange.
+# - Every other connection (helper commands and their JSON replies, public store paths, a
+#   deploy-scoped peer key that is retired when the deploy ends) puts ML-KEM first where the
+#   client has it (OpenSSH >= 9.9: post-quantum AND cheap), else curve25519: sntrup761's key
+#   generation costs the client ~70-100 ms of CPU per connection, curve25519 under 1 ms.
+# - The multiplexed master's cipher is AES-GCM when this CPU has AES instructions, where it costs
+#   a fraction of chacha20-poly1305's CPU per byte (both are AEAD; without AES instructions the
+#   default order is kept).
 CURVE25519 = "curve25519-sha256,curve25519-sha256@libssh.org"
 FRESH_KEX = f"KexAlgorithms=^{CURVE25519}"
 MLKEM = "mlkem768x25519-sha256"
@@ -116,15 +119,17 @@ class Session:
         self.identity = identity
         self.connect_timeout = connect_timeout
 
-    def ssh(self, target: Target) -> Ssh:
-        return Ssh(target, self)
+    def ssh(self, target: Target, *, carries_secrets: bool = False) -> Ssh:
+        """`carries_secrets`: this node's deploy uploads secrets, so its multiplexed master keeps
+        the post-quantum default key exchange (see "Algorithm choices" above)."""
+        return Ssh(target, self, carries_secrets=carries_secrets)
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Ssh:
-    def __init__(self, target: Target, session: Session) -> None:
+    def __init__(self, target: Target, session: Session, *, carries_secrets: bool = False) -> None:
         if not target.host_key:
             raise HostKeyMissing(
                 f"node '{target.node}' has no pinned host key",
@@ -136,9 +141,12 @@ class Ssh:
         self.known_hosts = session.dir / f"{target.node}.hosts"
         self.known_hosts.write_text(f"{target.alias} {target.host_key.strip()}\n")
         self.control = session.dir / f"{target.node}.sock"
+        self.carries_secrets = carries_secrets
 
-    def options(self, *, fresh: bool = False) -> list[str]:
-        """Options shared by commands and `nix copy`; `fresh` skips the multiplexed one."""
+    def options(self, *, fresh: bool = False, secret: bool = False) -> list[str]:
+        """Options shared by commands and `nix copy`; `fresh` skips the multiplexed one. A fresh
+        connection for a `secret` keeps the default (post-quantum) key exchange; the multiplexed
+        master keeps it when this node's deploy carries secrets."""
         opts = [
             "-p",
             str(self.target.port),
@@ -164,8 +172,10 @@ class Ssh:
             "-o",
             "LogLevel=ERROR",
         ]
+        if not (secret if fresh else self.carries_secrets):
+            opts += ["-o", fresh_kex()]
         if fresh:
-            opts += ["-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", fresh_kex()]
+            opts += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
         else:
             if _cpu_has_aes():
                 opts += ["-o", AES_FIRST]
@@ -185,10 +195,15 @@ class Ssh:
         """NIX_SSHOPTS: nix splits it on whitespace, which is why the session dir has no spaces."""
         return " ".join(self.options())
 
-    def argv(self, command: Sequence[str], *, fresh: bool = False) -> list[str]:
-        return ssh_argv(
-            self.options(fresh=fresh), self.target.user, self.target.host, shlex.join(command)
-        )
+    def argv(
+        self, command: Sequence[str], *, fresh: bool = False, secret: bool = False
+    ) -> list[str]:
+        """`secret`: the command's input is a long-lived secret. It goes over the multiplexed
+        master only when that one was opened for secrets, else over a connection of its own."""
+        if secret and not self.carries_secrets:
+            fresh = True
+        options = self.options(fresh=fresh, secret=secret)
+        return ssh_argv(options, self.target.user, self.target.host, shlex.join(command))
 
     async def run(
         self,
@@ -197,11 +212,16 @@ class Ssh:
         timeout: float,
         input: bytes | None = None,
         fresh: bool = False,
+        secret: bool = False,
     ) -> process.Result:
-        """Run a command on the node. SSH failures raise; the command's exit is returned."""
+        """Run a command on the node. SSH failures raise; the command's exit is returned.
+        `secret`: `input` is a long-lived secret (see `argv`)."""
         try:
             result = await process.arun(
-                self.argv(command, fresh=fresh), check=False, input=input, timeout=timeout
+                self.argv(command, fresh=fresh, secret=secret),
+                check=False,
+                input=input,
+                timeout=timeout,
             )
         except CommandFailed as exc:  # timeout: the node is gone or hangs
             raise Unreachable(

@@ -24,9 +24,19 @@ class NodeDeploy:
     report. A node that will not be deployed after all is `abandon`ed."""
 
     def __init__(
-        self, target: Target, opts: DeployOptions, session: Session, sink: Sink, clock: Clock
+        self,
+        target: Target,
+        opts: DeployOptions,
+        session: Session,
+        sink: Sink,
+        clock: Clock,
+        *,
+        carries_secrets: bool = False,
     ) -> None:
+        """`carries_secrets`: this node's deploy uploads secrets (its SSH master then keeps the
+        post-quantum key exchange, remote.py)."""
         self.report = NodeReport(target.node)
+        self.carries_secrets = carries_secrets
         self.run = NodeRun(target, opts, sink, clock, self.report)
         self.session = session
         self.ssh: Ssh | None = None
@@ -40,7 +50,7 @@ class NodeDeploy:
 
     async def _connect(self) -> Info:
         try:
-            self.ssh = self.session.ssh(self.run.target)
+            self.ssh = self.session.ssh(self.run.target, carries_secrets=self.carries_secrets)
         except XnodeError as exc:
             raise self.run.fail(Phase.PREFLIGHT, exc.one_line().removeprefix("error: ")) from exc
         self.agent = Agent(
@@ -121,7 +131,9 @@ async def deploy_node(
 ) -> NodeReport:
     """Deploy one node (continuing `started` if its preflight already ran); never raises for node
     failures (they are in the report)."""
-    node = started or NodeDeploy(job.target, opts, session, sink, clock)
+    node = started or NodeDeploy(
+        job.target, opts, session, sink, clock, carries_secrets=bool(job.secrets)
+    )
     return await node.deploy(job)
 
 

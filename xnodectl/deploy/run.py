@@ -64,7 +64,17 @@ async def _deploy(
     # evaluation takes seconds): they leave the critical path, and an unreachable node is reported
     # before the build ends. Only as many as may deploy at once.
     first = fleet.waves(names, fopts.canary)[0][: fopts.max_parallel]
-    early = {n: NodeDeploy(prepared.target(n), opts, session, sink, clock) for n in first}
+    early = {
+        n: NodeDeploy(
+            prepared.target(n),
+            opts,
+            session,
+            sink,
+            clock,
+            carries_secrets=bool(prepared.secrets.get(n)),
+        )
+        for n in first
+    }
     for node in early.values():
         node.start_preflight()
     try:

@@ -101,6 +101,7 @@ async def upload(ssh: Ssh, values: Sequence[SecretValue], timeout: float) -> lis
             ["sh", "-c", _UPLOAD, "sh", v.path, v.owner, v.group],
             timeout=timeout,
             input=v.value or b"",
+            secret=True,
         )
         if not result.ok:
             raise ExternalError(
