@@ -116,13 +116,22 @@ def probe_request(probes: Sequence[Probe], cap: int | None = None) -> bytes:
         [
             {
                 "kind": p.kind,
-                "target": p.target,
+                "target": _agent_target(p),
                 "status": p.status,
                 "timeout": p.timeout if cap is None else min(p.timeout, cap),
             }
             for p in probes
         ]
     ).encode()
+
+
+def _agent_target(probe: Probe) -> str:
+    """The agent's tcp probe connects to HOST:PORT; a template's tcp probe names only its port
+    (the app listens on the node itself): 127.0.0.1:PORT. A bare port was read as a host name
+    (bash's /dev/tcp/4001/4001 connects to 0.0.15.161), so every tcp probe failed."""
+    if probe.kind == "tcp" and ":" not in probe.target:
+        return f"127.0.0.1:{probe.target}"
+    return probe.target
 
 
 def _text(value: str | int | None) -> str | None:
