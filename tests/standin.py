@@ -396,8 +396,9 @@ if [ "${1:-}" != is-active ] || [ -z "${2:-}" ]; then
   exit 1
 fi
 pid=$(cat /run/xnode-test/apps.pid 2>/dev/null)
+# (a process that died but was not reaped yet has an empty command line)
 if grep -qxF -- "$2" /run/current-system/units 2>/dev/null && [ -n "$pid" ] &&
-  kill -0 "$pid" 2>/dev/null; then
+  grep -qa app-server "/proc/$pid/cmdline" 2>/dev/null; then
   echo active
   exit 0
 fi

@@ -1,8 +1,9 @@
 """The stand-in systems' app units (StandinFlake(serve_apps=True)): a real template's rendered
 health probes (ipfs: a systemd unit, a TCP port, two HTTP paths with their statuses) pass on two
-test Xnodes deployed by the real engine, and fail where the real app would: on a node that rolled
-back to a system without the app (while the other node still serves the same ports on the shared
-loopback), on a node whose app turns unhealthy, and when the port is taken by someone else.
+test Xnodes deployed by the real engine, and fail where the real app would: on a node whose app
+died (while the other node still serves the same ports on the shared loopback), on a node whose
+app turns unhealthy, and when the port is taken by someone else. (A rollback to a system without
+the app: tests/test_studio_browser.py.)
 Systems are stand-ins (tests/standin.py), not NixOS."""
 
 from __future__ import annotations
@@ -12,13 +13,27 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.test_deploy_nodes import _cli, make_ws
+from tests.test_deploy_nodes import make_ws
 from tests.xnodes import NIX_CONF, Node, free_port
 
 
 def _ipfs_words() -> list[str]:
     return ["template=ipfs", f"gateway_port={free_port()}", f"api_port={free_port()}",
             f"swarm_port={free_port()}"]  # fmt: skip
+
+
+def _probe(node: Node, words: list[str]) -> tuple[bool, dict[str, tuple[bool, str]]]:
+    """The app's rendered probes, run by the node's agent (1 s each, as the engine sends them):
+    all ok, and per target (ok, detail)."""
+    from xnodectl import app_request
+    from xnodectl.deploy.replies import probe_request
+
+    app = app_request.render_request(app_request.parse_request(words, None))
+    node.put("/tmp/probes.json", probe_request(app.probes, cap=1).decode())
+    code, out = node.activate_helper("probe", "--file", "/tmp/probes.json")
+    results = out["results"]
+    assert isinstance(results, list) and code == (0 if out["ok"] else 1), out
+    return bool(out["ok"]), {r["target"]: (r["ok"], r["detail"]) for r in results}
 
 
 def test_ipfs_probes_pass_on_two_nodes_and_fail_where_the_app_is_gone(
@@ -30,7 +45,6 @@ def test_ipfs_probes_pass_on_two_nodes_and_fail_where_the_app_is_gone(
     monkeypatch.setenv("NIX_CONFIG", NIX_CONF)
     n1, n2 = xnode_factory(2)
     ws = make_ws(tmp_path, [n1, n2], serve_apps=True)
-    assert ws.deploy("--all")[0] == 0  # generation 1: no app
     words = _ipfs_words()
     code, events, report, err = ws.deploy("--all", *words)
     assert code == 0, (err, report)
@@ -38,22 +52,20 @@ def test_ipfs_probes_pass_on_two_nodes_and_fail_where_the_app_is_gone(
         probe = [e for e in events if e["node"] == n.name and e["phase"] == "probe"]
         assert probe[-1]["status"] == "ok", probe
         assert n.local("systemctl is-active ipfs.service").stdout.strip() == "active"
-    code, out, _ = _cli(ws, "status", "--json")
-    assert code == 0 and [s["healthy"] for s in json.loads(out)] == [True, True]
 
-    # n1 back on generation 1 (no app): its probes fail although n2 serves the same ports.
-    assert _cli(ws, "rollback", "--node", n1.name)[0] == 0
-    code, out, _ = _cli(ws, "status", "--json")
-    st1, st2 = json.loads(out)
-    assert (st1["healthy"], st2["healthy"]) == (False, True)
-    failed = {c["target"]: c for c in st1["health"] if not c["ok"]}
-    assert failed["ipfs.service"]["detail"] == "inactive"
-    assert len([t for t in failed if t.startswith("http://")]) == 2  # both HTTP paths unanswered
+    # n1's app dies: its probes fail although n2 serves the same ports on the same loopback.
+    assert n1.local("kill $(cat /run/xnode-test/apps.pid)").ok
+    ok1, checks1 = _probe(n1, words)
+    ok2, checks2 = _probe(n2, words)
+    assert (ok1, ok2) == (False, True), (checks1, checks2)
+    assert checks1["ipfs.service"] == (False, "inactive")
+    http = [c for t, c in checks1.items() if t.startswith("http://")]
+    assert http == [(False, "HTTP 000"), (False, "HTTP 000")]  # both paths unanswered
     # n2's app turns unhealthy: its HTTP probes get 500.
     n2.local("touch /run/xnode-test/unhealthy")
-    code, out, _ = _cli(ws, "status", "--json")
-    assert [c["detail"] for c in json.loads(out)[1]["health"] if c["kind"] == "http"] == [
-        "HTTP 500", "HTTP 500"
+    _, checks2 = _probe(n2, words)
+    assert [c for t, c in checks2.items() if t.startswith("http://")] == [
+        (False, "HTTP 500"), (False, "HTTP 500")
     ]  # fmt: skip
 
 

@@ -6,9 +6,11 @@ behind the real app and guard (Starlette's TestClient)."""
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from starlette.testclient import TestClient
 
@@ -33,6 +35,14 @@ def _page(root: Path, node: str) -> str:
         return html.unescape(response.text)
 
 
+def _headers(root: Path) -> list[dict[str, Any]]:
+    """The journal headers of the workspace's deploys (ids alone do not order deploys begun in
+    the same second)."""
+    return [
+        json.loads(p.read_text().splitlines()[0]) for p in journal.runs_dir(root).glob("*.jsonl")
+    ]
+
+
 def _rows(page: str) -> list[tuple[str, str]]:
     """(deploy id, state) of each audit log row, in page order."""
     return re.findall(r'<tr data-deploy="([^"]+)" data-state="([^"]*)">', page)
@@ -49,7 +59,7 @@ def test_the_node_page_shows_deploys_only_the_node_knows(
     other.flake.configure(version="2")
     n1.set_fault(Fault.REFUSE_SSH)  # the confirmation never arrives: the node's timer decides
     assert other.deploy("--all")[0] == 4
-    ids = sorted(p.stem for p in journal.runs_dir(other.root).glob("*.jsonl"))
+    ids = [h["id"] for h in sorted(_headers(other.root), key=lambda h: float(h["started"]))]
     assert len(ids) == 2 and not list(journal.runs_dir(mine.root).glob("*.jsonl"))
 
     page = _page(mine.root, n1.name)
