@@ -57,6 +57,22 @@ def event(events: list[dict[str, Any]], phase: str, status: str) -> dict[str, An
     return found
 
 
+def interrupted_on_old(proc: process.Spawned, sig: signal.Signals) -> None:
+    """Signal the operator; its final report is written and says the node is on its old system."""
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=40)
+    report = next(json.loads(x) for x in out.splitlines() if b'"report"' in x)
+    assert proc.returncode == 130, err  # the final report is written, as for Ctrl-C
+    assert report["interrupted"] and report["nodes"][0]["state"] == "old", report
+
+
+def settled_on(node: Node, system: str | None, generation: int | None) -> None:
+    """The node runs `system` as `generation`, nothing in progress, no lock left."""
+    assert node.current_system() == system and node.generation() == generation
+    code, info = node.activate_helper("info")
+    assert code == 0 and info["active"] is None and info["lock"] is None, info
+
+
 def test_slow_but_healthy_app_is_deployed(
     xnode_factory: Callable[..., list[Node]], tmp_path: Path, budget_catalogue: int
 ) -> None:
@@ -118,14 +134,8 @@ def test_sigterm_and_sighup_behave_like_ctrl_c(
     _read_until(proc, lambda e: e.get("phase") == when and e.get("status") == "start", seen)
     if when == "activate":
         time.sleep(0.3)  # the hung activation runs; a copy is signalled as it starts
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=40)
-    report = next(json.loads(x) for x in out.splitlines() if b'"report"' in x)
-    assert proc.returncode == 130, err  # the final report is written, as for Ctrl-C
-    assert report["interrupted"] and report["nodes"][0]["state"] == "old"
-    assert n1.current_system() == old and n1.generation() == gen
-    code, info = n1.activate_helper("info")
-    assert code == 0 and info["active"] is None and info["lock"] is None, info
+    interrupted_on_old(proc, sig)
+    settled_on(n1, old, gen)
 
 
 def test_operator_killed_after_begin_the_node_settles_and_frees_its_lock(
@@ -355,15 +365,9 @@ def test_interrupt_while_begin_is_on_its_way_rolls_back_now(
     seen: list[dict[str, Any]] = []
     _read_until(proc, lambda e: e.get("phase") == "activate" and e.get("status") == "start", seen)
     time.sleep(0.3)  # the begin + wait session is open; begin sleeps on the node
-    proc.send_signal(signal.SIGINT)
-    stdout, err = proc.communicate(timeout=40)
-    report = next(json.loads(x) for x in stdout.splitlines() if b'"report"' in x)
-    assert proc.returncode == 130, err
-    assert report["interrupted"] and report["nodes"][0]["state"] == "old", report
+    interrupted_on_old(proc, signal.SIGINT)
     time.sleep(2)  # whatever begin was going to do, it has done by now
-    assert n1.current_system() == old and n1.generation() == gen
-    code, info = n1.activate_helper("info")
-    assert code == 0 and info["active"] is None and info["lock"] is None, info
+    settled_on(n1, old, gen)
 
 
 def test_a_json_reader_that_goes_away_does_not_turn_the_deploy_into_an_internal_error(
