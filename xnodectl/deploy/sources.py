@@ -79,6 +79,7 @@ class Distribution:
     held: dict[str, str] = field(default_factory=dict)  # node -> the system it holds
     _push: asyncio.Task[None] | None = None
     _signing: asyncio.Task[None] | None = None
+    _sign_started: bool = False
     _notes: dict[str, Note] = field(default_factory=dict)
     _watch: dict[str, OnPath] = field(default_factory=dict)
 
@@ -140,12 +141,18 @@ class Distribution:
         if self.schedule is not None:
             await self.schedule.holds(node)
 
+    def start_signing(self) -> None:
+        """Start (once) the one `nix store sign` of the paths the owner has not signed yet."""
+        if self.signer is not None and not self._sign_started:
+            self._sign_started = True
+            self._signing = self._signing or sign_missing(self.signer, self.closures.values())
+
     async def _signed(self) -> None:
-        """Every system of the run signed with the owner key, once (0.05 s for 301 paths)."""
-        if self.signer is None:
-            return
+        """Wait for the owner's signatures on every path a copy may move (none to wait for when
+        every path carried one already)."""
+        self.start_signing()
         if self._signing is None:
-            self._signing = asyncio.ensure_future(nixsign.sign(self.signer, sorted(self.closures)))
+            return
         try:
             await asyncio.shield(self._signing)
         except CommandFailed as exc:
@@ -236,7 +243,12 @@ class Distribution:
             await self._from_operator(node, ssh, system)
 
     async def close(self, ssh_of: Callable[[str], Ssh]) -> None:
-        """Revoke the deploy's key on every holder (best effort: sshd's expiry covers the rest)."""
+        """Revoke the deploy's key on every holder (best effort: sshd's expiry covers the rest);
+        a signing no copy waited for (every node was up to date) is stopped, never waited on:
+        the next deploy that copies signs what it left."""
+        if self._signing is not None and not self._signing.done():
+            self._signing.cancel()
+            await asyncio.gather(self._signing, return_exceptions=True)
         if self.schedule is None or self.key is None:
             return
         key = self.key
@@ -311,11 +323,32 @@ async def copy_from_sources(run: NodeRun, ssh: Ssh, dist: Distribution, total: i
 
 
 def start_signing(signer: Path | None, systems: Iterable[object]) -> asyncio.Task[None] | None:
-    """Sign the built systems now, while the run reads their closures (off the critical path)."""
-    paths = sorted({s for s in systems if isinstance(s, str)})
-    if signer is None or not paths:
+    """Nothing to start before the closures are read: `for_run` signs, knowing from the closures
+    which paths already carry the owner's signature. Kept until run.py stops calling it."""
+    del signer, systems
+    return None
+
+
+def unsigned(closures: Iterable[nix.Closure], key_name: str) -> list[str]:
+    """The paths of `closures` without a signature by the key named `key_name` (its name is
+    "xnode-owner-<8 random hex>": another key of that name is not assumed)."""
+    return sorted(
+        {
+            p.path
+            for c in closures
+            for p in c.paths.values()
+            if not any(nixsign.signer_name(sig) == key_name for sig in p.signatures)
+        }
+    )
+
+
+def sign_missing(signer: Path, closures: Iterable[nix.Closure]) -> asyncio.Task[None] | None:
+    """Start ONE `nix store sign` of exactly the paths the owner has not signed yet (a redeploy
+    or a no-op: none, no process); None when there is nothing to sign."""
+    paths = unsigned(closures, nixsign.key_name(signer))
+    if not paths:
         return None
-    return asyncio.ensure_future(nixsign.sign(signer, paths))
+    return asyncio.ensure_future(nixsign.sign(signer, paths, recursive=False))
 
 
 def for_run(
@@ -336,7 +369,7 @@ def for_run(
         job.target.node: peers.endpoint_of(job.target.node, inventory.nodes[job.target.node])
         for job in jobs
     }
-    return Distribution(
+    dist = Distribution(
         plan,
         closures,
         endpoints,
@@ -344,3 +377,5 @@ def for_run(
         signer=signer,
         _signing=signing,
     )
+    dist.start_signing()  # now: it runs while the nodes' preflights and stage steps do
+    return dist
