@@ -29,7 +29,7 @@ from xnodectl.remote import RemoteError, Ssh
 PROGRESS_EVERY_S = 0.25  # as the operator-only copy (stage.py)
 
 Note = Callable[[str], None]  # a fallback the operator should see
-OnPath = Callable[[str, str, int], None]  # (source kind, path, its NAR bytes) as each arrives
+OnPath = Callable[[str, str, int], None]  # (source kind, path, NAR bytes; < 0: booked elsewhere)
 
 
 class CopyFailed(XnodeError):
@@ -82,6 +82,7 @@ class Distribution:
     _sign_started: bool = False
     _notes: dict[str, Note] = field(default_factory=dict)
     _watch: dict[str, OnPath] = field(default_factory=dict)
+    _booked: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> path -> kind
 
     def __post_init__(self) -> None:
         if self.plan.fan_out is not None:
@@ -93,13 +94,23 @@ class Distribution:
         return self.pushed_bytes + sum(b.operator for b in self.per_node.values())
 
     def _counter(self, node: str, kind: str) -> Callable[[str], None]:
+        """Books each path once per node, under the source that sent it last: a copy killed
+        mid-path still reports that path done (Nix stops its activity as the copy fails), and
+        the next source sends it again; it moves there (`watch` sees -size, then +size)."""
         got = self.per_node.setdefault(node, Bytes())
+        booked = self._booked.setdefault(node, {})
 
-        def on_path(path: str) -> None:
-            size = self._sizes.get(path, 0)
+        def add(kind: str, path: str, size: int) -> None:
             setattr(got, kind, getattr(got, kind) + size)
             if (watch := self._watch.get(node)) is not None:
                 watch(kind, path, size)
+
+        def on_path(path: str) -> None:
+            size = self._sizes.get(path, 0)
+            if (before := booked.get(path)) is not None:
+                add(before, path, -size)
+            booked[path] = kind
+            add(kind, path, size)
 
         return on_path
 
@@ -299,7 +310,7 @@ async def copy_from_sources(run: NodeRun, ssh: Ssh, dist: Distribution, total: i
         )
 
     def on_path(kind: str, _path: str, size: int) -> None:
-        report.paths_copied += 1
+        report.paths_copied += 1 if size >= 0 else -1  # -size: booked again elsewhere
         report.bytes_copied += size
         field_name = f"bytes_from_{kind}"
         setattr(report, field_name, getattr(report, field_name) + size)
