@@ -23,6 +23,9 @@ their real ports.
   deploy_resigned_seconds      the same closure to another fresh node, already signed by that key
                                (a redeploy elsewhere: nothing to sign)
   deploy_unsigned_seconds      the same closure to a fresh node from a workspace without a key
+  deploy_sign_seconds          the signed deploy's one `nix store sign` (its own event says)
+  deploy_sign_wait_seconds     how long that deploy's copy waited for it: what signing adds to
+                               the critical path (median; _max_ the worst round)
   sign_deploy_overhead_seconds median of the rounds' (signed - unsigned) + the unsigned run's own
                                `git check-ignore` (it asks whether a key could be made; the
                                signed run does not): what signing adds to a single-node deploy
@@ -38,6 +41,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -223,15 +227,25 @@ def _sign_ws(base: Path, name: str, nodes: list[Node], size: int, salt: str, key
     return flake.directory
 
 
-def _deploy_one(ws: Path, node: str) -> float:
+_SIGNED = re.compile(r"signed (\d+) paths with \S+ in ([0-9.]+) s; the copy waited ([0-9.]+) s")
+
+
+def _deploy_one(ws: Path, node: str) -> tuple[float, float, float]:
+    """Seconds of one `xnodectl deploy --node NODE`, the seconds its signing took and the
+    seconds its copy waited for it (the engine's own event says both; 0 when it signed nothing
+    or was done before the copy started)."""
     argv = [xnodectl_path(), "deploy", "--node", node, "--json", "--workspace", str(ws)]
     started = time.monotonic()
     result = process.run(argv, check=False, timeout=300)
     seconds = time.monotonic() - started
-    report = json.loads(result.stdout.splitlines()[-1])
+    lines = [json.loads(x) for x in result.stdout.splitlines() if x.strip()]
+    report = lines[-1]
     if not report.get("ok") or report["nodes"][0]["outcome"] != "deployed":
         raise SystemExit(f"bench: deploy failed: {json.dumps(report)[:2000]} {result.stderr}")
-    return seconds
+    said = [m for x in lines if (m := _SIGNED.search(x.get("message") or ""))]
+    if not said:
+        return seconds, 0.0, 0.0
+    return seconds, float(said[0].group(2)), float(said[0].group(3))
 
 
 def sign_deploy_cost(base: Path, fleet: Fleet, size: int, rounds: int) -> dict[str, Any]:
@@ -240,7 +254,7 @@ def sign_deploy_cost(base: Path, fleet: Fleet, size: int, rounds: int) -> dict[s
     from a workspace without a key; rounds alternate which kind goes first."""
     salt = secrets.token_hex(4)
     signed, resigned, unsigned, diffs = [], [], [], []
-    checks = []
+    sign_took, waited, checks = [], [], []
     for r in range(rounds):
         nodes = [fleet.new() for _ in range(3)]
         for x in nodes:
@@ -250,15 +264,20 @@ def sign_deploy_cost(base: Path, fleet: Fleet, size: int, rounds: int) -> dict[s
         StandinFlake(ws_none, [nodes[2].name], size=size, leaf_salt=salt).build(nodes[2].name)
         try:
             if r % 2 == 0:
-                s, u = _deploy_one(ws_key, nodes[0].name), _deploy_one(ws_none, nodes[2].name)
+                s = _deploy_one(ws_key, nodes[0].name)
+                u = _deploy_one(ws_none, nodes[2].name)
             else:
-                u, s = _deploy_one(ws_none, nodes[2].name), _deploy_one(ws_key, nodes[0].name)
-            resigned.append(_deploy_one(ws_key, nodes[1].name))
+                u = _deploy_one(ws_none, nodes[2].name)
+                s = _deploy_one(ws_key, nodes[0].name)
+            again = _deploy_one(ws_key, nodes[1].name)
         finally:
             drop(fleet, nodes)
-        signed.append(s)
-        unsigned.append(u)
-        diffs.append(s - u)
+        signed.append(s[0])
+        sign_took.append(s[1])
+        waited.append(s[2])
+        resigned.append(again[0])
+        unsigned.append(u[0])
+        diffs.append(s[0] - u[0])
         probe = ["check-ignore", "-q", "--no-index", "secrets/nix-store-key"]
         checks.append(_timed(["git", "-C", str(ws_none), *probe]))
     extra = statistics.median(checks)
@@ -266,13 +285,16 @@ def sign_deploy_cost(base: Path, fleet: Fleet, size: int, rounds: int) -> dict[s
         "deploy_signed_seconds": round(statistics.median(signed), 3),
         "deploy_resigned_seconds": round(statistics.median(resigned), 3),
         "deploy_unsigned_seconds": round(statistics.median(unsigned), 3),
+        "deploy_sign_seconds": round(statistics.median(sign_took), 3),
+        "deploy_sign_wait_seconds": round(statistics.median(waited), 3),
+        "deploy_sign_wait_max_seconds": round(max(waited), 3),
         "sign_deploy_overhead_seconds": round(statistics.median(diffs) + extra, 3),
         "resign_deploy_overhead_seconds": round(
             statistics.median(resigned) - statistics.median(unsigned) + extra, 3
         ),
         "sign_deploy_rounds": [
-            [round(a, 3), round(b, 3), round(c, 3)]
-            for a, b, c in zip(signed, resigned, unsigned, strict=True)
+            [round(a, 3), round(b, 3), round(c, 3), round(w, 3)]
+            for a, b, c, w in zip(signed, resigned, unsigned, waited, strict=True)
         ],
     }
 

@@ -177,23 +177,25 @@ def test_only_paths_the_owner_has_not_signed_are_signed(tmp_path: Any) -> None:
     another key, or by none, is signed; the key's name, not a prefix of it, decides."""
     import asyncio
 
+    from xnodectl import nixsign
     from xnodectl.deploy import sources
 
     key = tmp_path / "key"
     key.write_text("xnode-owner-1:" + "A" * 86 + "==\n")
     mine, other = "xnode-owner-1:c2ln", "xnode-owner-10:c2ln"
     signed = _closure(("/nix/store/a-sys", 1, (mine,)), ("/nix/store/b", 1, (other, mine)))
-    assert sources.unsigned([signed], "xnode-owner-1") == []
+    assert nixsign.unsigned([signed], "xnode-owner-1") == []
     mixed = _closure(("/nix/store/a-sys", 1, (mine,)), ("/nix/store/b", 1, (other,)),
                      ("/nix/store/c", 1, ()))  # fmt: skip
-    assert sources.unsigned([signed, mixed], "xnode-owner-1") == ["/nix/store/b", "/nix/store/c"]
+    assert nixsign.unsigned([signed, mixed], "xnode-owner-1") == ["/nix/store/b", "/nix/store/c"]
 
-    async def started(closures: list[Any]) -> bool:
-        task = sources.sign_missing(key, closures)
-        if task is None:
+    async def started(closure: Any) -> bool:
+        dist = sources.Distribution(sources.Plan(), {closure.root: closure}, {}, signer=key)
+        dist.start_signing()
+        if dist._signing is None:
             return False
-        task.cancel()
+        dist._signing.cancel()
         return True
 
-    assert not asyncio.run(started([signed]))
-    assert asyncio.run(started([mixed]))
+    assert not asyncio.run(started(signed))
+    assert asyncio.run(started(mixed))

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import Field
 
 from xnodectl import process
-from xnodectl.nix import BASE, JsonModel, parse_model
+from xnodectl.nix import BASE, Closure, JsonModel, parse_model
 
 
 def generate_secret_key_argv(name: str) -> list[str]:
@@ -129,3 +129,16 @@ def copy_from_argv(uri: str, paths: Sequence[str]) -> list[str]:
 def realise_argv(paths: Sequence[str]) -> list[str]:
     """Substitute `paths` from the store's configured substituters (trusted keys checked)."""
     return ["nix-store", "--realise", "--log-format", "internal-json", "-v", *paths]
+
+
+def unsigned(closures: Iterable[Closure], key_name: str) -> list[str]:
+    """The paths of `closures` without a signature by the key named `key_name` (its name is
+    "xnode-owner-<8 random hex>": another key of that name is not assumed)."""
+    return sorted(
+        {
+            p.path
+            for c in closures
+            for p in c.paths.values()
+            if not any(signer_name(sig) == key_name for sig in p.signatures)
+        }
+    )

@@ -78,8 +78,10 @@ class Distribution:
     schedule: Schedule | None = None
     held: dict[str, str] = field(default_factory=dict)  # node -> the system it holds
     _push: asyncio.Task[None] | None = None
+    signed: tuple[int, float] = (0, 0.0)  # paths this run signed, seconds it took
     _signing: asyncio.Task[None] | None = None
     _sign_started: bool = False
+    _sign_said: bool = False
     _notes: dict[str, Note] = field(default_factory=dict)
     _watch: dict[str, OnPath] = field(default_factory=dict)
     _booked: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> path -> kind
@@ -88,6 +90,7 @@ class Distribution:
         if self.plan.fan_out is not None:
             self.schedule = Schedule(self.plan.fan_out)
         self._sizes = {p.path: p.nar_size for c in self.closures.values() for p in c.paths.values()}
+        self._key = nixsign.key_name(self.signer) if self.signer is not None else ""
 
     @property
     def operator_bytes(self) -> int:
@@ -136,7 +139,7 @@ class Distribution:
             self._watch[node] = on_path
         if note is not None:
             self._notes[node] = note
-        await self._signed()
+        await self._signed(node)
         if self.plan.via is not None and await self._from_cache(node, ssh, system):
             await self.holds(node, system)
             return self.per_node[node]
@@ -154,20 +157,38 @@ class Distribution:
 
     def start_signing(self) -> None:
         """Start (once) the one `nix store sign` of the paths the owner has not signed yet."""
-        if self.signer is not None and not self._sign_started:
-            self._sign_started = True
-            self._signing = self._signing or sign_missing(self.signer, self.closures.values())
+        if self.signer is None or self._sign_started:
+            return
+        self._sign_started = True
+        if self._signing is None and (paths := nixsign.unsigned(self.closures.values(), self._key)):
+            self._signing = asyncio.ensure_future(self._sign(self.signer, paths))
 
-    async def _signed(self) -> None:
+    async def _sign(self, signer: Path, paths: list[str]) -> None:
+        started = time.monotonic()
+        await nixsign.sign(signer, paths, recursive=False)
+        self.signed = (len(paths), time.monotonic() - started)
+
+    async def _signed(self, node: str) -> None:
         """Wait for the owner's signatures on every path a copy may move (none to wait for when
-        every path carried one already)."""
+        every path carried one already); a copy that had to wait says how long."""
         self.start_signing()
         if self._signing is None:
             return
+        started = time.monotonic()
         try:
             await asyncio.shield(self._signing)
         except CommandFailed as exc:
             raise CopyFailed(f"signing the closure failed: {exc.message}") from exc
+        count, seconds = self.signed
+        waited = time.monotonic() - started
+        if waited < 0.001 and self._sign_said:
+            return
+        self._sign_said = True  # the first copy says it, and every copy that waited
+        self.note(
+            node,
+            f"signed {count} paths with {self._key} in {seconds:.3f} s; "
+            f"the copy waited {waited:.3f} s for it",
+        )
 
     async def _from_cache(self, node: str, ssh: Ssh, system: str) -> bool:
         assert self.plan.via is not None
@@ -338,28 +359,6 @@ def start_signing(signer: Path | None, systems: Iterable[object]) -> asyncio.Tas
     which paths already carry the owner's signature. Kept until run.py stops calling it."""
     del signer, systems
     return None
-
-
-def unsigned(closures: Iterable[nix.Closure], key_name: str) -> list[str]:
-    """The paths of `closures` without a signature by the key named `key_name` (its name is
-    "xnode-owner-<8 random hex>": another key of that name is not assumed)."""
-    return sorted(
-        {
-            p.path
-            for c in closures
-            for p in c.paths.values()
-            if not any(nixsign.signer_name(sig) == key_name for sig in p.signatures)
-        }
-    )
-
-
-def sign_missing(signer: Path, closures: Iterable[nix.Closure]) -> asyncio.Task[None] | None:
-    """Start ONE `nix store sign` of exactly the paths the owner has not signed yet (a redeploy
-    or a no-op: none, no process); None when there is nothing to sign."""
-    paths = unsigned(closures, nixsign.key_name(signer))
-    if not paths:
-        return None
-    return asyncio.ensure_future(nixsign.sign(signer, paths, recursive=False))
 
 
 def for_run(
