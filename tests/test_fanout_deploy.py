@@ -158,3 +158,29 @@ def test_a_workspace_with_an_owner_key_signs_every_closure(fan_ws: Any) -> None:
     assert any(sig.startswith(name + ":") for sig in node.signatures(system))
     signers = CliRunner().invoke(app, ["store-key", "signers", node.name, "-w", str(ws.root)])
     assert signers.exit_code == 0 and name in signers.stdout
+
+
+def test_an_older_workspace_gets_its_key_before_the_build(
+    fan_ws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key a deploy creates is in inventory.toml when the build reads it, so the system
+    deployed (mkXnode storeKeys -> xnode.trust.storeKeys) already trusts it."""
+    from xnodectl import inventory as inv
+    from xnodectl import storekey
+    from xnodectl.deploy import build
+    from xnodectl.workspace import Workspace
+
+    ws: FanWs = fan_ws(1, size=1)
+    assert storekey.load(Workspace(ws.root)) is None
+    seen: list[list[str]] = []
+    real = build.build
+
+    async def spy(root: Path, *args: Any, **kw: Any) -> Any:
+        seen.append(inv.load(root / inv.FILENAME).settings.store_keys)
+        return await real(root, *args, **kw)
+
+    monkeypatch.setattr(build, "build", spy)
+    code, _events, report, err = deploy(ws)
+    assert code == 0, (err, report)
+    key = storekey.load(Workspace(ws.root))
+    assert key is not None and seen == [[key.public]]
