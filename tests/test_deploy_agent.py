@@ -39,6 +39,7 @@ class FakeSsh(Ssh):
         timeout: float,
         input: bytes | None = None,
         fresh: bool = False,
+        secret: bool = False,
     ) -> Result:
         self.calls.append({"command": list(command), "input": input, "fresh": fresh})
         if self.answers is not None:

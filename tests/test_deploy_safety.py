@@ -57,6 +57,22 @@ def event(events: list[dict[str, Any]], phase: str, status: str) -> dict[str, An
     return found
 
 
+def interrupted_on_old(proc: process.Spawned, sig: signal.Signals) -> None:
+    """Signal the operator; its final report is written and says the node is on its old system."""
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=40)
+    report = next(json.loads(x) for x in out.splitlines() if b'"report"' in x)
+    assert proc.returncode == 130, err  # the final report is written, as for Ctrl-C
+    assert report["interrupted"] and report["nodes"][0]["state"] == "old", report
+
+
+def settled_on(node: Node, system: str | None, generation: int | None) -> None:
+    """The node runs `system` as `generation`, nothing in progress, no lock left."""
+    assert node.current_system() == system and node.generation() == generation
+    code, info = node.activate_helper("info")
+    assert code == 0 and info["active"] is None and info["lock"] is None, info
+
+
 def test_slow_but_healthy_app_is_deployed(
     xnode_factory: Callable[..., list[Node]], tmp_path: Path, budget_catalogue: int
 ) -> None:
@@ -118,26 +134,22 @@ def test_sigterm_and_sighup_behave_like_ctrl_c(
     _read_until(proc, lambda e: e.get("phase") == when and e.get("status") == "start", seen)
     if when == "activate":
         time.sleep(0.3)  # the hung activation runs; a copy is signalled as it starts
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=40)
-    report = next(json.loads(x) for x in out.splitlines() if b'"report"' in x)
-    assert proc.returncode == 130, err  # the final report is written, as for Ctrl-C
-    assert report["interrupted"] and report["nodes"][0]["state"] == "old"
-    assert n1.current_system() == old and n1.generation() == gen
-    code, info = n1.activate_helper("info")
-    assert code == 0 and info["active"] is None and info["lock"] is None, info
+    interrupted_on_old(proc, sig)
+    settled_on(n1, old, gen)
 
 
 def test_operator_killed_after_begin_the_node_settles_and_frees_its_lock(
     xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
 ) -> None:
     """SIGKILL (nothing to catch) while the node activates: the node's own timer rolls back and
-    releases the deploy's lock; the next deploy needs no unlock and no 900 s wait."""
+    releases the deploy's lock; the next deploy needs no unlock and no 900 s wait. (New logins
+    are refused after the switch, so no confirmation can land between the event and the kill.)"""
     (n1,) = xnode_factory(1)
     ws = make_ws(tmp_path, [n1])
     gen = _deploy_v1(ws, n1)
     old = n1.current_system()
     ws.flake.build(n1.name)
+    n1.set_fault(Fault.REFUSE_SSH)
     proc = _spawn_deploy(ws)
     seen: list[dict[str, Any]] = []
     _read_until(proc, lambda e: e.get("phase") == "activate" and e.get("status") == "ok", seen)
@@ -149,6 +161,8 @@ def test_operator_killed_after_begin_the_node_settles_and_frees_its_lock(
     assert n1.current_system() == old and n1.generation() == gen
     code, info = n1.activate_helper("info")
     assert code == 0 and info["lock"] is None and info["active"] is None, info
+    n1.clear_faults()
+    n1.local("rm -f /run/xnode-test/refuse-ssh")
     code, _, report, err = ws.deploy()
     assert code == 0, (err, report)
 
@@ -306,3 +320,119 @@ def test_an_unexpected_error_in_a_stage_still_ends_in_a_report(
     while n1.current_system() != old and time.monotonic() < deadline:
         time.sleep(0.2)
     assert n1.current_system() == old and n1.generation() == gen
+
+
+def test_the_lock_outlives_its_stale_after_while_the_deploy_works(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    """The node's lock goes stale after 2 s without a heartbeat; the deploy's build takes longer
+    (a slow stand-in build, the preflight ran during it): the engine's heartbeat keeps the node,
+    another operator is refused throughout, and the deploy goes through."""
+    (n1,) = xnode_factory(1)
+    (n1.workdir / "etc-xnode" / "deploy-lock-stale-after").write_text("2\n")
+    salt = f"slow-build-beat-{time.time_ns()}"  # never built before: the build really takes ~5 s
+    ws = make_ws(tmp_path, [n1], size=400, leaf_bytes=1000, leaf_salt=salt)
+    proc = _spawn_deploy(ws)
+    seen: list[dict[str, Any]] = []
+    _read_until(proc, lambda e: e.get("phase") == "preflight" and e["status"] == "ok", seen)
+    time.sleep(3.5)  # past the stale-after since the lock was taken
+    code, out = n1.activate_helper("lock", "--holder", "intruder")
+    running = proc.poll() is None  # the refusal came from the working deploy's lock
+    stdout, err = proc.communicate(timeout=120)
+    assert running
+    assert code == 3 and out["error"] == "locked" and out["holder"] != "intruder", out
+    report = next(json.loads(x) for x in stdout.splitlines() if b'"report"' in x)
+    assert proc.returncode == 0 and report["ok"], err
+    assert n1.current_system() == report["nodes"][0]["system_after"]
+    code, info = n1.activate_helper("info")
+    assert code == 0 and info["lock"] is None and info["lock_stale_after"] == 2, info
+
+
+def test_interrupt_while_begin_is_on_its_way_rolls_back_now(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    """Ctrl-C reaches the operator while `begin` is still on its way (held back 1.5 s on the
+    node): the first abort finds no deploy; the engine asks again, so the `begin` that lands is
+    rolled back at once. Before, the report said `old` while the node switched to the new system
+    and kept it, unconfirmed, until its timer."""
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1])
+    gen = _deploy_v1(ws, n1)
+    old = n1.current_system()
+    ws.flake.build(n1.name)
+    (n1.workdir / "etc-xnode" / "test-slow-begin").write_text("1\n")
+    proc = _spawn_deploy(ws, "--confirm-timeout", "20")
+    seen: list[dict[str, Any]] = []
+    _read_until(proc, lambda e: e.get("phase") == "activate" and e.get("status") == "start", seen)
+    time.sleep(0.3)  # the begin + wait session is open; begin sleeps on the node
+    interrupted_on_old(proc, signal.SIGINT)
+    time.sleep(2)  # whatever begin was going to do, it has done by now
+    settled_on(n1, old, gen)
+
+
+def test_a_json_reader_that_goes_away_does_not_turn_the_deploy_into_an_internal_error(
+    xnode_factory: Callable[..., list[Node]], tmp_path: Path, catalogue: None
+) -> None:
+    """`xnodectl deploy --json | head -1`: the deploy still runs to its end and its exit code is
+    the deploy's (before: `error: internal error: BrokenPipeError` and exit 70)."""
+    (n1,) = xnode_factory(1)
+    ws = make_ws(tmp_path, [n1])
+    ws.flake.build(n1.name)
+    proc = _spawn_deploy(ws)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = json.loads(proc.stdout.readline())
+    proc.stdout.close()  # the reader is gone
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and first["type"] == "event", err
+    assert "internal error" not in err
+    assert n1.current_system() is not None and n1.generation() == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("when", ["build", "confirm"])
+def test_operator_signalled_while_building_or_confirming(
+    when: str,
+    sig: signal.Signals,
+    xnode_factory: Callable[..., list[Node]],
+    tmp_path: Path,
+    catalogue: None,
+) -> None:
+    """The phases the other signal tests leave out. Whatever the signal: the node ends on ONE
+    system that is also its boot default (never a new unconfirmed one left behind), with no
+    deploy in progress; SIGTERM's report says what the node runs; a lock is left only by a
+    SIGKILL before `begin`, and `node unlock` frees it."""
+    (n1,) = xnode_factory(1)
+    knobs: dict[str, Any] = {"size": 400, "leaf_bytes": 1000, "leaf_salt": f"{time.time_ns()}"}
+    ws = make_ws(tmp_path, [n1], **(knobs if when == "build" else {}))
+    gen = _deploy_v1(ws, n1)
+    old = n1.current_system()
+    if when == "confirm":
+        ws.flake.build(n1.name)
+    proc = _spawn_deploy(ws)
+    seen: list[dict[str, Any]] = []
+    phase, status = ("preflight", "ok") if when == "build" else ("confirm", "start")
+    _read_until(proc, lambda e: (e.get("phase"), e.get("status")) == (phase, status), seen)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    deadline = time.monotonic() + CONFIRM + 10
+    while n1.activate_helper("info")[1]["active"] is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    code, info = n1.activate_helper("info")
+    assert code == 0 and info["active"] is None, info
+    now = n1.current_system()
+    assert now == n1.boot_system() and now is not None, (now, n1.boot_system())
+    if when == "build":
+        assert (now, n1.generation()) == (old, gen)
+    if sig == signal.SIGTERM:
+        report = next(json.loads(x) for x in out.splitlines() if b'"report"' in x)
+        node = report["nodes"][0]
+        assert proc.returncode in (0, 130), err  # the confirm may have landed first
+        assert node["state"] == ("old" if now == old else "new"), (node, now)
+        assert info["lock"] is None, info
+    elif when == "build":  # killed before `begin`: the dead run's lock stays until unlocked
+        assert info["lock"] is not None, info
+        result = CliRunner().invoke(app, ["node", "unlock", n1.name, "--workspace", str(ws.root)])
+        assert result.exit_code == 0, result.stderr
+        assert n1.activate_helper("info")[1]["lock"] is None
+    else:
+        assert info["lock"] is None, info  # settled on the node: the lock went with it

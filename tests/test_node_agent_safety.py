@@ -94,6 +94,23 @@ def test_lock_age_follows_the_boot_clock_not_the_wall(node: Node) -> None:
     assert helper(node, "lock", "--holder", "third", "--stale-after", "2")["took_over"] == "late"
 
 
+def test_a_pending_activation_keeps_its_lock_past_stale_after(
+    node: Node, systems: list[str]
+) -> None:
+    """The lock of a deploy whose activation is still pending (here: probes under a long budget)
+    is not stale however long since its last heartbeat; it is released once the deploy settled."""
+    v2 = systems[1]
+    assert helper(node, "lock", "--holder", "pending")["holder"] == "pending"
+    begin(node, v2, "pending", "--probe-budget", "30", confirm=30)
+    activated(node, "pending")
+    time.sleep(3.2)  # more than 2 whole seconds without a heartbeat
+    out = helper(node, "lock", "--holder", "other", "--stale-after", "2", expect=3)
+    assert out["error"] == "locked" and out["holder"] == "pending", out
+    assert helper(node, "confirm", "--deploy-id", "pending") == {"generation": 2}
+    settled_on(node, v2, 2)  # settled: the lock went with it
+    assert helper(node, "lock", "--holder", "other")["took_over"] is None
+
+
 def test_supervisor_killed_after_activation_is_completed_by_the_next_call(
     node: Node, systems: list[str]
 ) -> None:

@@ -71,8 +71,8 @@ def test_a_secret_never_travels_without_the_post_quantum_default(session: remote
     """A long-lived secret goes over a connection with OpenSSH's default (post-quantum hybrid)
     key exchange: the master of a node whose deploy carries secrets, else a connection of its
     own; everything else of a secret-carrying node shares that master."""
-    target = remote.Target("n1", "10.0.0.5", 22, "root", KEY)
-    plain, private = session.ssh(target), session.ssh(target, carries_secrets=True)
+    plain = session.ssh(remote.Target("n1", "10.0.0.5", 22, "root", KEY))
+    private = session.ssh(remote.Target("n2", "10.0.0.6", 22, "root", KEY), carries_secrets=True)
     secret_over_plain = plain.argv(["cat"], secret=True)
     assert _kex(secret_over_plain) == [] and "ControlPath=none" in secret_over_plain
     assert _kex(plain.argv(["true"])) == [remote.fresh_kex()]

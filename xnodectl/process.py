@@ -7,7 +7,6 @@ shell-joined for copy and paste.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shlex
@@ -129,6 +128,33 @@ def spawn(
         raise _missing(argv) from exc
 
 
+async def finish(proc: Spawned, argv: Sequence[str], *, timeout: float | None = None) -> Result:
+    """Await a `spawn`ed child (started with stderr=PIPE, before the event loop ran) without
+    blocking the loop. On timeout or cancellation it is killed, as in `arun`."""
+    import asyncio
+
+    started = time.monotonic()
+    try:
+        _, err = await asyncio.wait_for(asyncio.to_thread(proc.communicate), timeout)
+    except (TimeoutError, asyncio.CancelledError):
+        if proc.poll() is None:
+            proc.kill()
+        await asyncio.to_thread(proc.wait)
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise CommandFailed(argv, -1, f"timed out after {timeout} s") from None
+    result = Result(
+        argv=tuple(argv),
+        returncode=proc.returncode,
+        stdout="",
+        stderr=(err or b"").decode(errors="surrogateescape"),
+        seconds=time.monotonic() - started,
+    )
+    logger.debug("exit %d after %.2fs", result.returncode, result.seconds)
+    return result
+
+
 async def arun(
     argv: Sequence[str],
     *,
@@ -143,6 +169,8 @@ async def arun(
 
     On timeout or cancellation the child is killed, so no process outlives its deploy step.
     """
+    import asyncio  # here: commands that never run an event loop do not pay for it
+
     logger.debug("arun: %s", shlex.join(argv))
     started = time.monotonic()
     loop = asyncio.get_running_loop()

@@ -118,13 +118,44 @@ class Session:
         self.dir = Path(tempfile.mkdtemp(prefix="xn-", dir="/tmp"))
         self.identity = identity
         self.connect_timeout = connect_timeout
+        self._post_quantum: dict[str, bool] = {}  # node -> its master's key exchange, once fixed
+        self._warming: dict[str, tuple[list[str], process.Spawned]] = {}
 
     def ssh(self, target: Target, *, carries_secrets: bool = False) -> Ssh:
         """`carries_secrets`: this node's deploy uploads secrets, so its multiplexed master keeps
-        the post-quantum default key exchange (see "Algorithm choices" above)."""
-        return Ssh(target, self, carries_secrets=carries_secrets)
+        the post-quantum default key exchange (see "Algorithm choices" above). The first `ssh`
+        of a node fixes its master's exchange for the session; later ones follow it (a secret
+        then goes over a connection of its own if the master is not post-quantum)."""
+        post_quantum = self._post_quantum.setdefault(target.node, carries_secrets)
+        return Ssh(target, self, carries_secrets=post_quantum)
+
+    def warm(self, target: Target, *, carries_secrets: bool = False) -> None:
+        """Start opening the node's multiplexed master now, in the background (an ssh running
+        `true`), so the handshake overlaps the caller's own work; the node's first command waits
+        for it and fails as it would have (`Ssh.run`). Changes nothing on the node. A node
+        without a pinned host key is left alone: its own first step reports that."""
+        if target.node in self._warming or not target.host_key:
+            return
+        argv = self.ssh(target, carries_secrets=carries_secrets).argv(["true"])
+        self._warming[target.node] = argv, process.spawn(argv, stderr=process.PIPE)
+
+    def warming(self, node: str) -> tuple[list[str], process.Spawned] | None:
+        """The node's background master start (once: the first command takes it over)."""
+        return self._warming.pop(node, None)
 
     def close(self) -> None:
+        """Stop what this session started and nobody took over: masters still opening or opened
+        by `warm` for a node that ran no command (the run ended before it)."""
+        for argv, proc in self._warming.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            control = next(o for o in argv if o.startswith("ControlPath="))
+            if Path(control.removeprefix("ControlPath=")).exists():
+                process.run(
+                    ssh_argv(["-o", control, "-O", "exit"], "root", "xnode"), check=False, timeout=5
+                )
+        self._warming.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -216,6 +247,8 @@ class Ssh:
     ) -> process.Result:
         """Run a command on the node. SSH failures raise; the command's exit is returned.
         `secret`: `input` is a long-lived secret (see `argv`)."""
+        if not fresh:
+            await self._warmed(timeout)
         try:
             result = await process.arun(
                 self.argv(command, fresh=fresh, secret=secret),
@@ -224,14 +257,30 @@ class Ssh:
                 timeout=timeout,
             )
         except CommandFailed as exc:  # timeout: the node is gone or hangs
-            raise Unreachable(
-                f"node '{self.target.node}' ({self.target.host}:{self.target.port}) "
-                f"did not answer within {timeout:g} s",
-                hint="is it up and is sshd responding?",
-            ) from exc
+            raise self._silent(timeout) from exc
         if result.returncode == SSH_ERROR:
             raise self.classify(result.stderr)
         return result
+
+    async def _warmed(self, timeout: float) -> None:
+        """Wait for the master `Session.warm` started; its ssh failure is this command's."""
+        warming = self.session.warming(self.target.node)
+        if warming is None:
+            return
+        argv, proc = warming
+        try:
+            result = await process.finish(proc, argv, timeout=timeout)
+        except CommandFailed as exc:
+            raise self._silent(timeout) from exc
+        if result.returncode == SSH_ERROR:
+            raise self.classify(result.stderr)
+
+    def _silent(self, timeout: float) -> Unreachable:
+        return Unreachable(
+            f"node '{self.target.node}' ({self.target.host}:{self.target.port}) "
+            f"did not answer within {timeout:g} s",
+            hint="is it up and is sshd responding?",
+        )
 
     def classify(self, stderr: str) -> RemoteError:
         """Turn ssh's own failure text into a clear error naming the node."""

@@ -7,11 +7,14 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xnodectl import inventory as inv
 from xnodectl import process
 from xnodectl.errors import UsageError
-from xnodectl.render import RenderedApp, render_nix
+
+if TYPE_CHECKING:
+    from xnodectl.render import RenderedApp
 
 DEFAULT_FLAKE = "github:xnodectl/xnodectl"
 GITIGNORE = "# Secret values never enter git or the Nix store.\nsecrets/\nresult*\n"
@@ -76,12 +79,16 @@ def checkout_flake(checkout: Path) -> str | None:
 
 
 def render_flake(xnodectl_flake: str) -> str:
+    from xnodectl.render import render_nix
+
     source = (Path(__file__).parent / "data" / "workspace" / "flake.nix.j2").read_text()
     return render_nix(source, {"xnodectl_flake": xnodectl_flake})
 
 
 def write_nixops4_root(ws: Workspace) -> Path:
     """nixops4/flake.nix: the fleet as a nixops4 root, over this workspace's git tree."""
+    from xnodectl.render import render_nix
+
     source = (Path(__file__).parent / "data" / "workspace" / "nixops4.flake.nix.j2").read_text()
     directory = ws.root / "nixops4"
     directory.mkdir(exist_ok=True)

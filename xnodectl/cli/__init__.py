@@ -94,6 +94,8 @@ class XnodeGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("error: interrupted", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except BrokenPipeError:  # the reader of stdout went away (`| head`): as a SIGPIPE would
+            raise typer.Exit(128 + 13) from None
         except Exception as exc:
             if state.debug:
                 raise

@@ -12,6 +12,7 @@ from xnodectl.deploy.engine import Engine
 
 if TYPE_CHECKING:
     from xnodectl.deploy import events, prepare
+    from xnodectl.deploy.fanout import Tree
     from xnodectl.deploy.plan import NodePlan
     from xnodectl.deploy.prepare import Request, Selection
     from xnodectl.workspace import Workspace
@@ -189,9 +190,6 @@ def deploy_cmd(
         "--via": via is not None,
     }  # fmt: skip
     engines.refuse_unsupported(engine, [name for name, on in given.items() if on])
-    from xnodectl.deploy.cache import check_url
-    from xnodectl.deploy.fanout import Tree
-
     ws = _ws(workspace)
     req = prepare.Request(
         selection=_selection(node, tag, all_nodes),
@@ -201,8 +199,8 @@ def deploy_cmd(
         confirm_timeout=confirm_timeout,
         activation_timeout=activation_timeout,
         substitute=substitute,
-        fan_out=Tree.parse(fan_out) if fan_out is not None else None,
-        via=check_url(via) if via is not None else None,
+        fan_out=_tree(fan_out) if fan_out is not None else None,
+        via=_via(via) if via is not None else None,
     )
     if plan:
         from xnodectl.cli.plan import show_plan
@@ -212,7 +210,9 @@ def deploy_cmd(
     ask = req.selection.empty and not req.words and not yes
     if ask and not _interactive():
         prepare.require_selection(req)
-    prepared = prepare.prepare(ws, req)
+    # Without a question to ask, the first nodes' SSH handshakes start as soon as they are known.
+    early = not ask and engine is Engine.NATIVE
+    prepared = prepare.prepare(ws, req, connect_early=early)
     if ask:
         _ask(ws, prepared)
     if engine is Engine.NIXOPS4:
@@ -221,6 +221,18 @@ def deploy_cmd(
         _run(lambda: nixops4.apply(ws, prepared, output.info))
         return
     _deploy(ws, prepared, req, as_json)
+
+
+def _tree(text: str) -> "Tree":
+    from xnodectl.deploy.fanout import Tree
+
+    return Tree.parse(text)
+
+
+def _via(url: str) -> str:
+    from xnodectl.deploy.cache import check_url
+
+    return check_url(url)
 
 
 def _ask(ws: "Workspace", prepared: "prepare.Prepared") -> None:
@@ -252,7 +264,11 @@ def _deploy(ws: "Workspace", prepared: "prepare.Prepared", req: "Request", as_js
     finally:
         sink.close()  # every event is out before the report
     if as_json:
-        sys.stdout.write(json.dumps(report.to_json()) + "\n")
+        try:
+            sys.stdout.write(json.dumps(report.to_json()) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:  # nobody reads the stream any more: the exit code still tells
+            pass
     else:
         rows = [
             [

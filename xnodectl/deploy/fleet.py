@@ -22,16 +22,10 @@ from xnodectl.deploy.prepare import FleetOptions
 from xnodectl.deploy.rollback import revert
 from xnodectl.remote import Session
 
-__all__ = ["FleetOptions", "run", "skipped", "waves"]
+__all__ = ["FleetOptions", "run", "skipped"]
 
 
 T = TypeVar("T")
-
-
-def waves(jobs: Sequence[T], canary: int) -> list[list[T]]:
-    if canary <= 0 or canary >= len(jobs):
-        return [list(jobs)]
-    return [list(jobs[:canary]), list(jobs[canary:])]
 
 
 def skipped(
@@ -128,7 +122,7 @@ async def run(
     sem = asyncio.Semaphore(fopts.max_parallel or len(jobs) or 1)
     budget = _Budget(fopts.max_failures)
     reports: dict[str, NodeReport] = {}
-    plan = waves(jobs, fopts.canary)
+    plan = fopts.waves(jobs)
     for index, wave in enumerate(plan):
         tasks = [
             asyncio.ensure_future(

@@ -31,6 +31,9 @@ class DeployOptions:
     preflight_timeout: float = 10.0
     substitute: bool = False
     manifest: ManifestMaker | None = None
+    # While a node's deploy runs, its lock is refreshed this often: a copy longer than the node's
+    # stale-after (900 s by default) must not let another deploy take the node over.
+    lock_beat_s: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import asyncio
 from xnodectl.deploy import activate, confirm, health, preflight, rollback, stage
 from xnodectl.deploy.agent import Agent, Info
 from xnodectl.deploy.events import Clock, NodeReport, NodeState, Outcome, Phase, Sink, Status
-from xnodectl.deploy.job import DeployOptions, NodeFailed, NodeJob, NodeRun
+from xnodectl.deploy.job import STEP_TIMEOUT_S, DeployOptions, NodeFailed, NodeJob, NodeRun
 from xnodectl.errors import XnodeError
 from xnodectl.remote import Session, Ssh, Target
 
@@ -43,6 +43,7 @@ class NodeDeploy:
         self.agent: Agent | None = None
         self.used = False
         self._preflight: asyncio.Future[Info] | None = None
+        self._beat: asyncio.Task[None] | None = None
 
     def start_preflight(self) -> None:
         if self._preflight is None:
@@ -60,7 +61,22 @@ class NodeDeploy:
                 Phase.HELPER, Status.OK if done else Status.START
             ),
         )
-        return await preflight.preflight(self.run, self.agent)
+        info = await preflight.preflight(self.run, self.agent)
+        every = self.run.opts.lock_beat_s
+        if info.lock_stale_after:  # the node says how long its lock lasts without a heartbeat
+            every = min(every, info.lock_stale_after / 3)
+        self._beat = asyncio.ensure_future(self._keep_lock(self.agent, every))
+        return info
+
+    async def _keep_lock(self, agent: Agent, every: float) -> None:
+        """Refresh the node's lock (`lock` by its holder = a heartbeat) until the deploy ends."""
+        lock = ["lock", "--holder", self.run.opts.deploy_id]
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await agent.chain(lock, timeout=STEP_TIMEOUT_S)
+            except XnodeError:
+                pass  # a node that stopped answering fails the step the deploy is in
 
     async def deploy(self, job: NodeJob) -> NodeReport:
         self.used = True
@@ -109,6 +125,9 @@ class NodeDeploy:
 
     async def _cleanup(self) -> None:
         run, agent = self.run, self.agent
+        if self._beat is not None:
+            self._beat.cancel()
+            await asyncio.gather(self._beat, return_exceptions=True)
         if agent is not None and (run.locked or run.lock_unknown):
             try:
                 await agent.unlock(run.opts.deploy_id, timeout=5)

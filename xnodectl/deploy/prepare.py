@@ -5,21 +5,26 @@ inventory's defaults resolved."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets as pysecrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from xnodectl import app_request
 from xnodectl import inventory as inv
 from xnodectl.deploy import secrets as sec
-from xnodectl.deploy.fanout import Tree
 from xnodectl.errors import UsageError
 from xnodectl.inventory import AppEntry
 from xnodectl.remote import Session, Target
-from xnodectl.render import RenderedApp
 from xnodectl.workspace import Workspace, untrack, write_apps
+
+if TYPE_CHECKING:  # rendering (jinja2) is imported once the first nodes' handshakes started
+    from xnodectl.deploy.fanout import Tree
+    from xnodectl.render import RenderedApp
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,16 @@ class FleetOptions:
     canary: int = 0  # nodes in the first wave; 0 = one wave
     max_failures: int | None = None  # stop starting nodes once more than this many failed
     revert_wave_on_failure: bool = False
+
+    def waves(self, items: Sequence[T]) -> list[list[T]]:
+        """The canary wave then the rest; one wave without a (smaller than the fleet) canary."""
+        if self.canary <= 0 or self.canary >= len(items):
+            return [list(items)]
+        return [list(items[: self.canary]), list(items[self.canary :])]
+
+    def first(self, names: Sequence[str]) -> list[str]:
+        """The nodes that start first: the first wave, at most max_parallel of them (resolved)."""
+        return self.waves(names)[0][: self.max_parallel]
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,8 @@ class Prepared:
     confirm_timeout: int  # resolved
     activation_timeout: float  # resolved
     changed_inventory: bool  # template words changed it: `write` saves it
+    # `prepare(connect_early=True)`: the session whose masters to the first wave are opening.
+    session: Session | None = None
 
     def target(self, name: str) -> Target:
         return target_of(name, self.inventory.nodes[name])
@@ -118,6 +135,8 @@ def apply_words(
     """`template=NAME k=v ...`: add that app to (or update it on) each selected node. The app is
     rendered once, here (that validates the parameters); the entry keeps the typed values, as
     `init` stores them."""
+    from xnodectl import app_request
+
     rendered = app_request.render_request(app_request.parse_request(words, app_name))
     entry = AppEntry(
         template=rendered.template,
@@ -131,12 +150,68 @@ def apply_words(
 
 
 def prepare(
-    ws: Workspace, req: Request, *, default_all: bool = True, need_secrets: bool = True
+    ws: Workspace,
+    req: Request,
+    *,
+    default_all: bool = True,
+    need_secrets: bool = True,
+    connect_early: bool = False,
 ) -> Prepared:
     """Parse, select, apply words, render and read secrets, each once. `need_secrets`: a missing
-    secret is bad input now (deploy, nixops4); the plan shows it instead."""
+    secret is bad input now (deploy, nixops4); the plan shows it instead. `connect_early`: once
+    the nodes are known, start opening the first wave's SSH masters (`Session.warm`) so the
+    handshakes overlap the rest of the preparation; a failure closes them again."""
     inventory = ws.load()
     names = select(inventory, req.selection, default_all=default_all and not req.words)
+    fleet = req.fleet
+    if fleet.max_parallel is None:
+        fleet = dataclasses.replace(fleet, max_parallel=inventory.settings.max_parallel)
+    session = _connect(inventory, fleet.first(names), req) if connect_early else None
+    try:
+        return _prepare(ws, req, inventory, names, fleet, need_secrets, session)
+    except BaseException:
+        if session is not None:
+            session.close()
+        raise
+
+
+def _connect(inventory: inv.Inventory, first: Sequence[str], req: Request) -> Session:
+    """Warm the masters of the nodes that start first, each with the key exchange its secrets
+    call for (template words: assumed to)."""
+    session = session_of(inventory)
+    for name in first:
+        secrets = bool(req.words) or may_carry_secrets(inventory.nodes[name])
+        session.warm(target_of(name, inventory.nodes[name]), carries_secrets=secrets)
+    return session
+
+
+def may_carry_secrets(node: inv.Node) -> bool:
+    """Whether a deploy of `node` may upload a secret, known before rendering: one of its apps'
+    templates declares a secret parameter (unknown templates fail in rendering, later)."""
+    from xnodectl import catalog
+    from xnodectl.errors import XnodeError
+
+    for app in node.apps:
+        try:
+            template = catalog.get(app.template)
+        except XnodeError:
+            return True
+        if any(spec.secret for spec in template.params.values()):
+            return True
+    return False
+
+
+def _prepare(
+    ws: Workspace,
+    req: Request,
+    inventory: inv.Inventory,
+    names: list[str],
+    fleet: FleetOptions,
+    need_secrets: bool,
+    session: Session | None,
+) -> Prepared:
+    from xnodectl import app_request
+
     done = (apply_words(inventory, names, req.words, req.app_name),) if req.words else ()
     rendered = {n: tuple(app_request.render_node(inventory.nodes[n].apps, done)) for n in names}
     secrets = {n: sec.read(ws.secrets_dir(), rendered[n]) for n in names}
@@ -144,11 +219,6 @@ def prepare(
         for name in names:
             sec.require(name, secrets[name])
     settings = inventory.settings
-    fleet = req.fleet
-    if fleet.max_parallel is None:
-        fleet = FleetOptions(
-            settings.max_parallel, fleet.canary, fleet.max_failures, fleet.revert_wave_on_failure
-        )
     return Prepared(
         inventory,
         tuple(names),
@@ -158,6 +228,7 @@ def prepare(
         req.confirm_timeout or settings.confirm_timeout,
         req.activation_timeout or ACTIVATION_TIMEOUT_S,
         bool(req.words),
+        session,
     )
 
 

@@ -31,6 +31,7 @@ class _Info(BaseModel):
     lock: _Lock | None = None
     signed_deploys: bool = False
     active: str | None = None
+    lock_stale_after: int | None = None
 
 
 class _Check(BaseModel):
@@ -68,6 +69,8 @@ class Info:
     lock: LockInfo | None
     signed_deploys: bool
     active: str | None = None  # the deploy in progress on the node (not settled yet)
+    # seconds without a heartbeat after which the node lets another deploy take its lock over
+    lock_stale_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ def info_of(data: dict[str, Any]) -> Info:
         else LockInfo(lock.holder, _text(lock.since), _text(lock.seen), lock.age),
         model.signed_deploys,
         model.active,
+        model.lock_stale_after,
     )
 
 

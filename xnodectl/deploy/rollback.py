@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from xnodectl.deploy.agent import Agent, wait_result
+from xnodectl.deploy.agent import Agent, AgentError, wait_result
 from xnodectl.deploy.events import Clock, Event, NodeReport, NodeState, Outcome, Phase, Sink, Status
 from xnodectl.deploy.job import STEP_TIMEOUT_S, ManifestMaker, NodeRun
 from xnodectl.deploy.prepare import session_of, target_of
@@ -19,6 +19,9 @@ from xnodectl.workspace import Workspace
 
 REVERT_TIMEOUT_S = 120.0
 SWITCH_TIMEOUT_S = 300.0
+# An interrupt can cut off `begin`'s reply, or `begin` itself before it reached the node: the node
+# may still be about to start the activation. Its abort is asked again for this long.
+BEGIN_LANDING_S = 5.0
 
 
 def outcome_of(state: NodeState) -> Outcome:
@@ -87,13 +90,27 @@ async def interrupted(run: NodeRun, agent: Agent | None) -> None:
     elif run.confirmed:
         run.report.state = NodeState.NEW
     else:
-        try:
-            await agent.abort(run.opts.deploy_id, "interrupted by the operator", timeout=20)
-        except XnodeError:
-            pass
+        await _abort_landing(run, agent)
         run.report.state = await settle(run, agent, wait_s=5.0)
     run.report.error = f"interrupted; the node is on its {run.report.state.value} generation"
     run.emit(Phase.DONE, Status.FAILED, message=run.report.error)
+
+
+async def _abort_landing(run: NodeRun, agent: Agent) -> None:
+    """Abort the activation, asking again while the node knows no such deploy yet (a `begin` still
+    on its way), so a late `begin` is rolled back now instead of by the node's timer."""
+    end = time.monotonic() + BEGIN_LANDING_S
+    while True:
+        try:
+            await agent.abort(run.opts.deploy_id, "interrupted by the operator", timeout=20)
+        except AgentError as exc:
+            if not exc.reason.startswith("no deploy") or time.monotonic() >= end:
+                return
+        except XnodeError:
+            return
+        else:
+            return
+        await asyncio.sleep(0.25)
 
 
 async def revert(

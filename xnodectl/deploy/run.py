@@ -37,6 +37,8 @@ async def deploy(
         return report
     finally:
         journal.close()
+        if prepared.session is not None:  # whatever ended the run: no master outlives it
+            prepared.session.close()
 
 
 async def _deploy(
@@ -54,7 +56,7 @@ async def _deploy(
         substitute=req.substitute,
         manifest=manifest_maker(settings) if signed else None,
     )
-    session = prepare.session_of(prepared.inventory)
+    session = prepared.session or prepare.session_of(prepared.inventory)
     fopts = prepared.fleet
     plan = sources.Plan(fan_out=req.fan_out, via=req.via, substitute=req.substitute)
     # Fan-out and caches need the owner key (made now, before the build bakes its public half
@@ -63,7 +65,7 @@ async def _deploy(
     # The first wave's preflights (connection, facts, lock) run while the system builds (NixOS
     # evaluation takes seconds): they leave the critical path, and an unreachable node is reported
     # before the build ends. Only as many as may deploy at once.
-    first = fleet.waves(names, fopts.canary)[0][: fopts.max_parallel]
+    first = fopts.first(names)
     early = {
         n: NodeDeploy(
             prepared.target(n),

@@ -12,11 +12,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xnodectl.errors import ExternalError, UsageError
 from xnodectl.params import SECRET_ROOT
 from xnodectl.remote import Ssh
-from xnodectl.render import RenderedApp
+
+if TYPE_CHECKING:
+    from xnodectl.render import RenderedApp
 
 # Owners may not exist before activation creates them: then the file stays root-owned 0400 and the
 # report says so (the app's module may chown it); nothing readable by others is ever written.
