@@ -187,3 +187,22 @@ def test_a_redeploy_elsewhere_signs_nothing(cli_ws: Any, tmp_path: Path) -> None
     assert "store sign" not in calls, calls
     system = second.current_system()
     assert system is not None and second.signatures(system)
+
+
+def test_fan_out_with_max_failures_stops_and_nobody_waits_on_a_skipped_node(
+    cli_ws: Any, tmp_path: Path
+) -> None:
+    """--max-failures 0 --max-parallel 1: the second node trusts another key, refuses what its
+    peer serves and fails; no node starts after it (skipped, said so), nothing hangs waiting for
+    a skipped node to become a holder; exit 3."""
+    from tests.fanout_rig import owner_key
+
+    ws: FanWs = cli_ws(4, 5)
+    _file, other = owner_key(tmp_path / "other-key", "someone-else")
+    ws.nodes[1].trust_store([other])
+    out = ws.cli("--fan-out", "tree:1", "--max-parallel", "1", "--max-failures", "0", timeout=120)
+    assert out.code == 3, (out.stderr, out.report)
+    outcomes = [out.node(n.name)["outcome"] for n in ws.nodes]
+    assert outcomes == ["deployed", "failed", "skipped", "skipped"], out.report
+    assert "not signed by a key the node trusts" in out.node(ws.nodes[1].name)["error"]
+    assert [n.current_system() is not None for n in ws.nodes] == [True, False, False, False]
