@@ -156,9 +156,25 @@ def test_sign_argv_of_listed_paths_only() -> None:
 def test_refuses_a_workspace_outside_git(tmp_path: Path) -> None:
     """A flake outside git is copied whole into the store: the key would go with it."""
     ws = workspace(tmp_path, git=False)
-    with pytest.raises(UsageError, match="not a git repository"):
+    with pytest.raises(UsageError, match="not in a git repository"):
         storekey.ensure(ws)
     assert not storekey.secret_path(ws).exists()
+
+
+def test_a_workspace_inside_a_repository_is_checked_there(tmp_path: Path) -> None:
+    """A workspace in a subdirectory of a git repository: the flake takes that repository's
+    tracked files, so what counts is whether the repository ignores its secrets/."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    process.run(["git", "init", "-q", str(repo)])
+    root = repo / "fleet"
+    root.mkdir()
+    ws = Workspace(root)
+    ws.save(inv.Inventory())
+    with pytest.raises(UsageError, match="not git-ignored"):
+        storekey.ensure(ws)
+    (repo / ".gitignore").write_text("fleet/secrets/\n")
+    assert storekey.ensure(ws).secret_file == root / "secrets" / "nix-store-key"
 
 
 def _no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -154,12 +154,12 @@ def _create(ws: Workspace) -> OwnerKey:
 
 
 def _check_ignored(ws: Workspace) -> None:
-    """The workspace must be a git repository that ignores secrets/: a flake build copies every
+    """The workspace must be in a git work tree that ignores its secrets/: a flake build copies every
     tracked file into the store (xnodectl adds the workspace's files with intent-to-add), and a
     directory outside git entirely."""
-    if not (ws.root / ".git").exists():
+    if not (ws.root / ".git").exists() and not _in_git(ws.root):
         raise UsageError(
-            f"{ws.root} is not a git repository: a build would copy every file of it, secrets/ "
+            f"{ws.root} is not in a git repository: a build would copy every file of it, secrets/ "
             "included, into the Nix store",
             hint=f"git init {ws.root} (with 'secrets/' in its .gitignore, as xnodectl init does)",
         )
@@ -173,3 +173,10 @@ def _check_ignored(ws: Workspace) -> None:
             "and the Nix store",
             hint=f"add the line 'secrets/' to {ws.root}/.gitignore",
         )
+
+
+def _in_git(root: Path) -> bool:
+    """Inside a git work tree (a workspace in a subdirectory of a repository is)."""
+    argv = ["git", "-C", str(root), "rev-parse", "--is-inside-work-tree"]
+    inside = process.run(argv, check=False)
+    return inside.returncode == 0 and inside.stdout.strip() == "true"
