@@ -154,9 +154,9 @@ def _create(ws: Workspace) -> OwnerKey:
 
 
 def _check_ignored(ws: Workspace) -> None:
-    """The workspace must be in a git work tree that ignores its secrets/: a flake build copies every
-    tracked file into the store (xnodectl adds the workspace's files with intent-to-add), and a
-    directory outside git entirely."""
+    """The workspace must be in a git work tree that ignores its secrets/: a flake build copies
+    every tracked file into the store (xnodectl adds the workspace's files with intent-to-add),
+    and a directory outside git entirely."""
     if not (ws.root / ".git").exists() and not _in_git(ws.root):
         raise UsageError(
             f"{ws.root} is not in a git repository: a build would copy every file of it, secrets/ "
