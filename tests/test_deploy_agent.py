@@ -95,7 +95,7 @@ def test_file_goes_on_stdin_and_confirm_is_fresh(session: Session) -> None:
     ssh = FakeSsh(session, '{"ok": true, "results": []}\n@@rc 0\n')
     probe = Probe("tcp", "80", timeout=90)
     result = asyncio.run(Agent(ssh).probe([probe], timeout=5, cap=5))
-    sent = b'[{"kind": "tcp", "target": "80", "status": 200, "timeout": 5}]'
+    sent = b'[{"kind": "tcp", "target": "127.0.0.1:80", "status": 200, "timeout": 5}]'
     assert result.ok and ssh.calls[0]["input"] == sent
     assert '--file "$f"' in ssh.calls[0]["command"][2] and not ssh.calls[0]["fresh"]
     ssh.stdout = '{"generation": 7}\n@@rc 0\n{"unlocked": true}\n@@rc 0\n'

@@ -433,4 +433,4 @@ def test_node_page_title_is_the_node_name_only(client: TestClient) -> None:
     page = client.get("/nodes/local").text
     title = re.search(r"<title>(.*?)</title>", page, re.S)
     assert title is not None and "<table" not in title.group(1) and "local" in title.group(1)
-    assert page.count("<h2>Deploy log</h2>") == 1
+    assert page.count("<h2>Deploy audit log</h2>") == 1

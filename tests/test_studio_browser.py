@@ -1,8 +1,8 @@
 """Xnode Studio end to end in a real headless Chromium (Debian's, through its chromedriver):
 the README's workspace with no node (catalogue, the ipfs form checked as you type, preview,
-plan), and a fleet of two real test Xnodes (deploy with live progress, roll one back from its
-node page, the fleet table agrees). Each page's screenshot is written by the run
-(XNODECTL_SCREENSHOTS=docs/studio regenerates the README's)."""
+plan), and a fleet of two real test Xnodes (the ipfs form deployed to both with live progress,
+roll one back from its node page, the fleet table agrees). Each page's screenshot is written by
+the run (XNODECTL_SCREENSHOTS=docs/studio regenerates the README's)."""
 
 from __future__ import annotations
 
@@ -115,56 +115,99 @@ def _deploy_both(b: Any, base: str, names: list[str]) -> str:
     for name in names:
         b.find_element(By.NAME, f"node:{name}").click()
     b.find_element(By.CSS_SELECTOR, ".deploy-form button[type=submit]").click()
-    state = wait(
-        lambda: (
-            "finished" in b.find_element(By.ID, "run-state").text
-            and b.find_element(By.ID, "run-state").text
-        ),
-        120,
-        "the deploy's end",
-    )
-    assert state == "finished (exit 0)", b.find_element(By.TAG_NAME, "main").text
+    assert _finished(b) == "finished (exit 0)", b.find_element(By.TAG_NAME, "main").text
     return str(b.find_element(By.TAG_NAME, "main").text)
 
 
+def _finished(b: Any) -> str:
+    """Wait for the deploy page's run to end; its state line."""
+    from selenium.webdriver.common.by import By
+
+    def ended() -> str | bool:
+        text = str(b.find_element(By.ID, "run-state").text)
+        return "finished" in text and text
+
+    return str(wait(ended, 180, "the deploy's end"))
+
+
+def _fill_ipfs_form(b: Any, ports: dict[str, int], names: list[str]) -> None:
+    """Type the ports into the ipfs form (each change re-renders the preview), pick the nodes."""
+    from selenium.webdriver.common.by import By
+
+    for field, port in ports.items():
+        box = b.find_element(By.ID, f"f-{field}")
+        box.clear()
+        box.send_keys(str(port))
+    want = [f"{f}={p}" for f, p in ports.items()]
+    wait(
+        lambda: all(w in b.find_element(By.ID, "render-command").text for w in want),
+        30,
+        "the preview of the typed ports",
+    )
+    module = b.find_element(By.ID, "module").text
+    assert f"/ip4/127.0.0.1/tcp/${{toString {ports['gateway_port']}}}" in module, module
+    for name in names:
+        b.find_element(By.NAME, f"node:{name}").click()
+
+
 @pytest.mark.nodes
-def test_deploy_two_xnodes_roll_one_back(
+def test_ipfs_form_to_two_xnodes_roll_one_back(
     xnode_factory: Callable[..., list[Node]], tmp_path: Path
 ) -> None:
-    """Deploy to two real test Xnodes (stand-in systems, not NixOS) with live progress, deploy a
-    second version, roll n1 back from its node page: the fleet table shows n1 on its first
-    generation with drift and n2 in sync."""
+    """Issue 14's end to end: fill the ipfs form, see its preview and plan, deploy it from that
+    page to two real test Xnodes (stand-in systems, not NixOS, serving what the ipfs probes
+    check: a systemd unit, a TCP port, two HTTP paths), watch both reach deployed, roll n1 back
+    from its node page (its audit log from the node itself), and see the fleet table agree: n1
+    on its first generation with drift and the ipfs probes failing, n2 in sync and healthy."""
     need_chromium()
     from selenium.webdriver.common.by import By
 
     from tests.test_deploy_nodes import make_ws
+    from tests.xnodes import free_port
 
+    started = time.monotonic()
     shots = screenshots_dir(tmp_path)
     n1, n2 = xnode_factory(2)
-    ws = make_ws(tmp_path, [n1, n2])
+    ws = make_ws(tmp_path, [n1, n2], serve_apps=True)
     names = [n1.name, n2.name]
-    env = {"NIX_CONFIG": NIX_CONF}
-    with studio(ws.root, env) as (url, _proc), browser(tmp_path / "profile") as b:
+    ports = {f: free_port() for f in ("gateway_port", "api_port", "swarm_port")}
+    with studio(ws.root, {"NIX_CONFIG": NIX_CONF}) as (url, _proc), browser(tmp_path / "p") as b:
         base = url.split("?")[0]
         b.get(url)
-        text = _deploy_both(b, base, names)
+        _deploy_both(b, base, names)  # generation 1: the nodes' base system, no app yet
+        first = n1.generation()
+        assert first is not None and n2.generation() == first
+
+        b.get(base + "templates/ipfs")
+        wait(lambda: b.find_element(By.ID, "module").text, message="the rendered module")
+        _fill_ipfs_form(b, ports, names)
+        b.find_element(By.ID, "plan-button").click()
+        plan = wait(lambda: b.find_element(By.ID, "plan").text, 60, "the plan")
+        for name in names:
+            assert f"node {name}" in plan, plan
+        assert plan.count("app ipfs (ipfs): new module") == 2, plan
+        b.save_screenshot(str(shots / "plan-fleet.png"))
+        for name in names:  # the plan's page keeps the chosen nodes
+            assert b.find_element(By.NAME, f"node:{name}").is_selected()
+        b.find_element(By.ID, "deploy-button").click()
+        assert _finished(b) == "finished (exit 0)", b.find_element(By.TAG_NAME, "main").text
+        text = b.find_element(By.TAG_NAME, "main").text
         rows = b.find_elements(By.CSS_SELECTOR, "#progress tbody tr")
         assert {r.get_attribute("data-node") for r in rows} == set(names)
         for r in rows:
             assert r.find_element(By.CSS_SELECTOR, ".outcome").text.startswith("deployed"), text
         assert "2 deployed of 2 nodes in" in text
+        assert "template=ipfs" in b.find_element(By.CSS_SELECTOR, ".command").text
         b.save_screenshot(str(shots / "deploy.png"))
-        first = n1.generation()
-        assert first is not None and n2.generation() is not None
-
-        ws.flake.configure(version="2")
-        _deploy_both(b, base, names)
-        assert n1.generation() == first + 1
+        assert n1.generation() == n2.generation() == first + 1
+        for n in (n1, n2):
+            assert n.local("systemctl is-active ipfs.service").stdout.strip() == "active"
 
         b.get(base + f"nodes/{n1.name}")
-        log = b.find_elements(By.CSS_SELECTOR, "#history tbody tr")
-        assert len(log) == 2 and all("deployed" in row.text for row in log)
-        assert f"{first} → {first + 1}" in log[0].text  # newest first
+        log = b.find_elements(By.CSS_SELECTOR, "#history tbody tr[data-deploy]")
+        assert [r.get_attribute("data-state") for r in log] == ["confirmed", "confirmed"]
+        assert f"{first} → {first + 1}" in log[0].text  # newest first, from the node itself
+        assert "confirm" in log[0].find_element(By.CSS_SELECTOR, ".decision").text
         b.save_screenshot(str(shots / "node.png"))
         b.find_element(By.XPATH, f"//button[normalize-space()='Roll back to {first}']").click()
         message = wait(lambda: b.find_element(By.ID, "message").text, 60, "the rollback")
@@ -172,13 +215,15 @@ def test_deploy_two_xnodes_roll_one_back(
         assert n1.generation() == first
 
         b.get(base + "nodes")
-        wait(lambda: b.find_element(By.ID, "fleet").get_attribute("data-loaded"), 60, "status")
+        wait(lambda: b.find_element(By.ID, "fleet").get_attribute("data-loaded"), 90, "status")
         assert _gen_cell(b, n1.name) == str(first)
-        assert _gen_cell(b, n2.name) == str(n2.generation())
+        assert _gen_cell(b, n2.name) == str(first + 1)
         row1 = b.find_element(By.CSS_SELECTOR, f'#fleet-rows tr[data-node="{n1.name}"]').text
         row2 = b.find_element(By.CSS_SELECTOR, f'#fleet-rows tr[data-node="{n2.name}"]').text
-        assert "DRIFT" in row1 and "in sync" in row2
+        assert "DRIFT" in row1 and "UNHEALTHY" in row1 and "ipfs (ipfs)" in row1
+        assert "in sync" in row2 and "healthy" in row2 and "UNHEALTHY" not in row2
         b.save_screenshot(str(shots / "nodes.png"))
+    print(f"ipfs form to two test Xnodes, end to end: {time.monotonic() - started:.1f} s")
 
 
 @pytest.mark.nodes

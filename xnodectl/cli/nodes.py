@@ -1,4 +1,4 @@
-"""node add/remove/list: the inventory's nodes."""
+"""node add/remove/list/log: the inventory's nodes, and a node's own deploy audit log."""
 
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
     node.command("remove")(node_remove)
     node.command("list")(node_list)
     node.command("unlock")(status.unlock_cmd)
+    node.command("log")(node_log)
     app.add_typer(node, name="node")
 
 
@@ -97,3 +98,39 @@ def node_list(as_json: JsonOpt = False, workspace: WsOpt = None) -> None:
         for n, node in inventory.nodes.items()
     ]
     output.result(output.table(rows, ["NODE", "ADDRESS", "TAGS", "HOST KEY", "APPS"]))
+
+
+def node_log(
+    name: Annotated[str, typer.Argument(help="Node name.")],
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="How many deploys, newest first.")
+    ] = 20,
+    as_json: JsonOpt = False,
+    workspace: WsOpt = None,
+) -> None:
+    """The node's own deploy audit log: every deploy it ran (from any workspace or machine), its
+    states, decision and reason (a rollback by the node's own timer too), and its log's end."""
+    from dataclasses import asdict
+
+    from xnodectl.cli.deploy import _run
+    from xnodectl.deploy import history
+
+    records = _run(lambda: history.node_log(_ws(workspace), name, limit))
+    if as_json:
+        output.as_json([asdict(r) for r in records])
+        return
+    if not records:
+        output.info(f"{name}: no deploys recorded on the node")
+        return
+    rows = [
+        [
+            r.id,
+            r.started or "-",
+            r.state or "-",
+            f"{r.previous_generation or '-'} -> {r.generation or '-'}",
+            r.holder or "-",
+            (r.decision or "-") + (f": {r.reason}" if r.reason else ""),
+        ]
+        for r in records
+    ]
+    output.result(output.table(rows, ["DEPLOY", "STARTED", "STATE", "GEN", "HOLDER", "DECISION"]))

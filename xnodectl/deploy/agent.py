@@ -17,11 +17,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from xnodectl.deploy.replies import (
+    DeployRecord,
     Generation,
     Info,
     ProbeResult,
     WaitResult,
     generations_of,
+    history_of,
     info_of,
     probe_request,
     probe_result_of,
@@ -31,7 +33,15 @@ from xnodectl.errors import ExternalError
 from xnodectl.remote import Ssh
 from xnodectl.render import Probe
 
-__all__ = ["Agent", "AgentError", "AgentMissing", "Info", "WaitResult", "wait_result"]
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentMissing",
+    "AgentTooOld",
+    "Info",
+    "WaitResult",
+    "wait_result",
+]
 
 HELPER_DIR = "/var/lib/xnode/bin"
 HELPER_PATH = f"{HELPER_DIR}/xnode-activate"
@@ -66,6 +76,17 @@ class AgentError(ExternalError):
 class AgentMissing(AgentError):
     """No usable helper on the node: none at all, or one older than protocol version 2 (`chain`).
     The engine then uploads the bundled one (`Agent.install`) and uses it from then on."""
+
+
+class AgentTooOld(AgentError):
+    """The node's helper runs but lacks a command this xnodectl asks for (it answers `usage:`)."""
+
+    def __init__(self, node: str, command: str, data: dict[str, Any]) -> None:
+        super().__init__(node, command, data)
+        self.hint = (
+            "the node's agent predates this xnodectl: deploy to the node with it (XnodeOS builds "
+            "its agent from the deploy), then ask again"
+        )
 
 
 def _parse_reply(lines: list[str], stderr: str, code: int) -> dict[str, Any]:
@@ -307,6 +328,21 @@ class Agent:
             return generations_of(data)
         except ValidationError as exc:
             raise AgentError(self.node, "generations", {"error": f"bad reply: {exc}"}) from exc
+
+    async def history(self, limit: int, timeout: float) -> list[DeployRecord]:
+        """The node's own record of its newest `limit` deploys, newest first (read-only)."""
+        try:
+            data = await self.call("history", "--limit", str(limit), timeout=timeout)
+        except AgentError as exc:
+            if not exc.reason.startswith("usage:"):
+                raise
+            raise AgentTooOld(
+                self.node, "history", {"error": "this node's agent has no `history` command"}
+            ) from None
+        try:
+            return history_of(data)
+        except (ValidationError, KeyError, TypeError) as exc:
+            raise AgentError(self.node, "history", {"error": f"bad reply: {exc}"}) from exc
 
     async def rollback(
         self, to: int | None, timeout: float, manifest: bytes | None = None

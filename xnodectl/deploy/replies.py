@@ -119,13 +119,22 @@ def probe_request(probes: Sequence[Probe], cap: int | None = None) -> bytes:
         [
             {
                 "kind": p.kind,
-                "target": p.target,
+                "target": _agent_target(p),
                 "status": p.status,
                 "timeout": p.timeout if cap is None else min(p.timeout, cap),
             }
             for p in probes
         ]
     ).encode()
+
+
+def _agent_target(probe: Probe) -> str:
+    """The agent's tcp probe connects to HOST:PORT; a template's tcp probe names only its port
+    (the app listens on the node itself): 127.0.0.1:PORT. A bare port was read as a host name
+    (bash's /dev/tcp/4001/4001 connects to 0.0.15.161), so every tcp probe failed."""
+    if probe.kind == "tcp" and ":" not in probe.target:
+        return f"127.0.0.1:{probe.target}"
+    return probe.target
 
 
 def _text(value: str | int | None) -> str | None:
@@ -173,3 +182,71 @@ def probe_result_of(data: dict[str, Any]) -> ProbeResult:
 def generations_of(data: dict[str, Any]) -> list[Generation]:
     gens = [_Generation.model_validate(g) for g in data.get("generations") or []]
     return [Generation(g.number, g.path, g.current, g.date) for g in gens]
+
+
+class _Transition(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    state: str
+    boot: str | None = None
+    uptime_ms: int | None = None
+
+
+class _DeployRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    holder: str | None = None
+    started: str | None = None
+    system: str | None = None
+    previous: str | None = None
+    previous_generation: int | None = None
+    generation: int | None = None
+    state: str | None = None
+    decision: str | None = None
+    reason: str | None = None
+    fallback: str | None = None
+    exit_code: int | None = None
+    rolled_back: bool = False
+    settled: bool = False
+    journal: list[_Transition] = []
+    log_tail: str = ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: str
+    boot: str | None  # the node's boot it happened on (timers run on that boot's clock)
+    uptime_ms: int | None  # milliseconds since that boot
+
+
+@dataclass(frozen=True)
+class DeployRecord:
+    """One deploy as the node recorded it (`xnode-activate history`)."""
+
+    id: str
+    holder: str | None  # the lock holder it ran under, where the node has evidence of one
+    started: str | None  # wall clock (display only)
+    system: str | None
+    previous: str | None
+    previous_generation: int | None
+    generation: int | None  # the profile generation it became (confirmed deploys)
+    state: str | None
+    decision: str | None  # confirm | rollback | None (not decided yet)
+    reason: str | None  # why it was rolled back / failed / interrupted
+    fallback: str | None
+    exit_code: int | None  # of its activation
+    rolled_back: bool
+    settled: bool
+    journal: tuple[Transition, ...]
+    log_tail: str
+
+
+def history_of(data: dict[str, Any]) -> list[DeployRecord]:
+    """Raises pydantic.ValidationError on a reply that is not a `history` reply."""
+    records = [_DeployRecord.model_validate(d) for d in data["deploys"]]
+    return [
+        DeployRecord(
+            **r.model_dump(exclude={"journal"}),
+            journal=tuple(Transition(t.state, t.boot, t.uptime_ms) for t in r.journal),
+        )
+        for r in records
+    ]

@@ -32,11 +32,17 @@ async def node_page(request: Request) -> Response:
     inventory = services.load(st.ws)
     node = inventory.node(name)  # unknown name: the CLI's error with its did-you-mean hint
     gens: list[services.Generation] = []
-    gens_error = None
+    log: list[services.DeployRecord] = []
+    gens_error = log_error = None
     try:
         gens = await services.generations(st.ws, name)
     except services.XnodeError as exc:
         gens_error = exc.one_line()
+    if gens_error is None:  # an unreachable node is said once, not twice
+        try:
+            log = await services.node_log(st.ws, name)
+        except services.XnodeError as exc:
+            log_error = exc.one_line()
     return page(
         request,
         "node.html",
@@ -44,7 +50,8 @@ async def node_page(request: Request) -> Response:
         node=node,
         generations=gens,
         generations_error=gens_error,
-        history=services.node_history(st.ws, name),
+        log=log,
+        log_error=log_error,
         message=request.query_params.get("message"),
     )
 

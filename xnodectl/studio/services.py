@@ -28,8 +28,10 @@ from xnodectl.workspace import Workspace
 from xnodectl.workspace import find as find_workspace
 
 Generation = replies.Generation
+DeployRecord = replies.DeployRecord
 
 __all__ = [
+    "DeployRecord",
     "Generation",
     "NonceStore",
     "SignInRejected",
@@ -211,10 +213,11 @@ def journal_dir(ws: Workspace) -> Path:
     return journal.runs_dir(ws.root)
 
 
-def node_history(ws: Workspace, node: str) -> list[dict[str, Any]]:
-    from xnodectl.deploy import journal
+async def node_log(ws: Workspace, node: str) -> list[replies.DeployRecord]:
+    """`xnodectl node log NODE`: the deploy audit log the node itself keeps."""
+    from xnodectl.deploy import history
 
-    return journal.history(ws.root, node)
+    return await history.node_log(ws, node)
 
 
 def workspace_of(path: Path | None) -> Workspace:
