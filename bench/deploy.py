@@ -50,7 +50,8 @@ from bench.common import positive_int, ram_dir
 from tests.standin import StandinFlake
 from tests.xnodes import NIX_CONF, Fleet, Node
 from xnodectl import inventory as inv
-from xnodectl import process
+from xnodectl import process, storekey
+from xnodectl.workspace import GITIGNORE, Workspace
 
 
 async def raw(node: Node, system: str) -> None:
@@ -64,11 +65,15 @@ async def raw(node: Node, system: str) -> None:
 
 
 def workspace(base: Path, name: str, nodes: list[Node], size: int) -> Path:
+    """A stand-in workspace as `xnodectl init` leaves it: git, secrets/ ignored, an owner store
+    key (every deploy signs the closure it copies with it)."""
     flake = StandinFlake(base / name, [n.name for n in nodes], size=size).write()
+    (flake.directory / ".gitignore").write_text(GITIGNORE)
     inventory = inv.Inventory(settings=inv.Settings(ssh_key=str(nodes[0].key)))
     for n in nodes:
         inventory.nodes[n.name] = inv.Node(host=n.host, port=n.port, host_key=n.host_key)
     inv.save(inventory, flake.directory / inv.FILENAME)
+    storekey.ensure(Workspace(flake.directory))
     return flake.directory
 
 

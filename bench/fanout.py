@@ -18,8 +18,21 @@ their real ports.
   sign_seconds                 `nix store sign --recursive` with a key new to the closure (median)
   verify_seconds               `nix store verify --no-contents` of the closure against the owner
                                key minus the same walk with --no-trust (median of --rounds pairs)
+  deploy_signed_seconds        `xnodectl deploy --node X` of the closure to one fresh node from a
+                               workspace with a NEW owner key (every path signed during the deploy)
+  deploy_resigned_seconds      the same closure to another fresh node, already signed by that key
+                               (a redeploy elsewhere: nothing to sign)
+  deploy_unsigned_seconds      the same closure to a fresh node from a workspace without a key
+  deploy_sign_seconds          the signed deploy's one `nix store sign` (its own event says)
+  deploy_sign_wait_seconds     how long that deploy's copy waited for it: what signing adds to
+                               the critical path (median; _max_ the worst round)
+  sign_deploy_overhead_seconds median of the rounds' (signed - unsigned) + the unsigned run's own
+                               `git check-ignore` (it asks whether a key could be made; the
+                               signed run does not): what signing adds to a single-node deploy
+                               (target < 0.2); medians of --rounds rounds, order alternating
 
 Run from the repository root: python bench/fanout.py [--nodes 8 16] [--size 300] [--degree 2]
+  [--rounds 5] [--sign-only] (closure, signing and verification figures, no fleet runs)
 """
 
 from __future__ import annotations
@@ -27,6 +40,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
 import secrets
 import statistics
 import sys
@@ -41,7 +56,7 @@ from bench.common import positive_int, ram_dir
 from bench.deploy import xnodectl_path
 from tests.fanout_rig import Rig, owner_key
 from tests.standin import StandinFlake
-from tests.xnodes import NIX_ENV, Fleet, Node
+from tests.xnodes import NIX_CONF, NIX_ENV, Fleet, Node
 from xnodectl import inventory as inv
 from xnodectl import nix, nixsign, process, storekey
 from xnodectl.deploy import sources
@@ -197,13 +212,102 @@ def sign_cost(system: str, directory: Path, rounds: int) -> float:
     return round(statistics.median(took), 3)
 
 
+def _sign_ws(base: Path, name: str, nodes: list[Node], size: int, salt: str, key: bool) -> Path:
+    """A stand-in workspace as `xnodectl init` makes it (git, secrets/ ignored, owner key), or,
+    `key=False`, one that cannot hold a key (secrets/ not ignored): its deploys sign nothing."""
+    flake = StandinFlake(base / name, [x.name for x in nodes], size=size, leaf_salt=salt).write()
+    if key:
+        (flake.directory / ".gitignore").write_text(GITIGNORE)
+    inventory = inv.Inventory(settings=inv.Settings(ssh_key=str(nodes[0].key)))
+    for x in nodes:
+        inventory.nodes[x.name] = inv.Node(host=x.host, port=x.port, host_key=x.host_key)
+    inv.save(inventory, flake.directory / inv.FILENAME)
+    if key:
+        storekey.ensure(Workspace(flake.directory))
+    return flake.directory
+
+
+_SIGNED = re.compile(r"signed (\d+) paths with \S+ in ([0-9.]+) s; the copy waited ([0-9.]+) s")
+
+
+def _deploy_one(ws: Path, node: str) -> tuple[float, float, float]:
+    """Seconds of one `xnodectl deploy --node NODE`, the seconds its signing took and the
+    seconds its copy waited for it (the engine's own event says both; 0 when it signed nothing
+    or was done before the copy started)."""
+    argv = [xnodectl_path(), "deploy", "--node", node, "--json", "--workspace", str(ws)]
+    started = time.monotonic()
+    result = process.run(argv, check=False, timeout=300)
+    seconds = time.monotonic() - started
+    lines = [json.loads(x) for x in result.stdout.splitlines() if x.strip()]
+    report = lines[-1]
+    if not report.get("ok") or report["nodes"][0]["outcome"] != "deployed":
+        raise SystemExit(f"bench: deploy failed: {json.dumps(report)[:2000]} {result.stderr}")
+    said = [m for x in lines if (m := _SIGNED.search(x.get("message") or ""))]
+    if not said:
+        return seconds, 0.0, 0.0
+    return seconds, float(said[0].group(2)), float(said[0].group(3))
+
+
+def sign_deploy_cost(base: Path, fleet: Fleet, size: int, rounds: int) -> dict[str, Any]:
+    """Single-node deploys of ONE closure (built once) to fresh nodes: from a workspace with a
+    new owner key (signs every path), again from it to another node (nothing left to sign), and
+    from a workspace without a key; rounds alternate which kind goes first."""
+    salt = secrets.token_hex(4)
+    signed, resigned, unsigned, diffs = [], [], [], []
+    sign_took, waited, checks = [], [], []
+    for r in range(rounds):
+        nodes = [fleet.new() for _ in range(3)]
+        for x in nodes:
+            x.trust_store([])  # require-sigs, as XnodeOS (the operator's copy is not checked)
+        ws_key = _sign_ws(base, f"ws-signed-{r}", nodes[:2], size, salt, key=True)
+        ws_none = _sign_ws(base, f"ws-unsigned-{r}", nodes[2:], size, salt, key=False)
+        StandinFlake(ws_none, [nodes[2].name], size=size, leaf_salt=salt).build(nodes[2].name)
+        try:
+            if r % 2 == 0:
+                s = _deploy_one(ws_key, nodes[0].name)
+                u = _deploy_one(ws_none, nodes[2].name)
+            else:
+                u = _deploy_one(ws_none, nodes[2].name)
+                s = _deploy_one(ws_key, nodes[0].name)
+            again = _deploy_one(ws_key, nodes[1].name)
+        finally:
+            drop(fleet, nodes)
+        signed.append(s[0])
+        sign_took.append(s[1])
+        waited.append(s[2])
+        resigned.append(again[0])
+        unsigned.append(u[0])
+        diffs.append(s[0] - u[0])
+        probe = ["check-ignore", "-q", "--no-index", "secrets/nix-store-key"]
+        checks.append(_timed(["git", "-C", str(ws_none), *probe]))
+    extra = statistics.median(checks)
+    return {
+        "deploy_signed_seconds": round(statistics.median(signed), 3),
+        "deploy_resigned_seconds": round(statistics.median(resigned), 3),
+        "deploy_unsigned_seconds": round(statistics.median(unsigned), 3),
+        "deploy_sign_seconds": round(statistics.median(sign_took), 3),
+        "deploy_sign_wait_seconds": round(statistics.median(waited), 3),
+        "deploy_sign_wait_max_seconds": round(max(waited), 3),
+        "sign_deploy_overhead_seconds": round(statistics.median(diffs) + extra, 3),
+        "resign_deploy_overhead_seconds": round(
+            statistics.median(resigned) - statistics.median(unsigned) + extra, 3
+        ),
+        "sign_deploy_rounds": [
+            [round(a, 3), round(b, 3), round(c, 3), round(w, 3)]
+            for a, b, c, w in zip(signed, resigned, unsigned, waited, strict=True)
+        ],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=positive_int, nargs="+", default=[8, 16])
     parser.add_argument("--size", type=positive_int, default=300, help="leaf paths")
     parser.add_argument("--degree", type=positive_int, default=2, help="tree:K")
     parser.add_argument("--rounds", type=positive_int, default=5, help="sign/verify rounds")
+    parser.add_argument("--sign-only", action="store_true", help="no fleet runs")
     args = parser.parse_args()
+    os.environ["NIX_CONFIG"] = NIX_CONF
     base = Path(tempfile.mkdtemp(prefix="xnb-", dir=ram_dir()))
     fleet = Fleet(base / "fleet")
     flake = StandinFlake(base / "flake", ["n"], size=args.size, leaf_salt=secrets.token_hex(4))
@@ -221,7 +325,8 @@ def main() -> None:
     out.update(verify_cost(system, public, args.rounds))
     out["sign_verify_seconds"] = round(out["sign_seconds"] + out["verify_seconds"], 3)
     try:
-        for n in args.nodes:
+        out.update(sign_deploy_cost(base, fleet, args.size, args.rounds))
+        for n in [] if args.sign_only else args.nodes:
             print(f"bench: {n} nodes, fan-out tree:{args.degree}", file=sys.stderr)
             tree = Tree(args.degree)
             fan = distribute(fleet, n, public, system, tree, counting=True)

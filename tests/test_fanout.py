@@ -1,5 +1,6 @@
 """The fan-out schedule alone (no I/O): sources in order, failing peers skipped, the operator
-seeds once and serves again only as the fallback, nobody copies from a copy in flight."""
+seeds once and serves again only as the fallback, nobody copies from a copy in flight. Also the
+run's byte booking and which paths it signs, without nodes."""
 
 from __future__ import annotations
 
@@ -143,3 +144,58 @@ def test_pull_command_pins_the_peer_and_never_skips_signature_checks(tmp_path: A
     assert line.startswith('restrict,expiry-time="') and 'command="nix-store --serve"' in line
     assert "--write" not in line and key.private.read_text() not in " ".join(argv)
     assert (key.private.stat().st_mode & 0o777) == 0o600
+
+
+def _closure(*paths: tuple[str, int, tuple[str, ...]]) -> Any:
+    from xnodectl import nix
+
+    infos = {p: nix.PathInfo(p, size, (), sigs) for p, size, sigs in paths}
+    return nix.Closure(root=paths[0][0], paths=infos)
+
+
+def test_a_path_sent_again_by_another_source_is_booked_once() -> None:
+    """A peer killed mid-path still reports that path done (Nix stops its activity as the copy
+    fails); the operator then sends it again: it counts once, under the operator (before: under
+    both, and the node's bytes_copied exceeded its closure)."""
+    from xnodectl.deploy import sources
+
+    closure = _closure(("/nix/store/a-sys", 100, ()), ("/nix/store/b-leaf", 1000, ()))
+    dist = sources.Distribution(sources.Plan(), {"/nix/store/a-sys": closure}, {})
+    seen: list[tuple[str, int]] = []
+    dist._watch["n1"] = lambda kind, _path, size: seen.append((kind, size))
+    dist._counter("n1", "peers")("/nix/store/b-leaf")
+    dist._counter("n1", "operator")("/nix/store/b-leaf")
+    dist._counter("n1", "operator")("/nix/store/a-sys")
+    got = dist.per_node["n1"]
+    assert (got.peers, got.operator, got.total) == (0, 1100, 1100)
+    assert seen == [("peers", 1000), ("peers", -1000), ("operator", 1000), ("operator", 100)]
+    assert dist.operator_bytes == 1100
+
+
+def test_only_paths_the_owner_has_not_signed_are_signed(tmp_path: Any) -> None:
+    """A redeploy (every path signed by the owner) starts no signing; a path signed only by
+    another key, or by none, is signed; the key's name, not a prefix of it, decides."""
+    import asyncio
+
+    from xnodectl import nixsign
+    from xnodectl.deploy import sources
+
+    key = tmp_path / "key"
+    key.write_text("xnode-owner-1:" + "A" * 86 + "==\n")
+    mine, other = "xnode-owner-1:c2ln", "xnode-owner-10:c2ln"
+    signed = _closure(("/nix/store/a-sys", 1, (mine,)), ("/nix/store/b", 1, (other, mine)))
+    assert nixsign.unsigned([signed], "xnode-owner-1") == []
+    mixed = _closure(("/nix/store/a-sys", 1, (mine,)), ("/nix/store/b", 1, (other,)),
+                     ("/nix/store/c", 1, ()))  # fmt: skip
+    assert nixsign.unsigned([signed, mixed], "xnode-owner-1") == ["/nix/store/b", "/nix/store/c"]
+
+    async def started(closure: Any) -> bool:
+        dist = sources.Distribution(sources.Plan(), {closure.root: closure}, {}, signer=key)
+        dist.start_signing()
+        if dist._signing is None:
+            return False
+        dist._signing.cancel()
+        return True
+
+    assert not asyncio.run(started(signed))
+    assert asyncio.run(started(mixed))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,42 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import XnodeFactory
-from tests.countproxy import CountingProxy
-from tests.fanout_rig import owner_key
-from tests.standin import StandinFlake
-from tests.xnodes import NIX_CONF, Node
-from xnodectl import inventory as inv
+from tests.fanout_rig import FanWs, Outcome, owner_key
+from tests.xnodes import NIX_CONF
 from xnodectl.cli import app
-from xnodectl.workspace import GITIGNORE
-
-CONFIRM = 3
-
-
-@dataclass
-class FanWs:
-    root: Path
-    nodes: list[Node]
-    proxies: dict[str, CountingProxy] = field(default_factory=dict)
-
-    @property
-    def operator_sent(self) -> int:
-        return sum(p.sent for p in self.proxies.values())
-
-    def deploy(self, *args: str) -> tuple[int, list[dict[str, Any]], dict[str, Any], str]:
-        result = CliRunner().invoke(
-            app,
-            ["deploy", "--json", "--all", "--workspace", str(self.root),
-             "--confirm-timeout", str(CONFIRM), *args],
-        )  # fmt: skip
-        lines = [json.loads(x) for x in result.stdout.splitlines() if x.strip()]
-        assert "Traceback" not in result.stderr + result.stdout
-        events = [x for x in lines if x.get("type") == "event"]
-        reports = [x for x in lines if x.get("type") == "report"]
-        return result.exit_code, events, reports[-1] if reports else {}, result.stderr
-
-    def close(self) -> None:
-        for proxy in self.proxies.values():
-            proxy.close()
 
 
 @pytest.fixture
@@ -63,31 +29,23 @@ def fan_ws(
     def make(n: int, size: int = 40, **knobs: Any) -> FanWs:
         nodes = xnode_factory(n, fresh=True)
         salt = f"fanout-deploy-{secrets.token_hex(4)}"
-        flake = StandinFlake(
-            tmp_path / f"ws{len(made)}", [x.name for x in nodes], size=size, leaf_salt=salt,
-            **knobs,
-        ).write()  # fmt: skip
-        (flake.directory / ".gitignore").write_text(GITIGNORE)
-        ws = FanWs(flake.directory, nodes)
-        inventory = inv.Inventory(settings=inv.Settings(ssh_key=str(nodes[0].key)))
-        for node in nodes:
-            proxy = CountingProxy(node.port)
-            ws.proxies[node.name] = proxy
-            inventory.nodes[node.name] = inv.Node(
-                host=node.host, port=proxy.start(), host_key=node.host_key, peer_port=node.port
-            )
-        inv.save(inventory, flake.directory / inv.FILENAME)
-        made.append(ws)
-        return ws
+        made.append(FanWs.create(tmp_path / f"ws{len(made)}", nodes, size, salt, **knobs))
+        return made[-1]
 
     yield make
     for ws in made:
         ws.close()
 
 
+def deploy(ws: FanWs, *args: str) -> tuple[int, list[dict[str, Any]], dict[str, Any], str]:
+    """The deploy through typer's CliRunner (in this process)."""
+    result = CliRunner().invoke(app, ws.deploy_argv(*args))
+    out = Outcome.parse(result.exit_code, result.stdout, result.stderr)
+    return out.code, out.events, out.report, out.stderr
+
+
 def owner_public(ws: FanWs) -> str:
-    keys: list[str] = inv.load(ws.root / inv.FILENAME).settings.store_keys
-    return keys[0]
+    return ws.owner_public
 
 
 def closure_bytes(report: dict[str, Any]) -> int:
@@ -104,7 +62,7 @@ def test_deploy_fan_out_8_nodes_operator_sends_the_closure_once(fan_ws: Any) -> 
         node.trust_store([owner_public(ws)])
     for proxy in ws.proxies.values():
         proxy.reset()
-    code, events, report, err = ws.deploy("--fan-out", "tree:2")
+    code, events, report, err = deploy(ws, "--fan-out", "tree:2")
     assert code == 0, (err, report)
     assert report["deployed"] == 8
     d = closure_bytes(report)
@@ -128,7 +86,7 @@ def test_fan_out_with_canary_a_node_that_refuses_fails_alone(fan_ws: Any) -> Non
         node.trust_store([public])
     stranger = ws.nodes[2]
     stranger.trust_store([other])
-    code, _events, report, err = ws.deploy("--fan-out", "tree:1", "--canary", "1")
+    code, _events, report, err = deploy(ws, "--fan-out", "tree:1", "--canary", "1")
     assert code == 3, (err, report)
     by = {n["node"]: n for n in report["nodes"]}
     assert by[stranger.name]["outcome"] == "failed"
@@ -145,7 +103,7 @@ def test_deploy_via_file_cache(fan_ws: Any, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     for node in ws.nodes:
         node.trust_store([owner_public(ws)], substituters=[f"file://{cache}"])
-    code, _events, report, err = ws.deploy("--via", f"file://{cache}?compression=none")
+    code, _events, report, err = deploy(ws, "--via", f"file://{cache}?compression=none")
     assert code == 0, (err, report)
     d = closure_bytes(report)
     assert report["operator_bytes"] == d
@@ -156,7 +114,7 @@ def test_deploy_via_file_cache(fan_ws: Any, tmp_path: Path) -> None:
 def test_bad_fan_out_and_via_are_refused_before_anything(fan_ws: Any) -> None:
     ws: FanWs = fan_ws(1, size=1)
     for args in (("--fan-out", "star"), ("--via", "ftp://x")):
-        code, events, _report, err = ws.deploy(*args)
+        code, events, _report, err = deploy(ws, *args)
         assert code == 2 and err.startswith("error: ") and not events, err
     assert ws.nodes[0].current_system() is None
 
@@ -179,7 +137,7 @@ def test_plan_says_where_bytes_come_from(fan_ws: Any) -> None:
 def test_unreachable_cache_falls_back_to_the_operator_and_says_so(fan_ws: Any) -> None:
     ws: FanWs = fan_ws(2, size=5)
     url = "ssh-ng://root@127.0.0.1?ssh-key=/nonexistent&base64-ssh-public-host-key=eA=="
-    code, events, report, err = ws.deploy("--via", url)
+    code, events, report, err = deploy(ws, "--via", url)
     assert code == 0, (err, report)
     falls = [e for e in events if "falling back to the operator" in e.get("message", "")]
     assert {e["node"] for e in falls} == {n.name for n in ws.nodes}
@@ -190,7 +148,9 @@ def test_a_workspace_with_an_owner_key_signs_every_closure(fan_ws: Any) -> None:
     ws: FanWs = fan_ws(1, size=3)
     result = CliRunner().invoke(app, ["store-key", "show", "-w", str(ws.root)])
     name = result.stdout.strip().partition(":")[0]
-    code, _events, report, err = ws.deploy()
+    code, _events, report, err = deploy(
+        ws,
+    )
     assert code == 0, (err, report)
     node = ws.nodes[0]
     system = node.current_system()
@@ -198,3 +158,29 @@ def test_a_workspace_with_an_owner_key_signs_every_closure(fan_ws: Any) -> None:
     assert any(sig.startswith(name + ":") for sig in node.signatures(system))
     signers = CliRunner().invoke(app, ["store-key", "signers", node.name, "-w", str(ws.root)])
     assert signers.exit_code == 0 and name in signers.stdout
+
+
+def test_an_older_workspace_gets_its_key_before_the_build(
+    fan_ws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key a deploy creates is in inventory.toml when the build reads it, so the system
+    deployed (mkXnode storeKeys -> xnode.trust.storeKeys) already trusts it."""
+    from xnodectl import inventory as inv
+    from xnodectl import storekey
+    from xnodectl.deploy import build
+    from xnodectl.workspace import Workspace
+
+    ws: FanWs = fan_ws(1, size=1)
+    assert storekey.load(Workspace(ws.root)) is None
+    seen: list[list[str]] = []
+    real = build.build
+
+    async def spy(root: Path, *args: Any, **kw: Any) -> Any:
+        seen.append(inv.load(root / inv.FILENAME).settings.store_keys)
+        return await real(root, *args, **kw)
+
+    monkeypatch.setattr(build, "build", spy)
+    code, _events, report, err = deploy(ws)
+    assert code == 0, (err, report)
+    key = storekey.load(Workspace(ws.root))
+    assert key is not None and seen == [[key.public]]

@@ -136,3 +136,168 @@ def test_keygen_never_puts_the_secret_in_argv(monkeypatch: pytest.MonkeyPatch) -
     secret = nixsign.generate_secret_key("k-1")
     nixsign.public_key(secret)
     assert all(secret not in " ".join(argv) for argv in seen)
+
+
+def test_public_half_without_a_subprocess_matches_nix() -> None:
+    for name in ("k-1", "xnode-owner-0a1b2c3d"):
+        secret = nixsign.generate_secret_key(name)
+        assert nixsign.public_of(secret) == nixsign.public_key(secret)
+    assert nixsign.public_of("k-1:" + "A" * 40) is None
+    assert nixsign.public_of("no-colon") is None
+    assert nixsign.public_of("k-1:%%%") is None
+
+
+def test_sign_argv_of_listed_paths_only() -> None:
+    assert nixsign.sign_argv(Path("/s/k"), ["/nix/store/a", "/nix/store/b"], recursive=False) == [
+        *FLAGS, "store", "sign", "--key-file", "/s/k", "/nix/store/a", "/nix/store/b",
+    ]  # fmt: skip
+
+
+def test_refuses_a_workspace_outside_git(tmp_path: Path) -> None:
+    """A flake outside git is copied whole into the store: the key would go with it."""
+    ws = workspace(tmp_path, git=False)
+    with pytest.raises(UsageError, match="not in a git repository"):
+        storekey.ensure(ws)
+    assert not storekey.secret_path(ws).exists()
+
+
+def test_a_workspace_inside_a_repository_is_checked_there(tmp_path: Path) -> None:
+    """A workspace in a subdirectory of a git repository: the flake takes that repository's
+    tracked files, so what counts is whether the repository ignores its secrets/."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    process.run(["git", "init", "-q", str(repo)])
+    root = repo / "fleet"
+    root.mkdir()
+    ws = Workspace(root)
+    ws.save(inv.Inventory())
+    with pytest.raises(UsageError, match="not git-ignored"):
+        storekey.ensure(ws)
+    (repo / ".gitignore").write_text("fleet/secrets/\n")
+    assert storekey.ensure(ws).secret_file == root / "secrets" / "nix-store-key"
+
+
+def _no_subprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(argv: list[str], **_kw: Any) -> process.Result:
+        raise AssertionError(f"unexpected subprocess: {argv}")
+
+    monkeypatch.setattr(process, "run", refuse)
+
+
+def test_deploy_of_a_workspace_with_its_key_costs_no_subprocess(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws = workspace(tmp_path)
+    key = storekey.ensure(ws)
+    inventory = ws.load()
+    _no_subprocess(monkeypatch)
+    with caplog.at_level("WARNING"):
+        assert storekey.for_deploy(ws, inventory, required=False) == key.secret_file
+        assert storekey.for_deploy(ws, inventory, required=True) == key.secret_file
+    assert not caplog.records
+
+
+def test_deploy_of_an_older_workspace_creates_the_key_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws = workspace(tmp_path)
+    with caplog.at_level("WARNING"):
+        signer = storekey.for_deploy(ws, ws.load(), required=False)
+    assert signer == storekey.secret_path(ws)
+    assert stat.S_IMODE(signer.stat().st_mode) == 0o600
+    key = storekey.load(ws)
+    assert key is not None and ws.load().settings.store_keys == [key.public]
+    [record] = caplog.records
+    assert "created the owner store signing key " + key.name in record.getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert storekey.for_deploy(ws, ws.load(), required=False) == signer
+    assert not caplog.records  # once
+
+
+def test_deploy_lists_a_key_the_inventory_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws = workspace(tmp_path)
+    key = storekey.ensure(ws)
+    with ws.edit() as inventory:
+        inventory.settings.store_keys = []
+    with caplog.at_level("WARNING"):
+        assert storekey.for_deploy(ws, ws.load(), required=False) == key.secret_file
+    assert ws.load().settings.store_keys == [key.public]
+    assert "listed the owner store key" in caplog.text
+
+
+def test_deploy_of_a_workspace_that_cannot_hold_a_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """secrets/ not git-ignored: a plain deploy goes on unsigned and says why; --fan-out/--via
+    (required) refuse; no key file either way."""
+    ws = workspace(tmp_path, ignore="result*\n")
+    with caplog.at_level("WARNING"):
+        assert storekey.for_deploy(ws, ws.load(), required=False) is None
+    assert "closures are not signed" in caplog.text and "not git-ignored" in caplog.text
+    with pytest.raises(UsageError, match="not git-ignored"):
+        storekey.for_deploy(ws, ws.load(), required=True)
+    assert not storekey.secret_path(ws).exists()
+    assert ws.load().settings.store_keys == []
+
+
+FAKE_NIXPKGS = """{ outputs = { self }: { lib = {
+  optional = c: x: if c then [ x ] else [ ];
+  hasSuffix = suffix: s: let n = builtins.stringLength s; m = builtins.stringLength suffix;
+    in n >= m && builtins.substring (n - m) m s == suffix;
+}; }; }
+"""
+# mkXnode returns what it was given: the test reads the storeKeys the workspace flake passes it
+# (xnodeos/mk-xnode.nix sets xnode.trust.storeKeys from them; tests/test_trust_module.py checks
+# that and what modules/trust.nix makes of them).
+FAKE_XNODECTL = """{ inputs.nixpkgs.url = "path:@NIXPKGS@";
+  outputs = { self, nixpkgs }: { lib.mkXnode = args: args; }; }
+"""
+
+
+def _fake_xnodectl(tmp_path: Path) -> Path:
+    nixpkgs = tmp_path / "fake-nixpkgs"
+    nixpkgs.mkdir()
+    (nixpkgs / "flake.nix").write_text(FAKE_NIXPKGS)
+    xnodectl = tmp_path / "fake-xnodectl"
+    xnodectl.mkdir()
+    (xnodectl / "flake.nix").write_text(FAKE_XNODECTL.replace("@NIXPKGS@", str(nixpkgs)))
+    return xnodectl
+
+
+def test_init_makes_the_key_the_nodes_trust_and_keeps_it_out_of_git_and_the_store(
+    tmp_path: Path,
+) -> None:
+    """`xnodectl init`: secrets/nix-store-key (0600, git-ignored), its public half in the
+    inventory; the workspace flake, evaluated by the real nix in a private store, hands that
+    public key to mkXnode and its source in the store holds no secrets/."""
+    from typer.testing import CliRunner
+
+    from xnodectl.cli import app
+
+    root = tmp_path / "ws"
+    result = CliRunner().invoke(app, ["init", str(root)])
+    assert result.exit_code == 0, result.stderr
+    ws = Workspace(root)
+    key = storekey.load(ws)
+    assert key is not None and f"owner store key {key.name}" in result.stderr
+    assert stat.S_IMODE(key.secret_file.stat().st_mode) == 0o600
+    assert ws.load().settings.store_keys == [key.public]
+    secret = key.secret_file.read_text().strip()
+    assert secret not in (root / "inventory.toml").read_text()
+    tracked = process.run(["git", "-C", str(root), "ls-files", "-co", "--exclude-standard"])
+    assert "inventory.toml" in tracked.stdout and "secrets" not in tracked.stdout
+
+    store = tmp_path / "store"
+    env = {"NIX_CONFIG": f"experimental-features = nix-command flakes\nstore = {store}\n"}
+    override = ["--override-input", "xnodectl", f"path:{_fake_xnodectl(tmp_path)}"]
+    flags = [*override, "--no-write-lock-file"]
+    attr = f"{root}#nixosConfigurations.local.storeKeys"
+    evaluated = process.run(["nix", "eval", "--json", *flags, attr], env=env, timeout=120)
+    assert json.loads(evaluated.stdout) == [key.public]
+    meta = process.run(["nix", "flake", "metadata", "--json", *flags, str(root)], env=env)
+    source = store / json.loads(meta.stdout)["path"].lstrip("/")
+    assert (source / "inventory.toml").is_file() and not (source / "secrets").exists()
+    assert not any(secret in f.read_text() for f in source.rglob("*") if f.is_file())

@@ -43,6 +43,7 @@ class _PathInfo(JsonModel):
     path: str
     narSize: int = 0  # noqa: N815 - field name from nix's JSON
     references: list[str] = []
+    signatures: list[str] = []  # absent when the path carries none
     valid: bool = True
 
 
@@ -51,6 +52,7 @@ class PathInfo:
     path: str
     nar_size: int
     references: tuple[str, ...]
+    signatures: tuple[str, ...] = ()  # "keyname:base64", as the store holds them
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,11 @@ def path_info_argv(paths: Sequence[str], *, store: str | None = None) -> list[st
 
 
 def _closure(root: str, infos: Iterable[_PathInfo]) -> Closure:
-    found = {i.path: PathInfo(i.path, i.narSize, tuple(i.references)) for i in infos if i.valid}
+    found = {
+        i.path: PathInfo(i.path, i.narSize, tuple(i.references), tuple(i.signatures))
+        for i in infos
+        if i.valid
+    }
     return Closure(root=root, paths=found)
 
 

@@ -4,13 +4,15 @@ same flags from Nix 2.8 (Debian's) to current Nix."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import Field
 
 from xnodectl import process
-from xnodectl.nix import BASE, JsonModel, parse_model
+from xnodectl.nix import BASE, Closure, JsonModel, parse_model
 
 
 def generate_secret_key_argv(name: str) -> list[str]:
@@ -33,8 +35,34 @@ def public_key(secret: str) -> str:
     return result.stdout.strip()
 
 
-def sign_argv(key_file: Path, paths: Sequence[str], *, store: str | None = None) -> list[str]:
-    argv = [*BASE, "store", "sign", "--key-file", str(key_file), "--recursive"]
+def public_of(secret: str) -> str | None:
+    """The public half of a secret key without a subprocess, None if `secret` is not one.
+
+    Nix keeps a secret key as libsodium's 64-byte ed25519 secret key (seed, then the public key)
+    and `nix key convert-secret-to-public` prints its last 32 bytes (libutil/crypto.cc,
+    SecretKey::toPublicKey -> crypto_sign_ed25519_sk_to_pk); tests/test_storekey.py holds this
+    to the real command."""
+    name, sep, encoded = secret.strip().partition(":")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not (sep and name and len(raw) == 64):
+        return None
+    return f"{name}:{base64.b64encode(raw[32:]).decode()}"
+
+
+def key_name(key_file: Path) -> str:
+    """The name of the key in a secret key file ("name:base64")."""
+    return key_file.read_text().strip().partition(":")[0]
+
+
+def sign_argv(
+    key_file: Path, paths: Sequence[str], *, store: str | None = None, recursive: bool = True
+) -> list[str]:
+    argv = [*BASE, "store", "sign", "--key-file", str(key_file)]
+    if recursive:
+        argv.append("--recursive")
     if store is not None:
         argv += ["--store", store]
     return [*argv, *paths]
@@ -47,9 +75,12 @@ async def sign(
     store: str | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
+    recursive: bool = True,
 ) -> None:
-    """Sign `paths` and their closures in the (local) store; already-signed paths are no-ops."""
-    await process.arun(sign_argv(key_file, paths, store=store), env=env, timeout=timeout)
+    """Sign `paths` (and, `recursive`, their closures) in the (local) store; a path that already
+    carries the key's signature keeps it (Nix skips the write, not the read)."""
+    argv = sign_argv(key_file, paths, store=store, recursive=recursive)
+    await process.arun(argv, env=env, timeout=timeout)
 
 
 class _SignedPath(JsonModel):
@@ -98,3 +129,16 @@ def copy_from_argv(uri: str, paths: Sequence[str]) -> list[str]:
 def realise_argv(paths: Sequence[str]) -> list[str]:
     """Substitute `paths` from the store's configured substituters (trusted keys checked)."""
     return ["nix-store", "--realise", "--log-format", "internal-json", "-v", *paths]
+
+
+def unsigned(closures: Iterable[Closure], key_name: str) -> list[str]:
+    """The paths of `closures` without a signature by the key named `key_name` (its name is
+    "xnode-owner-<8 random hex>": another key of that name is not assumed)."""
+    return sorted(
+        {
+            p.path
+            for c in closures
+            for p in c.paths.values()
+            if not any(signer_name(sig) == key_name for sig in p.signatures)
+        }
+    )

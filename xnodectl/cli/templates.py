@@ -2,12 +2,15 @@
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from xnodectl.cli import output
 from xnodectl.cli.options import JsonOpt
+
+if TYPE_CHECKING:
+    from xnodectl.workspace import Workspace
 
 Words = Annotated[
     list[str] | None,
@@ -208,4 +211,19 @@ def init_cmd(
         f"created workspace with node '{node}'"
         + (f" running {', '.join(a.instance for a in apps)}" if apps else "")
     )
+    _owner_key(ws)
     output.result(str(ws.root))
+
+
+def _owner_key(ws: "Workspace") -> None:
+    """Every workspace signs its closures with its owner's Nix key (secrets/nix-store-key); a
+    machine without nix or git gets it on the first deploy that can make it."""
+    from xnodectl import storekey
+    from xnodectl.errors import XnodeError
+
+    try:
+        key = storekey.ensure(ws)
+    except XnodeError as exc:
+        output.info(f"no owner store key yet: {exc.one_line().removeprefix('error: ')}")
+        return
+    output.info(f"owner store key {key.name}: {key.secret_file.relative_to(ws.root)} (secret)")

@@ -61,7 +61,7 @@ async def _deploy(
     plan = sources.Plan(fan_out=req.fan_out, via=req.via, substitute=req.substitute)
     # Fan-out and caches need the owner key (made now, before the build bakes its public half
     # in); otherwise a workspace that has one signs every closure with it.
-    signer = storekey.ensure(ws).secret_file if not plan.plain else storekey.signing_file(ws)
+    signer = storekey.for_deploy(ws, prepared.inventory, required=not plan.plain)
     # The first wave's preflights (connection, facts, lock) run while the system builds (NixOS
     # evaluation takes seconds): they leave the critical path, and an unreachable node is reported
     # before the build ends. Only as many as may deploy at once.

@@ -29,7 +29,7 @@ from xnodectl.remote import RemoteError, Ssh
 PROGRESS_EVERY_S = 0.25  # as the operator-only copy (stage.py)
 
 Note = Callable[[str], None]  # a fallback the operator should see
-OnPath = Callable[[str, str, int], None]  # (source kind, path, its NAR bytes) as each arrives
+OnPath = Callable[[str, str, int], None]  # (source kind, path, NAR bytes; < 0: booked elsewhere)
 
 
 class CopyFailed(XnodeError):
@@ -78,27 +78,42 @@ class Distribution:
     schedule: Schedule | None = None
     held: dict[str, str] = field(default_factory=dict)  # node -> the system it holds
     _push: asyncio.Task[None] | None = None
+    signed: tuple[int, float] = (0, 0.0)  # paths this run signed, seconds it took
     _signing: asyncio.Task[None] | None = None
+    _sign_started: bool = False
+    _sign_said: bool = False
     _notes: dict[str, Note] = field(default_factory=dict)
     _watch: dict[str, OnPath] = field(default_factory=dict)
+    _booked: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> path -> kind
 
     def __post_init__(self) -> None:
         if self.plan.fan_out is not None:
             self.schedule = Schedule(self.plan.fan_out)
         self._sizes = {p.path: p.nar_size for c in self.closures.values() for p in c.paths.values()}
+        self._key = nixsign.key_name(self.signer) if self.signer is not None else ""
 
     @property
     def operator_bytes(self) -> int:
         return self.pushed_bytes + sum(b.operator for b in self.per_node.values())
 
     def _counter(self, node: str, kind: str) -> Callable[[str], None]:
+        """Books each path once per node, under the source that sent it last: a copy killed
+        mid-path still reports that path done (Nix stops its activity as the copy fails), and
+        the next source sends it again; it moves there (`watch` sees -size, then +size)."""
         got = self.per_node.setdefault(node, Bytes())
+        booked = self._booked.setdefault(node, {})
 
-        def on_path(path: str) -> None:
-            size = self._sizes.get(path, 0)
+        def add(kind: str, path: str, size: int) -> None:
             setattr(got, kind, getattr(got, kind) + size)
             if (watch := self._watch.get(node)) is not None:
                 watch(kind, path, size)
+
+        def on_path(path: str) -> None:
+            size = self._sizes.get(path, 0)
+            if (before := booked.get(path)) is not None:
+                add(before, path, -size)
+            booked[path] = kind
+            add(kind, path, size)
 
         return on_path
 
@@ -124,7 +139,7 @@ class Distribution:
             self._watch[node] = on_path
         if note is not None:
             self._notes[node] = note
-        await self._signed()
+        await self._signed(node)
         if self.plan.via is not None and await self._from_cache(node, ssh, system):
             await self.holds(node, system)
             return self.per_node[node]
@@ -140,16 +155,40 @@ class Distribution:
         if self.schedule is not None:
             await self.schedule.holds(node)
 
-    async def _signed(self) -> None:
-        """Every system of the run signed with the owner key, once (0.05 s for 301 paths)."""
-        if self.signer is None:
+    def start_signing(self) -> None:
+        """Start (once) the one `nix store sign` of the paths the owner has not signed yet."""
+        if self.signer is None or self._sign_started:
             return
+        self._sign_started = True
+        if self._signing is None and (paths := nixsign.unsigned(self.closures.values(), self._key)):
+            self._signing = asyncio.ensure_future(self._sign(self.signer, paths))
+
+    async def _sign(self, signer: Path, paths: list[str]) -> None:
+        started = time.monotonic()
+        await nixsign.sign(signer, paths, recursive=False)
+        self.signed = (len(paths), time.monotonic() - started)
+
+    async def _signed(self, node: str) -> None:
+        """Wait for the owner's signatures on every path a copy may move (none to wait for when
+        every path carried one already); a copy that had to wait says how long."""
+        self.start_signing()
         if self._signing is None:
-            self._signing = asyncio.ensure_future(nixsign.sign(self.signer, sorted(self.closures)))
+            return
+        started = time.monotonic()
         try:
             await asyncio.shield(self._signing)
         except CommandFailed as exc:
             raise CopyFailed(f"signing the closure failed: {exc.message}") from exc
+        count, seconds = self.signed
+        waited = time.monotonic() - started
+        if waited < 0.001 and self._sign_said:
+            return
+        self._sign_said = True  # the first copy says it, and every copy that waited
+        self.note(
+            node,
+            f"signed {count} paths with {self._key} in {seconds:.3f} s; "
+            f"the copy waited {waited:.3f} s for it",
+        )
 
     async def _from_cache(self, node: str, ssh: Ssh, system: str) -> bool:
         assert self.plan.via is not None
@@ -236,7 +275,12 @@ class Distribution:
             await self._from_operator(node, ssh, system)
 
     async def close(self, ssh_of: Callable[[str], Ssh]) -> None:
-        """Revoke the deploy's key on every holder (best effort: sshd's expiry covers the rest)."""
+        """Revoke the deploy's key on every holder (best effort: sshd's expiry covers the rest);
+        a signing no copy waited for (every node was up to date) is stopped, never waited on:
+        the next deploy that copies signs what it left."""
+        if self._signing is not None and not self._signing.done():
+            self._signing.cancel()
+            await asyncio.gather(self._signing, return_exceptions=True)
         if self.schedule is None or self.key is None:
             return
         key = self.key
@@ -287,7 +331,7 @@ async def copy_from_sources(run: NodeRun, ssh: Ssh, dist: Distribution, total: i
         )
 
     def on_path(kind: str, _path: str, size: int) -> None:
-        report.paths_copied += 1
+        report.paths_copied += 1 if size >= 0 else -1  # -size: booked again elsewhere
         report.bytes_copied += size
         field_name = f"bytes_from_{kind}"
         setattr(report, field_name, getattr(report, field_name) + size)
@@ -311,11 +355,10 @@ async def copy_from_sources(run: NodeRun, ssh: Ssh, dist: Distribution, total: i
 
 
 def start_signing(signer: Path | None, systems: Iterable[object]) -> asyncio.Task[None] | None:
-    """Sign the built systems now, while the run reads their closures (off the critical path)."""
-    paths = sorted({s for s in systems if isinstance(s, str)})
-    if signer is None or not paths:
-        return None
-    return asyncio.ensure_future(nixsign.sign(signer, paths))
+    """Nothing to start before the closures are read: `for_run` signs, knowing from the closures
+    which paths already carry the owner's signature. Kept until run.py stops calling it."""
+    del signer, systems
+    return None
 
 
 def for_run(
@@ -336,7 +379,7 @@ def for_run(
         job.target.node: peers.endpoint_of(job.target.node, inventory.nodes[job.target.node])
         for job in jobs
     }
-    return Distribution(
+    dist = Distribution(
         plan,
         closures,
         endpoints,
@@ -344,3 +387,5 @@ def for_run(
         signer=signer,
         _signing=signing,
     )
+    dist.start_signing()  # now: it runs while the nodes' preflights and stage steps do
+    return dist
