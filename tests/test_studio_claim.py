@@ -243,3 +243,24 @@ def test_claim_routes_need_the_csrf_token(client: TestClient, node: Node) -> Non
     assert client.post("/nodes/claim", data=form).status_code == 403
     assert client.post("/api/claims/x", json={"signature": "0x"}).status_code == 403
     node.assert_nothing_authorized()
+
+
+def test_no_keystore_password_beyond_loopback(ws: Path, node: Node) -> None:
+    """Listening on the network, the studio is plain HTTP: it neither asks for nor takes the
+    keystore password (the browser wallet still claims)."""
+    keys = access.Keys.new("192.0.2.2", 8370, owner=node.owner.address.lower())
+    with TestClient(create(services.Workspace(ws), keys), base_url="http://192.0.2.2:8370") as c:
+        c.cookies.set(access.COOKIE, keys.session)
+        page = c.get("/nodes/claim").text
+        assert 'type="password"' not in page and 'id="no-keystore"' in page
+        form = {"csrf": keys.csrf, "host": "127.0.0.1", "port": str(node.port)}
+        refused = c.post("/nodes/claim", data={**form, "password": PASSWORD})
+        assert refused.status_code == 400 and PASSWORD not in refused.text
+        assert "it takes no keystore password" in refused.text
+        node.assert_nothing_authorized()
+        c.headers["x-csrf-token"] = keys.csrf
+        out = prepare(c, node, node.owner.address).json()
+        done = c.post(
+            f"/api/claims/{out['id']}", json={"signature": sign(node.owner, out["message"])}
+        )
+        assert done.status_code == 200 and done.json()["node"] == "node-a"

@@ -122,10 +122,17 @@ def _done(name: str, host: str, result: services.ClaimResult) -> dict[str, str]:
     }
 
 
+def _local(request: Request) -> bool:
+    """The studio listens on loopback only (no owner sign-in): a password typed into it never
+    crosses a network. Beyond loopback the studio speaks plain HTTP, so no password is taken."""
+    return studio(request).keys.owner is None
+
+
 def _key_facts(request: Request) -> dict[str, Any]:
     """What the page says about the key it authorizes and the keystore it can unlock."""
     ws = studio(request).ws
     facts: dict[str, Any] = {"keystore": str(services.operator_keystore(ws))}
+    facts["local"] = _local(request)
     try:
         path, key = services.operator_key(ws)
         facts["key"] = {"path": str(path), "fingerprint": key.fingerprint, "comment": key.comment}
@@ -146,6 +153,11 @@ async def claim_submit(request: Request) -> Response:
     password = data.pop("password", "")
     values = {k: data.get(k, "") for k in ("host", "port", "name", "expect_host_key")}
     try:
+        if not _local(request):
+            raise services.UsageError(
+                "this studio listens beyond loopback (plain HTTP): it takes no keystore password",
+                hint="claim with the browser wallet, or run xnodectl claim on your machine",
+            )
         choice = _choice(data)
         req = services.claim_request(st.ws, choice)
         name, result = await run_in_threadpool(
