@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from tests.test_claim import Node, node, sign
 from xnodectl import inventory as inv
-from xnodectl.cli import app as cli
+from xnodectl.cli import app as cli_app
 from xnodectl.studio import access, services
 from xnodectl.studio.app import create
 from xnodectl.verify import sign_in
@@ -35,7 +35,7 @@ COMMENT = "# the operator's own words"
 def ws(tmp_path: Path, node: Node) -> Path:
     """A workspace whose operator key (settings.ssh_key) is the key the claim authorizes, and
     whose keystore (settings.signer_keystore) holds the node owner's key."""
-    made = CliRunner().invoke(cli, ["init", str(tmp_path / "ws")])
+    made = CliRunner().invoke(cli_app, ["init", str(tmp_path / "ws")])
     assert made.exit_code == 0, made.stderr
     root = Path(made.stdout.strip())
     wallet = tmp_path / "owner.json"
@@ -131,6 +131,11 @@ def test_wrong_owner_is_refused_and_nothing_pinned(
         f"/api/claims/{forged['id']}", json={"signature": sign(stranger, forged["message"])}
     )
     assert refused.status_code == 400 and "the node refused" in refused.json()["error"]
+    other = prepare(client, node, node.owner.address).json()  # the owner signs another text:
+    text = other["message"].replace(node.operator_key.fingerprint, "SHA256:" + "B" * 43)
+    swapped = client.post(f"/api/claims/{other['id']}", json={"signature": sign(node.owner, text)})
+    assert swapped.status_code == 400  # the studio posts the text it built, not the browser's
+    assert "the node refused" in swapped.json()["error"]
     node.assert_nothing_authorized()
     assert pinned(ws) is None
 
@@ -150,7 +155,7 @@ def test_unexpected_host_key_stops_before_anything_is_signed(
     monkeypatch.setenv(keystore.PASSWORD_ENV, PASSWORD)
     wallet = str(tmp_path / "owner.json")
     result = CliRunner().invoke(
-        cli,
+        cli_app,
         ["claim", "127.0.0.1", "--port", str(node.port), "--wallet", wallet, "--no-inventory",
          "--ssh-key", str(node.key_path), "--expect-host-key", other],
     )  # fmt: skip
@@ -215,6 +220,13 @@ def test_bad_input_is_one_line_and_contacts_nothing(client: TestClient, node: No
         assert response.status_code == 400 and response.json()["error"].startswith(error), over
     assert not node.service.nonces._issued  # no nonce was asked for
     node.assert_nothing_authorized()
+    studio_line = prepare(client, node, node.owner.address, host="bad host").json()["error"]
+    cli = CliRunner().invoke(  # the same line, said before the CLI asks for a password
+        cli_app,
+        ["claim", "bad host", "--ssh-key", str(node.key_path), "--no-inventory"],
+        env={keystore.PASSWORD_ENV: None, "XNODECTL_WALLET": "/nonexistent/wallet.json"},
+    )
+    assert cli.exit_code == 2 and cli.stderr.strip().splitlines()[-1] == studio_line
 
 
 def test_unreachable_node_and_junk(client: TestClient, node: Node, ws: Path) -> None:
