@@ -92,9 +92,10 @@ def test_every_state_changing_route_is_listed() -> None:
     """A new POST route is added here on purpose, so the CSRF test below covers it knowingly."""
     assert sorted(POSTS) == sorted(
         ["/templates/ipfs", "/api/templates/ipfs/preview", "/nodes/add", "/nodes/ipfs/rollback",
+         "/nodes/claim", "/api/claims", "/api/claims/x",
          "/deploys", "/deploys/x/cancel", *[p for p in POSTS if p.startswith(("/images", "/auth"))]]
     )  # fmt: skip
-    assert len(POSTS) == 8
+    assert len(POSTS) == 11
 
 
 @pytest.mark.parametrize("path", POSTS)

@@ -201,11 +201,12 @@ def _claim(
     key = claim.read_public_key(ssh_key.expanduser())
     ws = None if no_inventory else _find_ws(workspace)
     expected = _expected_host_key(ws, node, expect)
-    path = _path(wallet)
-    signer = keystore.load_signer(path, keystore.read_password(confirm=False, path=path))
     request = claim.ClaimRequest(
         host=host, port=port, ssh_key=key, chain_id=chain_id, expect_host_key=expected
     )
+    claim.check_request(request)  # bad input said before the password is asked for
+    path = _path(wallet)
+    signer = keystore.load_signer(path, keystore.read_password(confirm=False, path=path))
     output.info(f"claiming {request.domain} as {signer.address} for key {key.fingerprint}")
     result = claim.claim(request, signer)
     name = node or result.node

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from xnodectl.studio import access, fleet, images, pages, runs, services, signin
+from xnodectl.studio import access, claims, fleet, images, pages, runs, services, signin
 from xnodectl.studio.deploys import Runs
 from xnodectl.studio.web import HERE, Studio, on_error
 
@@ -22,6 +22,10 @@ ROUTES = [
     Route("/nodes", fleet.nodes_page, name="nodes"),
     Route("/nodes/add", fleet.add_page),
     Route("/nodes/add", fleet.add_submit, methods=["POST"]),
+    Route("/nodes/claim", claims.claim_page),
+    Route("/nodes/claim", claims.claim_submit, methods=["POST"]),
+    Route("/api/claims", claims.prepare_api, methods=["POST"]),
+    Route("/api/claims/{id}", claims.finish_api, methods=["POST"]),
     Route("/nodes/{name}", fleet.node_page, name="node"),
     Route("/nodes/{name}/rollback", fleet.rollback, methods=["POST"]),
     Route("/fragments/fleet", fleet.fleet_fragment),
@@ -70,4 +74,5 @@ def create(ws: services.Workspace, keys: access.Keys) -> access.Guard:
     )
     app.state.studio = state
     app.state.builds = images.Builds()
+    app.state.claims = claims.PendingClaims()
     return access.Guard(app, keys)

@@ -1,4 +1,7 @@
-"""Operator side of the claim: nonce, SIWE message bound to key and host key, sign, post.
+"""Operator side of the claim, in two steps: `prepare` (the node's nonce and host key, the SIWE
+message bound to the SSH key and that host key) and `finish` (post the signature, check the
+answer). `claim` is both with one signer (the CLI's keystore); the studio has a browser wallet
+sign between them. One copy of the rules for both.
 
 The claim travels over plain HTTP (a fresh node has no certificate). What protects it:
 - the node's owner address is baked into its image, so only the owner's signature is accepted;
@@ -151,18 +154,55 @@ def _node_time(info: dict[str, Any]) -> float:
     return float(node)
 
 
-def claim(request: ClaimRequest, signer: Signer) -> ClaimResult:
-    """Claim the node at request.host for `signer`'s address, authorizing request.ssh_key."""
-    base = f"http://{request.domain}"
-    info = _call(base + "/claim/nonce", None, request.timeout)
+@dataclass(frozen=True)
+class PreparedClaim:
+    """A claim ready to be signed: the node's nonce, bound into the exact SIWE text by `prepare`.
+    Whoever signs it (the keystore here, a browser wallet in the studio), `finish` posts it."""
+
+    request: ClaimRequest
+    address: str  # EIP-55: the address the message names
+    message: str  # the exact EIP-4361 text to sign (personal_sign)
+    host_key: sshkeys.PublicKey  # the key the node announced with its nonce
+    node: str  # the name the node reports ("" if none)
+    expires_in: int  # seconds the node keeps the nonce (at most the message's LIFETIME)
+
+
+def check_request(request: ClaimRequest) -> None:
+    """Bad input, said before the node is contacted: the host and port go into the claim URL."""
+    from xnodectl.inventory import check_host
+
+    try:
+        check_host(request.host)
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="pass the node's IP address or DNS name") from None
+    if not 1 <= request.port <= 65535:
+        raise UsageError(f"claim port {request.port} is out of range", hint="1 to 65535")
+
+
+def _checksummed(address: str) -> str:
+    from eth_utils.address import is_address, to_checksum_address
+
+    if not isinstance(address, str) or not is_address(address):
+        raise UsageError(
+            f"{str(address)[:60]!r} is not an Ethereum address", hint="0x and 40 hex digits"
+        )
+    return str(to_checksum_address(address))
+
+
+def prepare(request: ClaimRequest, address: str) -> PreparedClaim:
+    """Step one: the node's nonce and host key (checked against the expected one before anything
+    is signed), and the SIWE message naming our SSH key and that host key, for `address`."""
+    check_request(request)
+    signer_address = _checksummed(address)
+    info = _call(f"http://{request.domain}/claim/nonce", None, request.timeout)
     host_key = _host_key(info, request)
     nonce = info.get("nonce")
     if not isinstance(nonce, str) or not re.fullmatch(r"[0-9A-Za-z]{8,128}", nonce):
         raise NodeUnreachable("the node sent a bad nonce", hint="retry")
     message = sign_in.build(
         domain=request.domain,
-        uri=base + sign_in.CLAIM_PATH,
-        address=signer.address,
+        uri=f"http://{request.domain}{sign_in.CLAIM_PATH}",
+        address=signer_address,
         chain_id=request.chain_id,
         nonce=nonce,
         now=_node_time(info),
@@ -170,12 +210,30 @@ def claim(request: ClaimRequest, signer: Signer) -> ClaimResult:
         resources=[sign_in.host_key_resource(host_key.fingerprint)],
         lifetime=LIFETIME,
     )
+    ttl = info.get("expires_in")
+    expires_in = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else LIFETIME
+    return PreparedClaim(
+        request=request,
+        address=signer_address,
+        message=message,
+        host_key=host_key,
+        node=str(info.get("node") or ""),
+        expires_in=max(0, min(expires_in, LIFETIME)),
+    )
+
+
+def finish(prepared: PreparedClaim, signature: str) -> ClaimResult:
+    """Step two: post the signed message with our key; the node's answer must name the host key
+    it announced and exactly our key."""
+    request = prepared.request
     body = {
-        "message": message,
-        "signature": signer.sign_message(message),
+        "message": prepared.message,
+        "signature": signature,
         "ssh_public_key": request.ssh_key.line(),
     }
-    answer = _call(base + sign_in.CLAIM_PATH, body, request.timeout)
+    url = f"http://{request.domain}{sign_in.CLAIM_PATH}"
+    answer = _call(url, body, request.timeout)
+    host_key = prepared.host_key
     if answer.get("host_key_fingerprint") != host_key.fingerprint:
         raise NodeUnreachable(
             "the node answered with another host key than it announced",
@@ -185,12 +243,18 @@ def claim(request: ClaimRequest, signer: Signer) -> ClaimResult:
         raise NodeUnreachable("the node authorized another key than ours", hint="retry")
     return ClaimResult(
         node=str(answer.get("node") or ""),
-        address=str(answer.get("address") or signer.address),
+        address=str(answer.get("address") or prepared.address),
         authorized=request.ssh_key.fingerprint,
         authorized_key=request.ssh_key.line(),
         host_key=f"{host_key.kind} {host_key.line().split()[1]}",
         host_key_fingerprint=host_key.fingerprint,
     )
+
+
+def claim(request: ClaimRequest, signer: Signer) -> ClaimResult:
+    """Claim the node at request.host for `signer`'s address, authorizing request.ssh_key."""
+    prepared = prepare(request, signer.address)
+    return finish(prepared, signer.sign_message(prepared.message))
 
 
 def reopen(host: str, port: int, user: str, host_key: str, identity: Path | None) -> None:

@@ -160,9 +160,58 @@ async function walletSignIn() {
   }
 }
 
+async function walletClaim(form) {
+  // EIP-1193 again: the studio builds the claim's exact SIWE text (from the node's nonce), the
+  // wallet signs it, the studio posts the signature to the node. The password field stays out.
+  const status = document.getElementById("claim-status");
+  const error = document.getElementById("claim-error");
+  const show = (text) => { status.textContent = text; };
+  const post = async (url, body) => {
+    const resp = await fetch(url, {
+      method: "POST", credentials: "same-origin", cache: "no-store",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body),
+    });
+    const out = await resp.json();
+    if (!resp.ok) throw new Error(out.error);
+    return out;
+  };
+  error.textContent = "";
+  if (!window.ethereum) {
+    error.textContent = "No Ethereum wallet in this browser: sign with the operator keystore below, or install one (e.g. MetaMask).";
+    return;
+  }
+  try {
+    show("Waiting for the wallet…");
+    const [address] = await window.ethereum.request({ method: "eth_requestAccounts" });
+    const fields = { address };
+    for (const name of ["host", "port", "name", "expect_host_key"]) fields[name] = form.elements[name].value;
+    show("Asking the node for a nonce…");
+    const prepared = await post(form.dataset.prepare, fields);
+    show(`Sign the claim in your wallet: it authorizes ${prepared.ssh_key_fingerprint} on the node with host key ${prepared.host_key_fingerprint}.`);
+    const signature = await window.ethereum.request({ method: "personal_sign", params: [prepared.message, prepared.address] });
+    show("Sending the signature to the node…");
+    const done = await post(form.dataset.prepare + "/" + encodeURIComponent(prepared.id), { signature });
+    const link = document.getElementById("claimed-node");
+    link.textContent = done.node;
+    link.href = "/nodes/" + encodeURIComponent(done.node);
+    document.getElementById("claimed-host").textContent = done.host;
+    document.getElementById("claimed-owner").textContent = done.address;
+    document.getElementById("claimed-fingerprint").textContent = done.host_key_fingerprint;
+    document.getElementById("claimed-key").textContent = done.authorized;
+    document.getElementById("claim-done").hidden = false;
+    show("Claimed " + done.node + ".");
+  } catch (err) {
+    show("");
+    error.textContent = String(err && err.message ? err.message : err);
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const signin = document.getElementById("wallet-signin");
   if (signin) signin.addEventListener("click", walletSignIn);
+  const claim = document.getElementById("claim-form");
+  if (claim) document.getElementById("wallet-claim").addEventListener("click", () => walletClaim(claim));
   const form = document.getElementById("template-form");
   if (form) livePreview(form);
   const fleet = document.getElementById("fleet");
