@@ -10,7 +10,8 @@ the BOOT_SLOW fault.
 
 Knobs: `version` (two versions are two different systems sharing their leaves), `size` (that many
 leaf paths of `leaf_bytes` random bytes each under the system: 300 x 170 KB is about 50 MB),
-`health`, `per_node` (node name baked in, so every node's system differs).
+`health`, `per_node` (node name baked in, so every node's system differs), `serve_apps`, `units`
+(stand-in unit files under etc/systemd/system, each in its own store path, for the plan's units).
 
 These closures are test fixtures, NOT NixOS: every figure measured with them must say so.
 """
@@ -53,6 +54,20 @@ FLAKE = r"""{
         templates = cfg.templates;
         appsNode = node;
       };
+      # units: stand-in systemd unit files under etc/systemd/system, each its own store path as
+      # NixOS's are (an unchanged unit keeps its path); `<x>.wants/<unit>` entries are links.
+      unitsCfg = cfg.units or { };
+      unitFile = name: derivation {
+        name = "unit-${builtins.substring 0 16 (builtins.hashString "sha256" name)}";
+        inherit system;
+        builder = "/bin/sh";
+        args = [ "-c" "printf '%s' \"$text\" > $out" ];
+        text = unitsCfg.${name};
+      };
+      units = if unitsCfg == { } then { } else {
+        unitNames = builtins.attrNames unitsCfg;
+        unitFiles = map unitFile (builtins.attrNames unitsCfg);
+      };
       toplevel = node: derivation ({
         name = "nixos-system-${node}-standin-${cfg.version}";
         inherit system leaves;
@@ -63,7 +78,7 @@ FLAKE = r"""{
         health = if cfg.health then "1" else "";
         version = cfg.version;
         nodeName = if cfg.per_node then node else "";
-      } // apps node);
+      } // apps node // units);
     in {
       nixosConfigurations = builtins.listToAttrs (map (node: {
         name = node;
@@ -84,6 +99,18 @@ echo "$version" > "$out/nixos-version"
 [ -n "$nodeName" ] && echo "$nodeName" > "$out/node-name"
 [ -n "$health" ] && touch "$out/health"
 for leaf in $leaves; do echo "$leaf"; done > "$out/leaves"
+if [ -n "${unitNames:-}" ]; then  # units: one link per unit file; .wants/ entries name a unit
+  set -- $unitFiles
+  for name in $unitNames; do
+    file=$1; shift
+    mkdir -p "$(dirname "$out/etc/systemd/system/$name")"
+    case "$name" in
+      */*.conf) ln -s "$file" "$out/etc/systemd/system/$name" ;;
+      */*) ln -s "../${name##*/}" "$out/etc/systemd/system/$name" ;;
+      *) ln -s "$file" "$out/etc/systemd/system/$name" ;;
+    esac
+  done
+fi
 if [ -n "${renderApps:-}" ]; then  # serve_apps: what the node's rendered probes check
   XNODECTL_TEMPLATES=$templates "$python" "$renderApps" "$inventory" "$appsNode" "$out"
   cp "$appServer" "$out/bin/app-server"
@@ -438,6 +465,9 @@ class StandinFlake:
     # Serve what the node's apps' rendered probes check (stand-in units; see APP_SERVER): the
     # system then depends on the node's apps in the inventory, as a NixOS system does.
     serve_apps: bool = False
+    # Stand-in systemd units ({"a.service": text, "a.service.d/x.conf": text,
+    # "multi-user.target.wants/a.service": ""}) under the system's etc/systemd/system.
+    units: dict[str, str] = field(default_factory=dict)
     _built: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def write(self) -> StandinFlake:
@@ -467,6 +497,8 @@ class StandinFlake:
             "leaf_bytes": self.leaf_bytes, "leaf_salt": self.leaf_salt, "health": self.health,
             "per_node": self.per_node, "system": self.system,
         }  # fmt: skip
+        if self.units:
+            config["units"] = self.units
         if self.serve_apps:  # the build runs xnodectl (this Python) to render the probes
             config.update(
                 serve_apps=True,
