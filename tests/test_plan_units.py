@@ -81,7 +81,8 @@ def test_changed_service_is_stopped_then_started(tmp_path: Path) -> None:
         ("X-ReloadIfChanged=true", {"reload": ("a.service",)}),
         ("X-RestartIfChanged=false", {"not_restarted": ("a.service",)}),
         ("X-RestartIfChanged=0", {"not_restarted": ("a.service",)}),
-        ("X-RestartIfChanged=true", {"restart": ("a.service",), "stopped_then_started": ("a.service",)}),
+        ("X-RestartIfChanged=true", {"restart": ("a.service",),
+                                     "stopped_then_started": ("a.service",)}),
     ],
 )  # fmt: skip
 def test_the_new_units_x_keys_decide(
@@ -132,7 +133,7 @@ def test_new_units_start_only_when_an_active_target_wants_them(tmp_path: Path) -
     new = {
         **BASE,
         "a.service": svc(),
-        "b.service": svc("b", "Wants=d.service").replace("[Service]", "[Unit]\nWants=d.service\n[Service]"),
+        "b.service": svc("b").replace("[Service]", "[Unit]\nWants=d.service\n[Service]"),
         "multi-user.target.wants/b.service": "",
         "c.service": svc("c"),  # wanted by nothing: not started (a timer or socket would)
         "d.service": svc("d"),
@@ -143,7 +144,9 @@ def test_new_units_start_only_when_an_active_target_wants_them(tmp_path: Path) -
 def test_changed_drop_in_restarts_and_empty_value_clears(tmp_path: Path) -> None:
     old = {"a.service": svc(), "a.service.d/override.conf": "[Service]\nEnvironment=X=1\n"}
     new = {"a.service": svc(), "a.service.d/override.conf": "[Service]\nEnvironment=X=2\n"}
-    only(plan(tmp_path / "1", old, new), restart=("a.service",), stopped_then_started=("a.service",))
+    only(
+        plan(tmp_path / "1", old, new), restart=("a.service",), stopped_then_started=("a.service",)
+    )
     # a drop-in that clears ExecStart and sets it back to the same value: no change
     same = {
         "a.service": svc(),
@@ -208,8 +211,8 @@ def test_known_active_set_rules(tmp_path: Path) -> None:
     """Inactive units are not restarted; a wanted unit that is not running is started."""
     old = {**BASE, "a.service": svc("1"), "b.service": svc("1")}
     new = {**BASE, "a.service": svc("2"), "b.service": svc("2")}
-    only(plan(tmp_path, old, new, active=["multi-user.target", "b.service"]),
-         start=("a.service",), restart=("b.service",), stopped_then_started=("b.service",))  # fmt: skip
+    changes = plan(tmp_path, old, new, active=["multi-user.target", "b.service"])
+    only(changes, start=("a.service",), restart=("b.service",), stopped_then_started=("b.service",))
 
 
 def test_node_reply_shares_texts_with_the_new_system(tmp_path: Path) -> None:
@@ -219,10 +222,10 @@ def test_node_reply_shares_texts_with_the_new_system(tmp_path: Path) -> None:
     reply = "\n".join(
         [
             "K\t/nix/store/k",
-            f"E\ta.service\t/nix/store/old-a",
+            "E\ta.service\t/nix/store/old-a",
             f"E\tb.service\t{new.entries['b.service']}",
             f"E\tmulti-user.target\t{new.entries['multi-user.target']}",
-            f"E\tmulti-user.target.wants/a.service\t/nix/store/old-a",
+            "E\tmulti-user.target.wants/a.service\t/nix/store/old-a",
             f"C\ta.service\t{base64.b64encode(old_text.encode()).decode()}",
             "A\ta.service\tactive",
             "A\tb.service\tfailed",
@@ -230,7 +233,7 @@ def test_node_reply_shares_texts_with_the_new_system(tmp_path: Path) -> None:
         ]
     )
     got = units.parse_node_reply(reply, new)
-    assert got.active == {"a.service", "multi-user.target"}
+    assert got.active == frozenset({"a.service", "multi-user.target"})
     assert got.old.texts["a.service"] == old_text
     assert got.old.texts["b.service"] == svc("b")  # read locally: same store path
     changes = units.classify(got.old, new, got.active)  # b failed; the target wants it
@@ -246,3 +249,10 @@ def test_text_lines_say_basis_and_limits(tmp_path: Path) -> None:
     assert "(* stopped before the activation script, started after it)" in lines[4]
     assert lines[-1].startswith("  units basis: the node's systemd could not be asked")
     assert "not a dry-activate" in lines[-1] and "restartTriggers" in lines[-1]
+
+
+def test_parsing_quotes_comments_and_sections() -> None:
+    data: units.UnitInfo = {}
+    text = '# c\n; c\nKey=outside\n[Service]\nA="x y"\nB = 1\nB=2\n[Install]\nWantedBy=z\n'
+    units.parse_ini(data, text)
+    assert data == {"Service": {"A": ["x y"], "B": ["1", "2"]}}

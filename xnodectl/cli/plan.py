@@ -19,8 +19,8 @@ from xnodectl.units import human_bytes
 
 if TYPE_CHECKING:
     from xnodectl.deploy.plan import NodePlan
-    from xnodectl.deploy.units import UnitChanges
     from xnodectl.deploy.prepare import Request
+    from xnodectl.deploy.units import UnitChanges
     from xnodectl.workspace import Workspace
 
 DIFF_LINES = 40  # lines of each module diff the text plan shows

@@ -293,7 +293,5 @@ async def _finish(
         plan.unknown.setdefault(
             "units",
             "units to start, stop, restart and reload need both the built system and the "
-            "node's current one (see "
-            + ("node" if "node" in plan.unknown else "closure")
-            + ")",
+            "node's current one (see " + ("node" if "node" in plan.unknown else "closure") + ")",
         )

@@ -29,7 +29,9 @@ UNIT_IGNORED = frozenset(
     }
 )  # fmt: skip
 RELOAD_ONLY_MOUNTS = frozenset({"-.mount", "nix.mount"})
-NEVER_RESTARTED = frozenset({"sysinit.target", "basic.target", "multi-user.target", "graphical.target"})
+NEVER_RESTARTED = frozenset(
+    {"sysinit.target", "basic.target", "multi-user.target", "graphical.target"}
+)
 NEVER_RESTARTED_SUFFIXES = (".unit", ".slice", ".socket")
 OWN_RULES_PREFIXES = ("systemd-nspawn@",)
 TARGETS_NOT_STARTED = frozenset({"suspend.target", "hibernate.target", "hybrid-sleep.target"})
@@ -57,7 +59,9 @@ LIMITS = (
 
 class Basis(Enum):
     SYSTEMD = "active units from the node's systemd"
-    ASSUMED = "the node's systemd could not be asked: every unit of its current system is assumed active"
+    ASSUMED = (
+        "the node's systemd could not be asked: every unit of its current system is assumed active"
+    )
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,9 @@ def parse(tree: Tree, unit: str, base: str | None = None) -> UnitInfo | None:
     parse_ini(data, tree.texts.get(base, ""))
     for name in (base, unit) if unit != base else (base,):
         prefix = f"{name}.d/"
-        for entry in sorted(e for e in tree.entries if e.startswith(prefix) and e.endswith(".conf")):
+        for entry in sorted(
+            e for e in tree.entries if e.startswith(prefix) and e.endswith(".conf")
+        ):
             parse_ini(data, tree.texts.get(entry, ""))
     return data
 
@@ -285,8 +291,8 @@ def classify(old: Tree, new: Tree, active: Iterable[str] | None) -> UnitChanges:
 
 def _pulled_in(new: Tree, targets: set[str], running: set[str]) -> set[str]:
     """Units that start because an active target is started again: what the targets want in the
-    new system, transitively (through running units too), that is not running now (targets themselves not listed, as nixpkgs
-    hides them)."""
+    new system, transitively (through running units too), that is not running now (targets
+    themselves not listed, as nixpkgs hides them)."""
     seen: set[str] = set()
     todo = list(targets)
     while todo:
@@ -296,9 +302,7 @@ def _pulled_in(new: Tree, targets: set[str], running: set[str]) -> set[str]:
                 seen.add(dep)
                 todo.append(dep)
     return {
-        u
-        for u in seen - running
-        if not u.endswith(".target") and not new.masked(base_of(u, new))
+        u for u in seen - running if not u.endswith(".target") and not new.masked(base_of(u, new))
     }
 
 
@@ -309,13 +313,12 @@ def read_tree(system: Path) -> Tree:
     texts: dict[str, str] = {}
     if not root.is_dir():
         return Tree(entries, texts)
-    for top in sorted(os.listdir(root)):
-        path = root / top
+    for path in sorted(root.iterdir()):
         if path.is_dir():
-            for inner in sorted(os.listdir(path)):
-                _add(entries, texts, f"{top}/{inner}", path / inner)
+            for inner in sorted(path.iterdir()):
+                _add(entries, texts, f"{path.name}/{inner.name}", inner)
         else:
-            _add(entries, texts, top, path)
+            _add(entries, texts, path.name, path)
     return Tree(entries, texts)
 
 
