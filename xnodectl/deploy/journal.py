@@ -89,29 +89,3 @@ class Journal:
         if self._file is not None:
             self._file.close()
 
-
-def history(root: Path, node: str) -> list[dict[str, Any]]:
-    """The node's deploys journaled in this workspace, newest first: when, the command, and the
-    node's line of the report (outcome, generations, error or rollback reason)."""
-    runs = root / ".xnodectl" / "runs"
-    out: list[dict[str, Any]] = []
-    for path in sorted(runs.glob("*.jsonl"), reverse=True) if runs.is_dir() else []:
-        header: dict[str, Any] = {}
-        found: dict[str, Any] | None = None
-        exit_code = None
-        for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                item = json.loads(raw)
-            except ValueError:
-                continue
-            kind = item.get("type")
-            if kind == "run":
-                header = item
-            elif kind == "report":
-                found = next((n for n in item.get("nodes", []) if n.get("node") == node), None)
-            elif kind == "end":
-                exit_code = item.get("exit_code")
-        if found is not None:
-            out.append({**found, "id": header.get("id", path.stem), "argv": header.get("argv", []),
-                        "started": header.get("started"), "exit_code": exit_code})  # fmt: skip
-    return out
