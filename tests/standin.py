@@ -11,7 +11,8 @@ the BOOT_SLOW fault.
 Knobs: `version` (two versions are two different systems sharing their leaves), `size` (that many
 leaf paths of `leaf_bytes` random bytes each under the system: 300 x 170 KB is about 50 MB),
 `health`, `per_node` (node name baked in, so every node's system differs), `serve_apps`, `units`
-(stand-in unit files under etc/systemd/system, each in its own store path, for the plan's units).
+(stand-in unit files under etc/systemd/system, each in its own store path, and the stand-in
+systemctl that lists them, for the plan's units).
 
 These closures are test fixtures, NOT NixOS: every figure measured with them must say so.
 """
@@ -65,6 +66,7 @@ FLAKE = r"""{
         text = unitsCfg.${name};
       };
       units = if unitsCfg == { } then { } else {
+        standinSystemctl = ./systemctl.sh;
         unitNames = builtins.attrNames unitsCfg;
         unitFiles = map unitFile (builtins.attrNames unitsCfg);
       };
@@ -110,6 +112,8 @@ if [ -n "${unitNames:-}" ]; then  # units: one link per unit file; .wants/ entri
       *) ln -s "$file" "$out/etc/systemd/system/$name" ;;
     esac
   done
+  mkdir -p "$out/sw/bin" && cp "$standinSystemctl" "$out/sw/bin/systemctl"
+  chmod 0555 "$out/sw/bin/systemctl"
 fi
 if [ -n "${renderApps:-}" ]; then  # serve_apps: what the node's rendered probes check
   XNODECTL_TEMPLATES=$templates "$python" "$renderApps" "$inventory" "$appsNode" "$out"
@@ -417,7 +421,31 @@ threading.Event().wait()
 
 SYSTEMCTL = r"""#!/bin/bash
 # Stand-in systemctl (xnodectl test fixture, not systemd): `is-active UNIT` for the units the
-# running stand-in system serves: active while its app server runs.
+# running stand-in system serves: active while its app server runs. `list-units` (the plan asks
+# it): every unit file of the running system, active, except those named in
+# /run/xnode-test/failed-units (failed, with systemd's bullet) and in
+# /run/xnode-test/inactive-units (not listed without --all; inactive with it); while
+# /run/xnode-test/no-systemd exists it fails as systemctl does where systemd is not running.
+if [ "${1:-}" = list-units ]; then
+  if [ -e /run/xnode-test/no-systemd ]; then
+    echo "System has not been booted with systemd as init system (PID 1). Can't operate." >&2
+    exit 1
+  fi
+  all=; case " $* " in *" --all "*) all=1 ;; esac
+  for f in /run/current-system/etc/systemd/system/*; do
+    n=${f##*/}
+    [ -d "$f" ] && continue
+    case $n in *@.*) continue ;; esac
+    if grep -qxF -- "$n" /run/xnode-test/failed-units 2>/dev/null; then
+      printf '\342\227\217 %s loaded failed failed stand-in\n' "$n"
+    elif grep -qxF -- "$n" /run/xnode-test/inactive-units 2>/dev/null; then
+      [ -n "$all" ] && printf '%s loaded inactive dead stand-in\n' "$n"
+    else
+      printf '%s loaded active running stand-in\n' "$n"
+    fi
+  done
+  exit 0
+fi
 if [ "${1:-}" != is-active ] || [ -z "${2:-}" ]; then
   echo "stand-in systemctl: only 'is-active UNIT'" >&2
   exit 1

@@ -66,32 +66,41 @@ def test_plan_lists_the_changed_and_the_new_unit(
     }  # the web unit's file changed, but only its (ignored) Description
     flake.configure(version="2", units=v2)
     before = node.activations()
+    node.local("touch /run/xnode-test/no-systemd")  # the node's systemctl cannot list units
     code, out, err = _run(flake.directory, "plan", "--json")
     assert code == 0, err
     (plan,) = json.loads(out)["nodes"]
     assert "units" not in plan["unknown"], plan["unknown"]
-    assert plan["units"] == {
+    expected = {
         "start": ["cache.service"],
         "stop": [],
         "restart": ["db.service"],
         "stopped_then_started": ["db.service"],
         "reload": [],
         "not_restarted": [],
-        "basis": Basis.ASSUMED.value,  # no systemd on a test node
+        "basis": Basis.ASSUMED.value,
         "limits": LIMITS,
     }
-    assert node.activations() == before and node.current_system() == current  # nothing changed
-
+    assert plan["units"] == expected
     code, out, err = _run(flake.directory, "plan")
     assert code == 0, err
     assert "  units to restart: db.service*\n" in out and "  units to start: cache.service\n" in out
     assert "units to stop: none" in out and "units basis: the node's systemd could not" in out
+
+    # its systemd answers now, and says web.service failed: the restarted target starts it again
+    node.local("rm /run/xnode-test/no-systemd; echo web.service > /run/xnode-test/failed-units")
+    code, out, err = _run(flake.directory, "plan", "--json")
+    assert code == 0, err
+    (plan,) = json.loads(out)["nodes"]
+    start = ["cache.service", "web.service"]
+    assert plan["units"] == {**expected, "start": start, "basis": Basis.SYSTEMD.value}
+    assert node.activations() == before and node.current_system() == current  # nothing changed
 
     # the studio's plan view: the same service, its short list per node
     plans = asyncio.run(services.plan(services.Workspace(flake.directory), [node.name], []))
     page = html.unescape(re.sub(r"<[^>]+>", "", web.html("plan.html", plans=plans)))
     lines = [line.strip() for line in page.splitlines() if line.strip()]
     assert "restart: db.service (stopped, then started after activation)" in lines
-    assert "start: cache.service" in lines
+    assert "start: cache.service, web.service" in lines
     assert {"reload: none", "stop: none", "changed, not restarted: none"} <= set(lines)
     assert node.activations() == before
