@@ -423,23 +423,19 @@ SYSTEMCTL = r"""#!/bin/bash
 # Stand-in systemctl (xnodectl test fixture, not systemd): `is-active UNIT` for the units the
 # running stand-in system serves: active while its app server runs. `list-units` (the plan asks
 # it): every unit file of the running system, active, except those named in
-# /run/xnode-test/failed-units (failed, with systemd's bullet) and in
-# /run/xnode-test/inactive-units (not listed without --all; inactive with it); while
+# /run/xnode-test/failed-units (failed, with systemd's bullet); while
 # /run/xnode-test/no-systemd exists it fails as systemctl does where systemd is not running.
 if [ "${1:-}" = list-units ]; then
   if [ -e /run/xnode-test/no-systemd ]; then
     echo "System has not been booted with systemd as init system (PID 1). Can't operate." >&2
     exit 1
   fi
-  all=; case " $* " in *" --all "*) all=1 ;; esac
   for f in /run/current-system/etc/systemd/system/*; do
     n=${f##*/}
     [ -d "$f" ] && continue
     case $n in *@.*) continue ;; esac
     if grep -qxF -- "$n" /run/xnode-test/failed-units 2>/dev/null; then
       printf '\342\227\217 %s loaded failed failed stand-in\n' "$n"
-    elif grep -qxF -- "$n" /run/xnode-test/inactive-units 2>/dev/null; then
-      [ -n "$all" ] && printf '%s loaded inactive dead stand-in\n' "$n"
     else
       printf '%s loaded active running stand-in\n' "$n"
     fi

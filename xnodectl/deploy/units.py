@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +80,19 @@ class Tree:
     def masked(self, unit: str) -> bool:
         return self.entries.get(unit) == MASKED
 
+    @cached_property
+    def dirs(self) -> dict[str, list[str]]:
+        """`a.service.d` -> its entries' names, sorted (as a glob lists them)."""
+        out: dict[str, list[str]] = {}
+        for entry in sorted(self.entries):
+            if "/" in entry:
+                directory, name = entry.split("/", 1)
+                out.setdefault(directory, []).append(name)
+        return out
+
     def dependencies(self, unit: str) -> set[str]:
         """What `unit` wants/requires/upholds, from its .wants/ dirs and its [Unit] keys."""
-        found = {
-            e.split("/", 1)[1]
-            for e in self.entries
-            if "/" in e and e.split("/", 1)[0] in {unit + d for d in DEPENDENCY_DIRS}
-        }
+        found = {name for d in DEPENDENCY_DIRS for name in self.dirs.get(unit + d, [])}
         info = parse(self, unit)
         for key in ("Wants", "Requires", "Upholds", "BindsTo"):
             for value in (info or {}).get("Unit", {}).get(key, []):
@@ -153,11 +160,8 @@ def parse(tree: Tree, unit: str, base: str | None = None) -> UnitInfo | None:
     data: UnitInfo = {}
     parse_ini(data, tree.texts.get(base, ""))
     for name in (base, unit) if unit != base else (base,):
-        prefix = f"{name}.d/"
-        for entry in sorted(
-            e for e in tree.entries if e.startswith(prefix) and e.endswith(".conf")
-        ):
-            parse_ini(data, tree.texts.get(entry, ""))
+        for conf in (c for c in tree.dirs.get(f"{name}.d", []) if c.endswith(".conf")):
+            parse_ini(data, tree.texts.get(f"{name}.d/{conf}", ""))
     return data
 
 
@@ -336,8 +340,9 @@ def _has_text(name: str) -> bool:
 
 # On the node, one script: the current system's entries, resolved (`E name path`); the text
 # (base64) of every unit file/drop-in whose resolved path the new system does not have (its paths
-# come on stdin: the rest is read locally); the active units (`A name state`) or `A?` when the
-# node's systemctl cannot say. Read-only; coreutils, findutils and awk only.
+# come on stdin: the rest is read locally); the active units (`A name state`: active or
+# activating; a failed unit's line starts with a bullet and is skipped) or `A?` when the node's
+# systemctl cannot say. Read-only; coreutils, findutils and awk only.
 NODE_SCRIPT = r"""t=$(mktemp -d) || exit 1
 trap 'rm -rf "$t"' EXIT
 cat >"$t/new"
@@ -354,8 +359,7 @@ if cd /run/current-system/etc/systemd/system 2>/dev/null; then
 fi
 s=/run/current-system/sw/bin/systemctl
 if [ -x "$s" ] && "$s" list-units --all --plain --no-legend --full >"$t/units" 2>/dev/null; then
-  awk '{u = $1; a = $3; if (u == "*" || u == "\342\227\217") {u = $2; a = $4}
-    if (a != "inactive") print "A\t" u "\t" a}' "$t/units"
+  awk '$3 == "active" || $3 == "activating" {print "A\t" $1 "\t" $3}' "$t/units"
 else
   echo 'A?'
 fi
