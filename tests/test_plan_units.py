@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from xnodectl.cli.plan import _units_lines
-from xnodectl.deploy import units
+from xnodectl.deploy import units, unittree
 from xnodectl.deploy.units import Basis, Tree, UnitChanges
 
 SVC = "[Unit]\nDescription=a\n[Service]\nExecStart=/bin/a {v}\n{extra}\n[Install]\nWantedBy=x\n"
@@ -37,7 +37,7 @@ def system(root: Path, files: Mapping[str, str]) -> Tree:
             blob = store / f"{abs(hash(text)):x}-{name.replace('/', '_')}"
             blob.write_text(text)
             link.symlink_to(blob)
-    return units.read_tree(root)
+    return unittree.read_tree(root)
 
 
 def svc(v: str = "1", extra: str = "") -> str:
@@ -232,13 +232,13 @@ def test_node_reply_shares_texts_with_the_new_system(tmp_path: Path) -> None:
             "A\tmulti-user.target\tactive",
         ]
     )
-    got = units.parse_node_reply(reply, new)
+    got = unittree.parse_node_reply(reply, new)
     assert got.active == frozenset({"a.service", "multi-user.target"})
     assert got.old.texts["a.service"] == old_text
     assert got.old.texts["b.service"] == svc("b")  # read locally: same store path
     changes = units.classify(got.old, new, got.active)  # b failed; the target wants it
     only(changes, restart=("a.service",), stopped_then_started=("a.service",), start=("b.service",))
-    assert units.parse_node_reply("K\t\nA?\n", new).active is None
+    assert unittree.parse_node_reply("K\t\nA?\n", new).active is None
 
 
 def test_text_lines_say_basis_and_limits(tmp_path: Path) -> None:

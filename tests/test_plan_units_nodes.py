@@ -104,3 +104,30 @@ def test_plan_lists_the_changed_and_the_new_unit(
     assert "start: cache.service, web.service" in lines
     assert {"reload: none", "stop: none", "changed, not restarted: none"} <= set(lines)
     assert node.activations() == before
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+def test_units_unknown_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that does not answer: no units, and why (the system itself was built); a node
+    whose system cannot be built: no units either, pointing at the build's reason."""
+    monkeypatch.setenv("NIX_CONFIG", NIX_CONF)
+    flake = StandinFlake(tmp_path / "ws", ["gone"], units=V1).write()
+    inventory = inv.Inventory()
+    for name in ("gone", "unbuilt"):  # the flake has no system for "unbuilt"
+        inventory.nodes[name] = inv.Node(host="127.0.0.1", port=1, host_key=KEY)
+    inv.save(inventory, flake.directory / inv.FILENAME)
+    code, out, err = _run(flake.directory, "plan", "--json")
+    assert code == 0, err
+    plans = {p["node"]: p for p in json.loads(out)["nodes"]}
+    gone, unbuilt = plans["gone"], plans["unbuilt"]
+    assert gone["desired_system"] is not None and gone["units"] is None
+    assert gone["unknown"]["units"].endswith(": the node's current system is unknown (see node)")
+    assert "node" in gone["unknown"]
+    assert unbuilt["desired_system"] is None and unbuilt["units"] is None
+    assert unbuilt["unknown"]["units"].endswith(
+        ": the system is not built here (see closure); "
+        "the node's current system is unknown (see node)"
+    )
+    assert "could not be built" in unbuilt["unknown"]["closure"]

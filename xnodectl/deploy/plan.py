@@ -18,7 +18,7 @@ from typing import Any
 
 from xnodectl import catalog, nix, process
 from xnodectl import inventory as inv
-from xnodectl.deploy import units
+from xnodectl.deploy import units, unittree
 from xnodectl.deploy.agent import Agent, Info
 from xnodectl.deploy.build import build
 from xnodectl.deploy.events import Clock
@@ -89,7 +89,9 @@ class NodePlan:
 
 
 # The current system's kernel (reboot needed?) and its units, in the round trip that asks it.
-KERNEL_AND_UNITS = 'printf "K\\t%s\\n" "$(readlink -f "$1/kernel" || true)"\n' + units.NODE_SCRIPT
+KERNEL_AND_UNITS = (
+    'printf "K\\t%s\\n" "$(readlink -f "$1/kernel" || true)"\n' + unittree.NODE_SCRIPT
+)
 
 
 def _app_changes(ws: Workspace, node: str, apps: Sequence[RenderedApp]) -> list[AppChange]:
@@ -197,17 +199,17 @@ async def _closure_diff(session: Session, plan: NodePlan, node: inv.Node) -> Non
             )
         ).split()
         invalid = await agent.missing_paths(list(new.paths), timeout=NODE_BUDGET_S)
-        new_units = units.read_tree(Path(plan.desired_system))
+        new_units = unittree.read_tree(Path(plan.desired_system))
         reply = await agent.run_script(
             KERNEL_AND_UNITS,
             [plan.current_system],
             timeout=NODE_BUDGET_S,
-            input=units.node_input(new_units),
+            input=unittree.node_input(new_units),
         )
     finally:
         await ssh.close()
     kernel = next((k[2:] for k in reply.splitlines() if k.startswith("K\t")), "").strip()
-    node_units = units.parse_node_reply(reply, new_units)
+    node_units = unittree.parse_node_reply(reply, new_units)
     plan.units = units.classify(node_units.old, new_units, node_units.active)
     diff = nix.diff_closures(old, new, set(new.paths) - invalid)
     plan.bytes_to_copy, plan.paths_to_copy = diff.bytes_to_copy, diff.paths_to_copy
@@ -290,8 +292,19 @@ async def _finish(
             "package diff and bytes to copy need the node's current system (node unreachable)",
         )
     if plan.units is None:
-        plan.unknown.setdefault(
-            "units",
-            "units to start, stop, restart and reload need both the built system and the "
-            "node's current one (see " + ("node" if "node" in plan.unknown else "closure") + ")",
+        plan.unknown.setdefault("units", _units_unknown(plan))
+
+
+def _units_unknown(plan: NodePlan) -> str:
+    missing = [
+        why
+        for why, lacking in (
+            ("the system is not built here (see closure)", plan.desired_system is None),
+            ("the node's current system is unknown (see node)", plan.current_system is None),
         )
+        if lacking
+    ] or ["the comparison failed (see closure)"]
+    return (
+        "units to start, stop, restart and reload need the built system and the node's "
+        "current one: " + "; ".join(missing)
+    )
