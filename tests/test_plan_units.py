@@ -246,7 +246,7 @@ def test_text_lines_say_basis_and_limits(tmp_path: Path) -> None:
     lines = _units_lines(changes)
     assert lines[0] == "  units to restart: a.service*"
     assert "  units to start: none" in lines
-    assert "(* stopped before the activation script, started after it)" in lines[4]
+    assert "(* stopped before the activation script, started after it)" in lines[1]
     assert lines[-1].startswith("  units basis: the node's systemd could not be asked")
     assert "not a dry-activate" in lines[-1] and "restartTriggers" in lines[-1]
 

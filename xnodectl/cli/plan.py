@@ -137,7 +137,7 @@ def _units_lines(u: "UnitChanges") -> list[str]:
         )
     ]
     if later:
-        lines.append("    (* stopped before the activation script, started after it)")
+        lines.insert(1, "    (* stopped before the activation script, started after it)")
     if u.not_restarted:
         lines.append("  units changed, NOT restarted: " + ", ".join(u.not_restarted))
     lines.append(f"  units basis: {u.basis}; {u.limits}")
