@@ -88,4 +88,3 @@ class Journal:
         self._writer.close()
         if self._file is not None:
             self._file.close()
-
