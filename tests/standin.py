@@ -10,7 +10,9 @@ the BOOT_SLOW fault.
 
 Knobs: `version` (two versions are two different systems sharing their leaves), `size` (that many
 leaf paths of `leaf_bytes` random bytes each under the system: 300 x 170 KB is about 50 MB),
-`health`, `per_node` (node name baked in, so every node's system differs).
+`health`, `per_node` (node name baked in, so every node's system differs), `serve_apps`, `units`
+(stand-in unit files under etc/systemd/system, each in its own store path, and the stand-in
+systemctl that lists them, for the plan's units).
 
 These closures are test fixtures, NOT NixOS: every figure measured with them must say so.
 """
@@ -53,6 +55,21 @@ FLAKE = r"""{
         templates = cfg.templates;
         appsNode = node;
       };
+      # units: stand-in systemd unit files under etc/systemd/system, each its own store path as
+      # NixOS's are (an unchanged unit keeps its path); `<x>.wants/<unit>` entries are links.
+      unitsCfg = cfg.units or { };
+      unitFile = name: derivation {
+        name = "unit-${builtins.substring 0 16 (builtins.hashString "sha256" name)}";
+        inherit system;
+        builder = "/bin/sh";
+        args = [ "-c" "printf '%s' \"$text\" > $out" ];
+        text = unitsCfg.${name};
+      };
+      units = if unitsCfg == { } then { } else {
+        standinSystemctl = ./systemctl.sh;
+        unitNames = builtins.attrNames unitsCfg;
+        unitFiles = map unitFile (builtins.attrNames unitsCfg);
+      };
       toplevel = node: derivation ({
         name = "nixos-system-${node}-standin-${cfg.version}";
         inherit system leaves;
@@ -63,7 +80,7 @@ FLAKE = r"""{
         health = if cfg.health then "1" else "";
         version = cfg.version;
         nodeName = if cfg.per_node then node else "";
-      } // apps node);
+      } // apps node // units);
     in {
       nixosConfigurations = builtins.listToAttrs (map (node: {
         name = node;
@@ -84,6 +101,20 @@ echo "$version" > "$out/nixos-version"
 [ -n "$nodeName" ] && echo "$nodeName" > "$out/node-name"
 [ -n "$health" ] && touch "$out/health"
 for leaf in $leaves; do echo "$leaf"; done > "$out/leaves"
+if [ -n "${unitNames:-}" ]; then  # units: one link per unit file; .wants/ entries name a unit
+  set -- $unitFiles
+  for name in $unitNames; do
+    file=$1; shift
+    mkdir -p "$(dirname "$out/etc/systemd/system/$name")"
+    case "$name" in
+      */*.conf) ln -s "$file" "$out/etc/systemd/system/$name" ;;
+      */*) ln -s "../${name##*/}" "$out/etc/systemd/system/$name" ;;
+      *) ln -s "$file" "$out/etc/systemd/system/$name" ;;
+    esac
+  done
+  mkdir -p "$out/sw/bin" && cp "$standinSystemctl" "$out/sw/bin/systemctl"
+  chmod 0555 "$out/sw/bin/systemctl"
+fi
 if [ -n "${renderApps:-}" ]; then  # serve_apps: what the node's rendered probes check
   XNODECTL_TEMPLATES=$templates "$python" "$renderApps" "$inventory" "$appsNode" "$out"
   cp "$appServer" "$out/bin/app-server"
@@ -390,7 +421,27 @@ threading.Event().wait()
 
 SYSTEMCTL = r"""#!/bin/bash
 # Stand-in systemctl (xnodectl test fixture, not systemd): `is-active UNIT` for the units the
-# running stand-in system serves: active while its app server runs.
+# running stand-in system serves: active while its app server runs. `list-units` (the plan asks
+# it): every unit file of the running system, active, except those named in
+# /run/xnode-test/failed-units (failed, with systemd's bullet); while
+# /run/xnode-test/no-systemd exists it fails as systemctl does where systemd is not running.
+if [ "${1:-}" = list-units ]; then
+  if [ -e /run/xnode-test/no-systemd ]; then
+    echo "System has not been booted with systemd as init system (PID 1). Can't operate." >&2
+    exit 1
+  fi
+  for f in /run/current-system/etc/systemd/system/*; do
+    n=${f##*/}
+    [ -d "$f" ] && continue
+    case $n in *@.*) continue ;; esac
+    if grep -qxF -- "$n" /run/xnode-test/failed-units 2>/dev/null; then
+      printf '\342\227\217 %s loaded failed failed stand-in\n' "$n"
+    else
+      printf '%s loaded active running stand-in\n' "$n"
+    fi
+  done
+  exit 0
+fi
 if [ "${1:-}" != is-active ] || [ -z "${2:-}" ]; then
   echo "stand-in systemctl: only 'is-active UNIT'" >&2
   exit 1
@@ -438,6 +489,9 @@ class StandinFlake:
     # Serve what the node's apps' rendered probes check (stand-in units; see APP_SERVER): the
     # system then depends on the node's apps in the inventory, as a NixOS system does.
     serve_apps: bool = False
+    # Stand-in systemd units ({"a.service": text, "a.service.d/x.conf": text,
+    # "multi-user.target.wants/a.service": ""}) under the system's etc/systemd/system.
+    units: dict[str, str] = field(default_factory=dict)
     _built: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def write(self) -> StandinFlake:
@@ -467,6 +521,8 @@ class StandinFlake:
             "leaf_bytes": self.leaf_bytes, "leaf_salt": self.leaf_salt, "health": self.health,
             "per_node": self.per_node, "system": self.system,
         }  # fmt: skip
+        if self.units:
+            config["units"] = self.units
         if self.serve_apps:  # the build runs xnodectl (this Python) to render the probes
             config.update(
                 serve_apps=True,

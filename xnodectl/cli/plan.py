@@ -20,6 +20,7 @@ from xnodectl.units import human_bytes
 if TYPE_CHECKING:
     from xnodectl.deploy.plan import NodePlan
     from xnodectl.deploy.prepare import Request
+    from xnodectl.deploy.units import UnitChanges
     from xnodectl.workspace import Workspace
 
 DIFF_LINES = 40  # lines of each module diff the text plan shows
@@ -114,7 +115,30 @@ def _plan_text(p: "NodePlan") -> str:
             f"(closure {human_bytes(p.closure_bytes)}); reboot needed: "
             f"{'yes' if p.reboot_needed else 'no'}"
         )
+    if p.units is not None:
+        lines.extend(_units_lines(p.units))
     lines.append(f"  copy from: {p.copy_from}")
     for what, why in p.unknown.items():
         lines.append(f"  unknown {what}: {why}")
     return "\n".join(lines)
+
+
+def _units_lines(u: "UnitChanges") -> list[str]:
+    """What the switch would do to systemd units (a prediction: its basis and limits say how)."""
+    later = set(u.stopped_then_started)
+    restart = [f"{n}*" if n in later else n for n in u.restart]
+    lines = [
+        f"  units to {label}: " + (", ".join(names) or "none")
+        for label, names in (
+            ("restart", restart),
+            ("reload", u.reload),
+            ("start", u.start),
+            ("stop", u.stop),
+        )
+    ]
+    if later:
+        lines.insert(1, "    (* stopped before the activation script, started after it)")
+    if u.not_restarted:
+        lines.append("  units changed, NOT restarted: " + ", ".join(u.not_restarted))
+    lines.append(f"  units basis: {u.basis}; {u.limits}")
+    return lines

@@ -18,6 +18,7 @@ from typing import Any
 
 from xnodectl import catalog, nix, process
 from xnodectl import inventory as inv
+from xnodectl.deploy import units, unittree
 from xnodectl.deploy.agent import Agent, Info
 from xnodectl.deploy.build import build
 from xnodectl.deploy.events import Clock
@@ -74,6 +75,7 @@ class NodePlan:
     copy_from: str = "operator"  # operator | peers | cache <url> (--fan-out / --via)
     packages: dict[str, list[str]] | None = None
     reboot_needed: bool | None = None
+    units: units.UnitChanges | None = None
     unknown: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -84,6 +86,12 @@ class NodePlan:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "changes": self.changes}
+
+
+# The current system's kernel (reboot needed?) and its units, in the round trip that asks it.
+KERNEL_AND_UNITS = (
+    'printf "K\\t%s\\n" "$(readlink -f "$1/kernel" || true)"\n' + unittree.NODE_SCRIPT
+)
 
 
 def _app_changes(ws: Workspace, node: str, apps: Sequence[RenderedApp]) -> list[AppChange]:
@@ -175,7 +183,8 @@ async def _node_state(session: Session, plan: NodePlan, node: inv.Node) -> Info 
 
 
 async def _closure_diff(session: Session, plan: NodePlan, node: inv.Node) -> None:
-    """Package diff and bytes to copy: needs the built system AND the node's current closure."""
+    """Package diff, bytes to copy, reboot and units: needs the built system AND the node's
+    current closure."""
     assert plan.desired_system is not None
     new = await nix.closure(plan.desired_system, timeout=NODE_BUDGET_S)
     plan.closure_bytes = new.nar_size
@@ -190,13 +199,18 @@ async def _closure_diff(session: Session, plan: NodePlan, node: inv.Node) -> Non
             )
         ).split()
         invalid = await agent.missing_paths(list(new.paths), timeout=NODE_BUDGET_S)
-        kernel = (
-            await agent.run_script(
-                'readlink -f "$1/kernel" || true', [plan.current_system], timeout=NODE_BUDGET_S
-            )
-        ).strip()
+        new_units = unittree.read_tree(Path(plan.desired_system))
+        reply = await agent.run_script(
+            KERNEL_AND_UNITS,
+            [plan.current_system],
+            timeout=NODE_BUDGET_S,
+            input=unittree.node_input(new_units),
+        )
     finally:
         await ssh.close()
+    kernel = next((k[2:] for k in reply.splitlines() if k.startswith("K\t")), "").strip()
+    node_units = unittree.parse_node_reply(reply, new_units)
+    plan.units = units.classify(node_units.old, new_units, node_units.active)
     diff = nix.diff_closures(old, new, set(new.paths) - invalid)
     plan.bytes_to_copy, plan.paths_to_copy = diff.bytes_to_copy, diff.paths_to_copy
     plan.packages = {
@@ -277,8 +291,20 @@ async def _finish(
             "closure",
             "package diff and bytes to copy need the node's current system (node unreachable)",
         )
-    plan.unknown.setdefault(
-        "units",
-        "units to restart are known only once the closure is on the "
-        "node (switch-to-configuration dry-activate during deploy)",
+    if plan.units is None:
+        plan.unknown.setdefault("units", _units_unknown(plan))
+
+
+def _units_unknown(plan: NodePlan) -> str:
+    missing = [
+        why
+        for why, lacking in (
+            ("the system is not built here (see closure)", plan.desired_system is None),
+            ("the node's current system is unknown (see node)", plan.current_system is None),
+        )
+        if lacking
+    ] or ["the comparison failed (see closure)"]
+    return (
+        "units to start, stop, restart and reload need the built system and the node's "
+        "current one: " + "; ".join(missing)
     )
