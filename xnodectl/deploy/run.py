@@ -59,8 +59,8 @@ async def _deploy(
     session = prepared.session or prepare.session_of(prepared.inventory)
     fopts = prepared.fleet
     plan = sources.Plan(fan_out=req.fan_out, via=req.via, substitute=req.substitute)
-    # Fan-out and caches need the owner key (made now, before the build bakes its public half
-    # in); otherwise a workspace that has one signs every closure with it.
+    # Every closure is signed with the owner key (made now for a workspace without one, before the
+    # build bakes its public half in); only fan-out and caches refuse to run without it.
     signer = storekey.for_deploy(ws, prepared.inventory, required=not plan.plain)
     # The first wave's preflights (connection, facts, lock) run while the system builds (NixOS
     # evaluation takes seconds): they leave the critical path, and an unreachable node is reported
@@ -82,11 +82,8 @@ async def _deploy(
     try:
         built = await build.build(ws.root, names, sink, clock)
         prepare.restore(ws, prepared, snapshot, built.failed)  # a failed build changes nothing
-        signing = sources.start_signing(signer, built.systems.values())
         jobs, failed = await build.jobs(prepared, built, clock)
-        dist = sources.for_run(
-            plan, jobs, prepared.inventory, session.dir, opts.deploy_id, signer, signing
-        )
+        dist = sources.for_run(plan, jobs, prepared.inventory, session.dir, opts.deploy_id, signer)
         if dist is not None:
             jobs = [dataclasses.replace(job, sources=dist) for job in jobs]
     except BaseException as exc:

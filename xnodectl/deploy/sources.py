@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -354,13 +354,6 @@ async def copy_from_sources(run: NodeRun, ssh: Ssh, dist: Distribution, total: i
     )
 
 
-def start_signing(signer: Path | None, systems: Iterable[object]) -> asyncio.Task[None] | None:
-    """Nothing to start before the closures are read: `for_run` signs, knowing from the closures
-    which paths already carry the owner's signature. Kept until run.py stops calling it."""
-    del signer, systems
-    return None
-
-
 def for_run(
     plan: Plan,
     jobs: Sequence[NodeJob],
@@ -368,7 +361,6 @@ def for_run(
     session_dir: Path,
     deploy_id: str,
     signer: Path | None,
-    signing: asyncio.Task[None] | None = None,
 ) -> Distribution | None:
     """The run's sources; None when the operator copies unsigned closures itself (no owner key,
     no --fan-out, no --via: the copy stage's own `nix copy`)."""
@@ -385,7 +377,6 @@ def for_run(
         endpoints,
         key=make_key(plan, session_dir, deploy_id),
         signer=signer,
-        _signing=signing,
     )
     dist.start_signing()  # now: it runs while the nodes' preflights and stage steps do
     return dist

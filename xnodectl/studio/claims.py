@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from xnodectl.studio import services
+from xnodectl.studio import services, services_wallet
 from xnodectl.studio.web import form, page, status_of, studio, wants_json
 
 MAX_PENDING = 32
@@ -32,7 +32,7 @@ MAX_PENDING = 32
 
 @dataclass(frozen=True)
 class Pending:
-    prepared: services.PreparedClaim
+    prepared: services_wallet.PreparedClaim
     name: str
     expires: float  # on the store's clock
 
@@ -46,7 +46,7 @@ class PendingClaims:
         self._items: dict[str, Pending] = {}
         self._lock = threading.Lock()
 
-    def add(self, prepared: services.PreparedClaim, name: str) -> str:
+    def add(self, prepared: services_wallet.PreparedClaim, name: str) -> str:
         with self._lock:
             now = self.clock()
             self._items = {k: v for k, v in self._items.items() if v.expires > now}
@@ -89,12 +89,12 @@ def _text(data: dict[str, Any], key: str) -> str:
     return value.strip()
 
 
-def _choice(data: dict[str, Any]) -> services.ClaimChoice:
+def _choice(data: dict[str, Any]) -> services_wallet.ClaimChoice:
     port = _text(data, "port") if not isinstance(data.get("port"), int) else str(data["port"])
-    port = port or str(services.ClaimChoice.port)
+    port = port or str(services_wallet.ClaimChoice.port)
     if not port.isdigit():
         raise services.UsageError(f"port '{port[:20]}' is not a number", hint="1 to 65535")
-    return services.ClaimChoice(
+    return services_wallet.ClaimChoice(
         host=_text(data, "host"),
         port=int(port),
         name=_text(data, "name") or None,
@@ -112,7 +112,7 @@ async def _json(request: Request) -> dict[str, Any]:
     return data
 
 
-def _done(name: str, host: str, result: services.ClaimResult) -> dict[str, str]:
+def _done(name: str, host: str, result: services_wallet.ClaimResult) -> dict[str, str]:
     return {
         "node": name,
         "host": host,
@@ -131,10 +131,10 @@ def _local(request: Request) -> bool:
 def _key_facts(request: Request) -> dict[str, Any]:
     """What the page says about the key it authorizes and the keystore it can unlock."""
     ws = studio(request).ws
-    facts: dict[str, Any] = {"keystore": str(services.operator_keystore(ws))}
+    facts: dict[str, Any] = {"keystore": str(services_wallet.operator_keystore(ws))}
     facts["local"] = _local(request)
     try:
-        path, key = services.operator_key(ws)
+        path, key = services_wallet.operator_key(ws)
         facts["key"] = {"path": str(path), "fingerprint": key.fingerprint, "comment": key.comment}
     except services.XnodeError as exc:
         facts["key_error"] = exc.one_line()
@@ -142,7 +142,7 @@ def _key_facts(request: Request) -> dict[str, Any]:
 
 
 async def claim_page(request: Request) -> Response:
-    values = {"port": str(services.ClaimChoice.port)}
+    values = {"port": str(services_wallet.ClaimChoice.port)}
     return page(request, "claim.html", values=values, **_key_facts(request))
 
 
@@ -159,9 +159,9 @@ async def claim_submit(request: Request) -> Response:
                 hint="claim with the browser wallet, or run xnodectl claim on your machine",
             )
         choice = _choice(data)
-        req = services.claim_request(st.ws, choice)
+        req = services_wallet.claim_request(st.ws, choice)
         name, result = await run_in_threadpool(
-            services.claim_with_keystore, st.ws, req, password, choice.name
+            services_wallet.claim_with_keystore, st.ws, req, password, choice.name
         )
     except services.XnodeError as exc:
         if wants_json(request):
@@ -179,9 +179,11 @@ async def prepare_api(request: Request) -> Response:
     st = studio(request)
     data = await _json(request)
     choice = _choice(data)
-    req = services.claim_request(st.ws, choice)
+    req = services_wallet.claim_request(st.ws, choice)
     address = _text(data, "address")
-    prepared, name = await run_in_threadpool(services.prepare_claim, req, address, choice.name)
+    prepared, name = await run_in_threadpool(
+        services_wallet.prepare_claim, req, address, choice.name
+    )
     claim_id = _pending(request).add(prepared, name)
     return JSONResponse(
         {
@@ -204,7 +206,7 @@ async def finish_api(request: Request) -> Response:
     signature = _text(data, "signature")
     pending = _pending(request).take(request.path_params["id"])
     result = await run_in_threadpool(
-        services.finish_claim, st.ws, pending.prepared, signature, pending.name
+        services_wallet.finish_claim, st.ws, pending.prepared, signature, pending.name
     )
     done = _done(pending.name, pending.prepared.request.host, result)
     return JSONResponse(done, headers={"cache-control": "no-store"})

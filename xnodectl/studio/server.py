@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xnodectl.errors import UsageError
-from xnodectl.studio import access, services
+from xnodectl.studio import access, services, services_wallet
 
 DEFAULT_PORT = 8370
 
@@ -66,7 +66,7 @@ def _owner(
             f"listening on {listen.host} needs the name browsers will use",
             hint="add --domain HOST[:PORT] (repeatable), e.g. --domain 192.0.2.2",
         )
-    return services.owner_address(ws, owner)
+    return services_wallet.owner_address(ws, owner)
 
 
 def serve(

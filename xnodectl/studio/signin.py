@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from xnodectl.studio import access, services
+from xnodectl.studio import access, services, services_wallet
 from xnodectl.studio.web import page, studio
 
 
@@ -23,7 +23,7 @@ async def nonce(request: Request) -> Response:
     assert st.nonces is not None
     host = request.headers.get("host", "")
     address = request.query_params.get("address", "")
-    message = services.sign_in_message(host, address, st.nonces.issue(), str(st.ws.root))
+    message = services_wallet.sign_in_message(host, address, st.nonces.issue(), str(st.ws.root))
     return JSONResponse({"message": message}, headers={"cache-control": "no-store"})
 
 
@@ -49,7 +49,7 @@ async def login(request: Request) -> Response:
             status_code=400,
         )
     try:
-        signed = services.verify_sign_in(message, signature, keys.hosts, keys.owner)
+        signed = services_wallet.verify_sign_in(message, signature, keys.hosts, keys.owner)
     except services.SignInRejected as exc:
         return _refused(exc.reason)
     if not st.nonces.consume(signed.nonce):
