@@ -10,6 +10,7 @@ import datetime
 import json
 import random
 import shlex
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -438,6 +439,27 @@ def test_concurrent_lock_has_one_winner(node: Node) -> None:
     assert sorted(codes) == [0, 3, 3, 3, 3, 3]
     winner = f"h{codes.index(0)}"
     assert helper(node, "info")["lock"]["holder"] == winner
+
+
+def test_lock_contenders_never_see_a_half_written_lock(tmp_path: Path) -> None:
+    """Many rounds of 8 simultaneous `lock` calls on one state directory (the helper run locally,
+    so contenders really overlap): exactly one winner each round, and no takeover. Without the
+    lock guard a contender that found the winner's directory before its files judged it stale
+    (no heartbeat yet) and took it over: 3 winners in some rounds."""
+    for r in range(25):
+        state = tmp_path / f"s{r}"
+        env = {"XNODE_DEPLOY_STATE": str(state), "PATH": "/usr/bin:/bin"}
+        contenders = [
+            process.spawn(
+                ["bash", str(HELPER), "lock", "--holder", f"h{i}"], env=env, stdout=subprocess.PIPE
+            )
+            for i in range(8)
+        ]
+        results = [(proc.wait(timeout=60), proc.communicate()[0].decode()) for proc in contenders]
+        winners = [json.loads(out) for code, out in results if code == 0]
+        assert len(winners) == 1, (r, results)
+        assert winners[0]["took_over"] is None
+        assert (state / "lock" / "holder").read_text().strip() == winners[0]["holder"]
 
 
 def test_log_timestamps_match_date() -> None:
