@@ -10,7 +10,6 @@ import datetime
 import json
 import random
 import shlex
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -451,7 +450,7 @@ def test_lock_contenders_never_see_a_half_written_lock(tmp_path: Path) -> None:
         env = {"XNODE_DEPLOY_STATE": str(state), "PATH": "/usr/bin:/bin"}
         contenders = [
             process.spawn(
-                ["bash", str(HELPER), "lock", "--holder", f"h{i}"], env=env, stdout=subprocess.PIPE
+                ["bash", str(HELPER), "lock", "--holder", f"h{i}"], env=env, stdout=process.PIPE
             )
             for i in range(8)
         ]

@@ -301,3 +301,52 @@ def test_init_makes_the_key_the_nodes_trust_and_keeps_it_out_of_git_and_the_stor
     source = store / json.loads(meta.stdout)["path"].lstrip("/")
     assert (source / "inventory.toml").is_file() and not (source / "secrets").exists()
     assert not any(secret in f.read_text() for f in source.rglob("*") if f.is_file())
+
+
+def test_an_image_trusts_the_workspace_key_made_for_a_build_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert storekey.for_image(None, create=True) == []  # outside a workspace: none
+    ws = workspace(tmp_path)
+    with caplog.at_level("WARNING"):
+        assert storekey.for_image(ws, create=False) == []  # a dry run creates nothing
+    assert not storekey.secret_path(ws).exists()
+    assert "the build creates it" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        trusted = storekey.for_image(ws, create=True)
+    key = storekey.load(ws)
+    assert key is not None and trusted == [key.public] == ws.load().settings.store_keys
+    assert "created the owner store signing key " + key.name in caplog.text
+    caplog.clear()
+    assert storekey.for_image(ws, create=True) == trusted and not caplog.records
+    (tmp_path / "bare").mkdir()
+    bare = workspace(tmp_path / "bare", git=False)
+    with caplog.at_level("WARNING"):
+        assert storekey.for_image(bare, create=True) == []
+    assert "the image trusts no owner store key" in caplog.text
+    assert not storekey.secret_path(bare).exists()
+
+
+def test_image_build_in_an_older_workspace(tmp_path: Path) -> None:
+    """The CLI: a dry run or bad input leaves the workspace without a key; a dry run's flake
+    trusts the keys the workspace lists."""
+    from typer.testing import CliRunner
+
+    from xnodectl.cli import app as cli
+
+    ws = workspace(tmp_path)
+    env = {"XNODECTL_WORKSPACE": str(ws.root)}
+    owner = "0x" + "ab" * 20
+    bad = CliRunner().invoke(cli, ["image", "build", "--owner", "0x12"], env=env)
+    assert bad.exit_code != 0 and not storekey.secret_path(ws).exists()
+    dry = CliRunner().invoke(
+        cli, ["image", "build", "--owner", owner, "--dry-run", "--json"], env=env
+    )
+    assert dry.exit_code == 0, dry.output
+    assert not storekey.secret_path(ws).exists()
+    key = storekey.ensure(ws)
+    dry = CliRunner().invoke(
+        cli, ["image", "build", "--owner", owner, "--dry-run", "--json"], env=env
+    )
+    assert key.public in json.loads(dry.stdout)["files"]["identity.nix"]

@@ -19,6 +19,7 @@ from tests.xnodes import NIX_CONF
 from xnodectl.cli import app as cli
 from xnodectl.studio import access, services
 from xnodectl.studio.app import create
+from xnodectl.workspace import Workspace
 
 BASE = "http://127.0.0.1:8370"
 
@@ -46,8 +47,11 @@ def test_dry_run_is_the_clis(client: TestClient, tmp_path: Path) -> None:
     cli_out = CliRunner().invoke(
         cli,
         ["image", "build", "--owner", OWNER_LOWER, "--ssh-key", str(key), "--dry-run", "--json"],
+        env={"XNODECTL_WORKSPACE": str(tmp_path / "ws")},  # the studio's workspace
     )
     expected = json.loads(cli_out.stdout)
+    [trusted] = Workspace(tmp_path / "ws").load().settings.store_keys  # init made the owner key
+    assert trusted in expected["files"]["identity.nix"]
     page = client.post(
         "/images",
         data={"csrf": csrf(client), "action": "dry-run", "owner": OWNER_LOWER, "ssh_key": KEY_LINE},
@@ -106,6 +110,8 @@ def test_build_streams_progress_and_downloads(
     while not run.done and time.monotonic() < deadline:
         time.sleep(0.1)
     assert run.exit_code == 0, run.error
+    [trusted] = Workspace(tmp_path / "ws").load().settings.store_keys
+    assert run.argv[run.argv.index("--store-key") + 1] == trusted  # the image trusts the owner
     with client.stream("GET", page + "/events") as events:
         body = "".join(events.iter_text())
     assert "event: log" in body and "building the iso image of edge-1" in body

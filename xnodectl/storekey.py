@@ -117,6 +117,37 @@ def for_deploy(ws: Workspace, inventory: inv.Inventory, *, required: bool) -> Pa
     return key.secret_file
 
 
+def for_image(ws: Workspace | None, *, create: bool) -> list[str]:
+    """The store keys an image trusts: the workspace's settings.store_keys (none outside a
+    workspace). A workspace without an owner key gets one first when `create` (a build: the node
+    it boots then accepts what the owner's deploys sign), as a deploy's does; a dry run only says
+    that the build would."""
+    if ws is None:
+        return []
+    if load(ws) is None:
+        if not create:
+            logger.warning(
+                "the workspace has no owner store key yet: the build creates it (%s) and the "
+                "image trusts it",
+                secret_path(ws).relative_to(ws.root),
+            )
+            return list(ws.load().settings.store_keys)
+        try:
+            key = ensure(ws)
+        except XnodeError as exc:
+            logger.warning(
+                "the image trusts no owner store key: %s", exc.one_line().removeprefix("error: ")
+            )
+        else:
+            logger.warning(
+                "created the owner store signing key %s (%s, never in git or the store); the "
+                "image trusts it (inventory.toml settings.store_keys)",
+                key.name,
+                key.secret_file.relative_to(ws.root),
+            )
+    return list(ws.load().settings.store_keys)
+
+
 def rotate(ws: Workspace) -> OwnerKey:
     """A new key signs from now on. The old public key stays trusted (listed after the new one)
     until `retire`: nodes deployed before the rotation still accept what peers built with it."""

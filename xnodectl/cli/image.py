@@ -1,5 +1,6 @@
 """image build; vm up/down/ssh/status: XnodeOS images and a local Xnode in QEMU."""
 
+import dataclasses
 import shlex
 from pathlib import Path
 from typing import Annotated
@@ -128,8 +129,10 @@ def build_cmd(
         disk=disk,
         wipe=wipe,
         xnodectl_flake=xnodectl_flake or workspace.default_flake(),
-        store_keys=store_key if store_key is not None else _workspace_store_keys(),
+        store_keys=store_key or (),
     )
+    if store_key is None:  # after every check of the input: a bad one leaves the workspace as is
+        req = dataclasses.replace(req, store_keys=tuple(_workspace_store_keys(dry_run)))
     if req.key is None:
         output.info(
             "note: no --ssh-key: the node will run the claim service; authorize a key with "
@@ -143,15 +146,17 @@ def build_cmd(
     _show_image(built, as_json)
 
 
-def _workspace_store_keys() -> list[str]:
-    """The current workspace's trusted store keys; none outside a workspace."""
-    from xnodectl import workspace
+def _workspace_store_keys(dry_run: bool) -> list[str]:
+    """The current workspace's trusted store keys (its owner key made now for a build, as a
+    deploy makes it); none outside a workspace."""
+    from xnodectl import storekey, workspace
     from xnodectl.errors import UsageError
 
     try:
-        return list(workspace.find().load().settings.store_keys)
+        ws = workspace.find()
     except UsageError:
         return []
+    return storekey.for_image(ws, create=not dry_run)
 
 
 def _show_plan(plan: object, as_json: bool) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import signal
@@ -18,7 +19,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 from xnodectl import process
 from xnodectl.studio import services
 from xnodectl.studio.deploys import Run, _pump
-from xnodectl.studio.web import form, page
+from xnodectl.studio.web import form, page, studio
 
 
 class Builds:
@@ -85,12 +86,14 @@ def _builds(request: Request) -> Builds:
     return builds
 
 
-def _choice(data: dict[str, str]) -> services.ImageChoice:
+def _choice(request: Request, data: dict[str, str]) -> services.ImageChoice:
+    """The form's choice; the store keys the workspace has now (none is created here)."""
     return services.ImageChoice(
         owner=data.get("owner", "").strip(),
         ssh_key=data.get("ssh_key", "").strip(),
         format=data.get("format", "iso"),
         hostname=data.get("hostname", "").strip() or None,
+        store_keys=services.image_store_keys(studio(request).ws, build=False),
     )
 
 
@@ -101,9 +104,11 @@ async def images_page(request: Request) -> Response:
 
 async def images_submit(request: Request) -> Response:
     data = await form(request)
-    choice = _choice(data)
+    choice = _choice(request, data)
     if data.get("action") == "build":
-        run = _builds(request).start(choice)
+        services.image_dry_run(choice)  # bad input: the CLI's one-line error, no key created
+        keys = services.image_store_keys(studio(request).ws, build=True)
+        run = _builds(request).start(dataclasses.replace(choice, store_keys=keys))
         return RedirectResponse(f"/images/{run.id}", status_code=303)
     files, argv, directory = services.image_dry_run(choice)
     command = ["xnodectl", "image", "build", "--owner", choice.owner, "--format", choice.format]

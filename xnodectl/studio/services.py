@@ -235,6 +235,15 @@ class ImageChoice:
     ssh_key: str  # the public key line, "" for none (claim flow)
     format: str = "iso"
     hostname: str | None = None
+    store_keys: tuple[str, ...] = ()  # the workspace's (image_store_keys)
+
+
+def image_store_keys(ws: Workspace, *, build: bool) -> tuple[str, ...]:
+    """The keys `xnodectl image build` run in the workspace makes the image trust (the owner
+    key is created for a build of a workspace without one; a dry run creates nothing)."""
+    from xnodectl import storekey
+
+    return tuple(storekey.for_image(ws, create=build))
 
 
 def image_dry_run(choice: ImageChoice) -> tuple[dict[str, str], list[str], str]:
@@ -256,6 +265,7 @@ def image_dry_run(choice: ImageChoice) -> tuple[dict[str, str], list[str], str]:
         disk=None,
         wipe=False,
         xnodectl_flake=workspace.default_flake(),
+        store_keys=choice.store_keys,
     )
     plan = image.plan(req)
     return dict(plan.files), plan.argv(image.DRY_RUN_DIR), str(image.DRY_RUN_DIR)
@@ -267,4 +277,6 @@ def image_argv(choice: ImageChoice, key_file: Path | None, out: Path) -> list[st
     if key_file is not None:
         argv += ["--ssh-key", str(key_file)]
     argv += ["--format", choice.format, "-o", str(out), "--json"]
+    for key in choice.store_keys:
+        argv += ["--store-key", key]
     return argv + (["--hostname", choice.hostname] if choice.hostname else [])
