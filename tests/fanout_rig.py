@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,27 @@ def owner_key(directory: Path, name: str = "test-owner") -> tuple[Path, str]:
         path.write_text(nixsign.generate_secret_key(name) + "\n")
         path.chmod(0o600)
     return path, nixsign.public_key(path.read_text().strip())
+
+
+@contextlib.contextmanager
+def ssh_ng_cache(fleet: Any, public: str) -> Iterator[tuple[Node, str]]:
+    """A binary cache that is another sshd store trusting `public`: port 22 on its own loopback
+    address (Nix 2.8 store URLs carry no port), its host key pinned in the ssh-ng:// URL."""
+    import base64
+    import random
+
+    address = f"127.0.{random.randint(2, 250)}.{random.randint(2, 250)}"
+    cache: Node = fleet.new(host=address, port=22)
+    try:
+        cache.trust_store([public])
+        host_key = base64.b64encode(cache.host_key.encode()).decode()
+        yield (
+            cache,
+            f"ssh-ng://root@{address}?ssh-key={cache.key}&base64-ssh-public-host-key={host_key}",
+        )
+    finally:
+        cache.destroy()
+        fleet.nodes.remove(cache)
 
 
 def sign(key_file: Path, system: str) -> None:

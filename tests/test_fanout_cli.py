@@ -7,8 +7,6 @@ Stand-in closures (tests/standin.py), not NixOS."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import random
 import secrets
 import sys
 from collections.abc import Iterator
@@ -18,8 +16,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import XnodeFactory
-from tests.fanout_rig import FanWs, PeerKiller
-from tests.xnodes import NIX_CONF, NIX_ENV, Fleet, Node
+from tests.fanout_rig import FanWs, PeerKiller, ssh_ng_cache
+from tests.xnodes import NIX_CONF, NIX_ENV, Fleet
 from xnodectl import inventory as inv
 from xnodectl import nix, process, storekey
 from xnodectl.workspace import Workspace
@@ -123,12 +121,7 @@ def test_via_ssh_ng_cache(cli_ws: Any, xnode_fleet: Fleet) -> None:
     substitute from it, as their configuration lists it, checking the owner's signatures."""
     ws: FanWs = cli_ws(2, 20)
     public = ws.owner_public
-    address = f"127.0.{random.randint(2, 250)}.{random.randint(2, 250)}"
-    cache: Node = xnode_fleet.new(host=address, port=22)
-    try:
-        cache.trust_store([public])
-        host_key = base64.b64encode(cache.host_key.encode()).decode()
-        url = f"ssh-ng://root@{address}?ssh-key={cache.key}&base64-ssh-public-host-key={host_key}"
+    with ssh_ng_cache(xnode_fleet, public) as (cache, url):
         for node in ws.nodes:
             node.trust_store([public], substituters=[url])
         d = closure_bytes(ws)
@@ -138,9 +131,6 @@ def test_via_ssh_ng_cache(cli_ws: Any, xnode_fleet: Fleet) -> None:
         assert all(n["bytes_from_caches"] == d for n in out.report["nodes"]), out.report
         assert ws.operator_sent < 0.1 * d  # the nodes' bytes came from the cache
         assert cache.has_path(ws.flake.build(ws.nodes[0].name))
-    finally:
-        cache.destroy()
-        xnode_fleet.nodes.remove(cache)
 
 
 def test_deploy_of_a_workspace_without_a_key_creates_it_says_so_once_and_signs(

@@ -6,8 +6,6 @@ Closures are stand-ins (tests/standin.py), not NixOS.
 from __future__ import annotations
 
 import asyncio
-import base64
-import random
 import secrets
 from pathlib import Path
 from typing import Any
@@ -15,9 +13,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import XnodeFactory
-from tests.fanout_rig import Rig, owner_key, sign
+from tests.fanout_rig import Rig, owner_key, sign, ssh_ng_cache
 from tests.standin import StandinFlake
-from tests.xnodes import NIX_ENV, Node
+from tests.xnodes import NIX_ENV
 from xnodectl import nix, process
 from xnodectl.deploy import peers, sources
 from xnodectl.deploy.fanout import Tree
@@ -200,12 +198,7 @@ def test_via_ssh_ng_cache(tmp_path: Path, trusted: Any, xnode_fleet: Any) -> Non
     key_file, public, make = trusted
     system, size = closure(tmp_path, "fanout-ssh-cache", size=20)
     sign(key_file, system)
-    address = f"127.0.{random.randint(2, 250)}.{random.randint(2, 250)}"
-    cache_node: Node = xnode_fleet.new(host=address, port=22)
-    try:
-        cache_node.trust_store([public])
-        host_key = base64.b64encode(cache_node.host_key.encode()).decode()
-        url = f"ssh-ng://root@{address}?ssh-key={cache_node.key}&base64-ssh-public-host-key={host_key}"
+    with ssh_ng_cache(xnode_fleet, public) as (cache_node, url):
         rig = make(2)
         for node in rig.nodes:
             node.trust_store([public], substituters=[url])
@@ -214,9 +207,6 @@ def test_via_ssh_ng_cache(tmp_path: Path, trusted: Any, xnode_fleet: Any) -> Non
         assert dist.pushed_bytes == size
         assert all(b.caches == size for b in dist.per_node.values()), dist.per_node
         assert cache_node.has_path(system)
-    finally:
-        cache_node.destroy()
-        xnode_fleet.nodes.remove(cache_node)
 
 
 def test_nodes_with_different_systems_share_the_common_paths(tmp_path: Path, trusted: Any) -> None:
