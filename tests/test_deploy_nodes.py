@@ -235,8 +235,8 @@ def test_hung_node_reported_within_10s(
 
 
 def _deploy_v1(ws: Ws, node: Node) -> int:
-    code, _, _, err = ws.deploy("--all")
-    assert code == 0, err
+    code, _, report, err = ws.deploy("--all")
+    assert code == 0, (err, report)
     gen = node.generation()
     assert gen is not None
     ws.flake.configure(version="2")
