@@ -13,7 +13,7 @@ import pytest
 from xnodectl.deploy.agent import Agent, AgentError, AgentMissing, bundled_source
 from xnodectl.process import Result
 from xnodectl.remote import Session, Ssh, Target
-from xnodectl.render import Probe
+from xnodectl.rendered import Probe
 
 
 class FakeSsh(Ssh):

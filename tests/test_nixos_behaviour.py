@@ -20,7 +20,8 @@ from tests.golden import defaults_params, example_params
 from tests.nixcheck import eval_json
 from tests.nixstub import EVAL_MODULES, RESOLVE, STUB_LIB, STUB_PKGS
 from xnodectl import catalog, process
-from xnodectl.render import RenderedApp, render
+from xnodectl.render import render
+from xnodectl.rendered import RenderedApp
 
 ROOT = Path(__file__).resolve().parent.parent
 FACTS = json.loads((ROOT / "facts" / "nixos-behaviour.json").read_text())["facts"]

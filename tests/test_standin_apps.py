@@ -96,7 +96,7 @@ def test_a_templates_tcp_probe_reaches_the_nodes_own_port() -> None:
     """Templates name a tcp probe by its port only; the agent connects to HOST:PORT, and read a
     bare port as a host (0.0.15.161 for 4001): every tcp probe failed on every node."""
     from xnodectl.deploy.replies import probe_request
-    from xnodectl.render import Probe
+    from xnodectl.rendered import Probe
 
     sent = json.loads(probe_request([Probe("tcp", "4001"), Probe("tcp", "10.0.0.1:22")]))
     assert [p["target"] for p in sent] == ["127.0.0.1:4001", "10.0.0.1:22"]

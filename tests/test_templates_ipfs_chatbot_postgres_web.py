@@ -27,7 +27,8 @@ from tests.nixstub import EVAL_MODULES, STUB_LIB, STUB_PKGS
 from xnodectl import catalog
 from xnodectl.cli import app
 from xnodectl.errors import ParamError
-from xnodectl.render import RenderedApp, check_collisions, render
+from xnodectl.render import check_collisions, render
+from xnodectl.rendered import RenderedApp
 
 MINE = ("ipfs", "ai-chatbot", "postgres", "static-web")
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,8 @@ from tests.nixcheck import eval_json
 from tests.nixstub import STUB_LIB, STUB_PKGS
 from xnodectl import catalog
 from xnodectl.cli import app
-from xnodectl.render import RenderedApp, render
+from xnodectl.render import render
+from xnodectl.rendered import RenderedApp
 
 MINE = ("monitoring", "bitcoin-node", "dev-env", "vaultwarden")
 SECRET_ROOT = "/var/lib/xnode/secrets/"

@@ -10,7 +10,8 @@ from xnodectl import catalog
 from xnodectl.errors import UsageError
 from xnodectl.inventory import AppEntry
 from xnodectl.params import split_words
-from xnodectl.render import RenderedApp, check_collisions, render
+from xnodectl.render import check_collisions, render
+from xnodectl.rendered import RenderedApp
 
 
 @dataclass(frozen=True)

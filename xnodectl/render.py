@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import StrictUndefined, Undefined, UndefinedError
@@ -21,54 +20,10 @@ from xnodectl.catalog import Template, substitute
 from xnodectl.errors import CollisionError, ParamError, TemplateError, UsageError
 from xnodectl.nixlit import NixExpr
 from xnodectl.params import duration_seconds, resolve, secret_path
+from xnodectl.rendered import Port, Probe, RenderedApp, Secret
 
 _SAFE_IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _INSTANCE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
-
-
-@dataclass(frozen=True)
-class Port:
-    port: int
-    protocol: str  # tcp | udp
-    public: bool
-    purpose: str
-    metrics: bool = False
-    metrics_path: str | None = None
-
-
-@dataclass(frozen=True)
-class Probe:
-    kind: str  # systemd | tcp | http
-    target: str  # unit name, port number or URL
-    status: int = 200
-    timeout: int = 60
-
-
-@dataclass(frozen=True)
-class Secret:
-    param: str
-    path: str
-    owner: str
-    group: str
-
-
-@dataclass(frozen=True)
-class RenderedApp:
-    instance: str
-    template: str
-    params: Mapping[str, Any]
-    # What the user gave (validated); the inventory keeps only this so template defaults can evolve.
-    given: Mapping[str, Any]
-    ports: tuple[Port, ...]
-    probes: tuple[Probe, ...]
-    secrets: tuple[Secret, ...]
-    users: tuple[str, ...]
-    routes: tuple[tuple[str, int], ...]
-    source: str = field(repr=False)
-
-    @property
-    def filename(self) -> str:
-        return f"{self.instance}.nix"
 
 
 def _ident(value: object) -> NixExpr:

@@ -14,7 +14,7 @@ from xnodectl import process
 from xnodectl.errors import UsageError
 
 if TYPE_CHECKING:
-    from xnodectl.render import RenderedApp
+    from xnodectl.rendered import RenderedApp
 
 DEFAULT_FLAKE = "github:xnodectl/xnodectl"
 GITIGNORE = "# Secret values never enter git or the Nix store.\nsecrets/\nresult*\n"

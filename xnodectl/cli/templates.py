@@ -164,7 +164,7 @@ def render_cmd(
 
 
 def _rendered_json(rendered: object) -> dict[str, object]:
-    from xnodectl.render import RenderedApp
+    from xnodectl.rendered import RenderedApp
 
     assert isinstance(rendered, RenderedApp)
     return {

@@ -31,7 +31,7 @@ from xnodectl.deploy.replies import (
 )
 from xnodectl.errors import ExternalError
 from xnodectl.remote import Ssh
-from xnodectl.render import Probe
+from xnodectl.rendered import Probe
 
 __all__ = [
     "Agent",

@@ -1,11 +1,13 @@
 """Stage 2, build: every selected node's system in ONE `nix build` (identical closures are built
-once), then one `nix path-info` per distinct closure (NAR sizes = the bytes to move). The result is
-each node's job, or the reason its build failed."""
+once), then one `nix path-info` per distinct closure (NAR sizes = the bytes to move), unless every
+node of that closure already runs it. The result is each node's job, or the reason its build
+failed."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,34 +76,72 @@ async def build(
 
 
 async def jobs(
-    prepared: Prepared, built: Built, clock: Clock
+    prepared: Prepared,
+    built: Built,
+    clock: Clock,
+    runs: Callable[[str, str], Awaitable[bool]] | None = None,
 ) -> tuple[list[NodeJob], list[NodeReport]]:
-    """The jobs of the nodes that built (closure sizes asked once per distinct system), and the
-    reports of those that did not."""
-    closures: dict[str, nix.Closure] = {}
+    """The jobs of the nodes that built (closure sizes asked once per distinct system, the
+    systems side by side), and the reports of those that did not.
+
+    `runs(node, system)`: whether the node's early preflight finds it running `system` (and
+    booting it). A system every node of which runs it already is nobody's copy: its closure is
+    not waited for (the query starts anyway, so a node that needs it never waits longer)."""
+    nodes: dict[str, list[str]] = {}
+    for name in prepared.names:
+        system = built.systems[name]
+        if not isinstance(system, XnodeError):
+            nodes.setdefault(system, []).append(name)
+    read = await asyncio.gather(*(_closure(s, ns, runs) for s, ns in nodes.items()))
+    closures = dict(zip(nodes, read, strict=True))
     out, failed = [], []
     for name in prepared.names:
         system = built.systems[name]
         if isinstance(system, XnodeError):
             failed.append(_failed(name, f"build failed: {system.message}", built, clock))
             continue
-        if system not in closures:
-            try:
-                closures[system] = await nix.closure(system)
-            except XnodeError as exc:  # reported for the node, like a failed build
-                failed.append(_failed(name, f"closure query failed: {exc.message}", built, clock))
-                continue
+        closure = closures[system]
+        if isinstance(closure, XnodeError):  # reported for the node, like a failed build
+            failed.append(_failed(name, f"closure query failed: {closure.message}", built, clock))
+            continue
         out.append(
             NodeJob(
                 target=prepared.target(name),
                 system=system,
-                closure=closures[system],
+                closure=closure,
                 secrets=prepared.secrets[name],
                 probes=tuple(p for app in prepared.rendered[name] for p in app.probes),
                 build_seconds=built.seconds,
             )
         )
     return out, failed
+
+
+async def _closure(
+    system: str, nodes: Sequence[str], runs: Callable[[str, str], Awaitable[bool]] | None
+) -> nix.Closure | XnodeError | None:
+    """`system`'s closure; None when every node in `nodes` already runs it."""
+    query = asyncio.ensure_future(nix.closure(system))
+    check = asyncio.ensure_future(_all_run(system, nodes, runs))
+    try:
+        await asyncio.wait({query, check}, return_when=asyncio.FIRST_COMPLETED)
+        if not query.done() and await check:
+            return None
+        return await query
+    except XnodeError as exc:
+        return exc
+    finally:
+        for task in (query, check):
+            task.cancel()
+        await asyncio.gather(query, check, return_exceptions=True)
+
+
+async def _all_run(
+    system: str, nodes: Sequence[str], runs: Callable[[str, str], Awaitable[bool]] | None
+) -> bool:
+    if runs is None:
+        return False
+    return all(await asyncio.gather(*(runs(n, system) for n in nodes)))
 
 
 def _failed(name: str, error: str, built: Built, clock: Clock) -> NodeReport:

@@ -13,7 +13,7 @@ from xnodectl.deploy.events import Clock, Event, NodeReport, NodeState, Outcome,
 from xnodectl.deploy.secrets import SecretValue
 from xnodectl.errors import XnodeError
 from xnodectl.remote import Target
-from xnodectl.render import Probe
+from xnodectl.rendered import Probe
 
 if TYPE_CHECKING:
     from xnodectl.deploy.sources import Distribution
@@ -40,11 +40,17 @@ class DeployOptions:
 class NodeJob:
     target: Target
     system: str
-    closure: nix.Closure
+    closure: nix.Closure | None  # None: not read, as the node already runs `system`
     secrets: tuple[SecretValue, ...] = ()
     probes: tuple[Probe, ...] = ()
     build_seconds: float | None = None
     sources: Distribution | None = None  # the run's copy sources (owner signing, fan-out, cache)
+
+    @property
+    def paths(self) -> nix.Closure:
+        """The closure a copy moves (read for every node that may need one)."""
+        assert self.closure is not None, "a node that runs its system copies nothing"
+        return self.closure
 
     @property
     def probe_budget(self) -> int:

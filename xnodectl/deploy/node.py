@@ -68,6 +68,17 @@ class NodeDeploy:
         self._beat = asyncio.ensure_future(self._keep_lock(self.agent, every))
         return info
 
+    async def runs(self, system: str) -> bool:
+        """Whether the started preflight finds the node running `system` and booting it (the
+        no-op the deploy then makes); False when it fails or was not started."""
+        if self._preflight is None:
+            return False
+        try:  # shielded: whoever asks may be cancelled, the preflight goes on
+            info = await asyncio.shield(self._preflight)
+        except Exception:
+            return False
+        return info.current == system and info.profile == system
+
     async def _keep_lock(self, agent: Agent, every: float) -> None:
         """Refresh the node's lock (`lock` by its holder = a heartbeat) until the deploy ends."""
         lock = ["lock", "--holder", self.run.opts.deploy_id]
@@ -157,7 +168,7 @@ async def deploy_node(
 
 
 async def _stages(run: NodeRun, ssh: Ssh, agent: Agent, info: Info) -> None:
-    # No-op only when the desired system both runs AND is the boot default.
+    # No-op only when the desired system both runs AND is the boot default (NodeDeploy.runs).
     if info.current == run.job.system and info.profile == run.job.system:
         run.report.outcome, run.report.state = Outcome.UNCHANGED, NodeState.NEW
         run.report.generation_after = info.generation

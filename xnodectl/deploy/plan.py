@@ -25,7 +25,7 @@ from xnodectl.deploy.events import Clock
 from xnodectl.deploy.prepare import Prepared, Request, prepare, session_of, target_of
 from xnodectl.errors import XnodeError
 from xnodectl.remote import Session
-from xnodectl.render import RenderedApp
+from xnodectl.rendered import RenderedApp
 from xnodectl.workspace import Workspace, write_apps
 
 BUILD_BUDGET_S = 12.0

@@ -22,7 +22,7 @@ from xnodectl.workspace import Workspace, untrack, write_apps
 
 if TYPE_CHECKING:  # rendering (jinja2) is imported once the first nodes' handshakes started
     from xnodectl.deploy.fanout import Tree
-    from xnodectl.render import RenderedApp
+    from xnodectl.rendered import RenderedApp
 
 T = TypeVar("T")
 
@@ -188,6 +188,8 @@ def _connect(inventory: inv.Inventory, first: Sequence[str], req: Request) -> Se
 def may_carry_secrets(node: inv.Node) -> bool:
     """Whether a deploy of `node` may upload a secret, known before rendering: one of its apps'
     templates declares a secret parameter (unknown templates fail in rendering, later)."""
+    if not node.apps:
+        return False
     from xnodectl import catalog
     from xnodectl.errors import XnodeError
 
@@ -210,10 +212,12 @@ def _prepare(
     need_secrets: bool,
     session: Session | None,
 ) -> Prepared:
-    from xnodectl import app_request
-
     done = (apply_words(inventory, names, req.words, req.app_name),) if req.words else ()
-    rendered = {n: tuple(app_request.render_node(inventory.nodes[n].apps, done)) for n in names}
+    rendered: dict[str, tuple[RenderedApp, ...]] = {n: () for n in names}
+    if any(inventory.nodes[n].apps for n in names):  # else no renderer (jinja2) is even loaded
+        from xnodectl import app_request
+
+        rendered = {n: tuple(app_request.render_node(inventory.nodes[n].apps, done)) for n in names}
     secrets = {n: sec.read(ws.secrets_dir(), rendered[n]) for n in names}
     if need_secrets:
         for name in names:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from xnodectl.render import Probe
+from xnodectl.rendered import Probe
 
 
 class _Lock(BaseModel):

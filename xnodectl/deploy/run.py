@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from xnodectl import storekey
 from xnodectl.deploy import build, fleet, prepare, sources
@@ -82,7 +82,7 @@ async def _deploy(
     try:
         built = await build.build(ws.root, names, sink, clock)
         prepare.restore(ws, prepared, snapshot, built.failed)  # a failed build changes nothing
-        jobs, failed = await build.jobs(prepared, built, clock)
+        jobs, failed = await build.jobs(prepared, built, clock, _runs(early))
         dist = sources.for_run(plan, jobs, prepared.inventory, session.dir, opts.deploy_id, signer)
         if dist is not None:
             jobs = [dataclasses.replace(job, sources=dist) for job in jobs]
@@ -107,6 +107,13 @@ async def _deploy(
     by_name = {r.node: r for r in [*reports, *failed]}
     operator = dist.operator_bytes if dist is not None else None
     return FleetReport([by_name[n] for n in names], clock.elapsed(), interrupted, operator)
+
+
+def _runs(early: Mapping[str, NodeDeploy]) -> Callable[[str, str], Awaitable[bool]]:
+    async def runs(node: str, system: str) -> bool:
+        return node in early and await early[node].runs(system)
+
+    return runs
 
 
 async def _abandon(nodes: Iterable[NodeDeploy]) -> None:

@@ -19,7 +19,7 @@ from xnodectl.params import SECRET_ROOT
 from xnodectl.remote import Ssh
 
 if TYPE_CHECKING:
-    from xnodectl.render import RenderedApp
+    from xnodectl.rendered import RenderedApp
 
 # Owners may not exist before activation creates them: then the file stays root-owned 0400 and the
 # report says so (the app's module may chown it); nothing readable by others is ever written.

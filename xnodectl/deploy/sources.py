@@ -366,7 +366,7 @@ def for_run(
     no --fan-out, no --via: the copy stage's own `nix copy`)."""
     if plan.plain and signer is None:
         return None
-    closures = {job.system: job.closure for job in jobs}
+    closures = {job.system: job.closure for job in jobs if job.closure is not None}
     endpoints = {
         job.target.node: peers.endpoint_of(job.target.node, inventory.nodes[job.target.node])
         for job in jobs

@@ -24,11 +24,11 @@ PROGRESS_EVERY_S = 0.25  # bounded event rate for --json readers
 
 async def stage(run: NodeRun, ssh: Ssh, agent: Agent, info: Info) -> bytes | None:
     """Space check, copy, secrets, manifest: all before the node changes. Returns the manifest."""
-    need = run.job.closure.nar_size  # upper bound; exact only when it matters
+    need = run.job.paths.nar_size  # upper bound; exact only when it matters
     free = info.store_free_bytes
     if free is not None and free < need + FREE_MARGIN_BYTES:
-        missing = await agent.missing_paths(list(run.job.closure.paths), timeout=STEP_TIMEOUT_S)
-        need = sum(p.nar_size for p in run.job.closure.paths.values() if p.path in missing)
+        missing = await agent.missing_paths(list(run.job.paths.paths), timeout=STEP_TIMEOUT_S)
+        need = sum(p.nar_size for p in run.job.paths.paths.values() if p.path in missing)
         if free < need + FREE_MARGIN_BYTES:
             raise run.fail(
                 Phase.COPY,
@@ -54,7 +54,7 @@ async def stage(run: NodeRun, ssh: Ssh, agent: Agent, info: Info) -> bytes | Non
 async def copy(run: NodeRun, ssh: Ssh, total: int) -> None:
     """`nix copy` skips what the node has; bytes = NAR sizes of the paths it reports copied."""
     run.emit(Phase.COPY, Status.START, bytes=0, paths=0, total_bytes=total)
-    sizes = {p.path: p.nar_size for p in run.job.closure.paths.values()}
+    sizes = {p.path: p.nar_size for p in run.job.paths.paths.values()}
 
     def on_path(path: str) -> None:
         run.report.paths_copied += 1

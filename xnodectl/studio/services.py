@@ -23,7 +23,7 @@ from xnodectl.deploy import status as statusmod
 from xnodectl.errors import UsageError, XnodeError
 from xnodectl.image_format import ImageFormat
 from xnodectl.nodeside.nonces import NonceStore
-from xnodectl.render import RenderedApp
+from xnodectl.rendered import RenderedApp
 from xnodectl.verify.sign_in import Rejected as SignInRejected
 from xnodectl.workspace import Workspace
 from xnodectl.workspace import find as find_workspace
