@@ -165,8 +165,10 @@ def test_killed_at_every_state_write(node: Node, systems: list[str], point: str,
         assert node.current_system() == v1
     else:
         deadline = time.monotonic() + 15
-        while (
-            state(node, "crash") in ("", "starting", "activating") and time.monotonic() < deadline
+        while (  # until activated, or until the process writing the crash point died
+            state(node, "crash") in ("", "starting", "activating")
+            and etc(node, "test-crash-at").exists()
+            and time.monotonic() < deadline
         ):
             time.sleep(0.05)
         if path == "confirm":
