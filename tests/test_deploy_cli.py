@@ -263,6 +263,9 @@ def test_unreachable_is_exit_6_in_every_command_and_status_shows_progress(ws: Pa
     assert "local: asking the node ..." in err and "local: asking the node: unreachable (" in err
     assert "1 of 1 nodes unreachable: local" in err
     assert "NODE" in out  # the table is still printed
-    for args in (["generations", "--node", "local"], ["rollback", "--node", "local"]):
+    # A node that refuses (nothing listens): as unreachable, without the timeout's wait.
+    add = ["node", "add", "refusing", "127.0.0.1", "--port", "1", "--host-key", KEY]
+    assert run(*add, "--workspace", str(ws))[0] == 0
+    for args in (["generations", "--node", "refusing"], ["rollback", "--node", "refusing"]):
         code, _, err = run(*args, "--workspace", str(ws))
         assert code == 6, (args, err)
