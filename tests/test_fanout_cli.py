@@ -60,7 +60,7 @@ def test_peer_killed_mid_copy_falls_back_and_the_deploy_succeeds(cli_ws: Any) ->
     with its sshd session) once it has sent 256 KiB: the pulling node says so, falls back (to
     the operator: no other holder exists yet) and is deployed; the third pulls from a holder;
     the run succeeds. The report's operator bytes are what the relays saw the operator send."""
-    ws: FanWs = cli_ws(3, 150)
+    ws: FanWs = cli_ws(3, 60)
     d = closure_bytes(ws)
     with PeerKiller(ws.nodes) as killer:
         out = ws.cli("--fan-out", "tree:1")
