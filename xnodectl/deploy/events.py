@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -69,8 +70,20 @@ class Event:
     rollback_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if v is not None}
-        return {"type": "event", **data}
+        data = {"type": "event"}
+        for name in _EVENT_FIELDS:  # not dataclasses.asdict: its deep copy, per event, is slow
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
+
+    @functools.cached_property
+    def line(self) -> str:
+        """The event as one line of the --json stream and the journal (serialized once)."""
+        return json.dumps(self.to_json()) + "\n"
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(Event))
 
 
 @dataclass
@@ -158,27 +171,40 @@ class Clock:
 class _Writer:
     """Output on a thread of its own, in order. On a busy machine a write to a pipe or a terminal
     can stall the writer for milliseconds (the woken reader is scheduled first): measured here,
-    0.2-0.3 s per 8-node deploy when the event loop that drives every node wrote itself."""
+    0.2-0.3 s per 8-node deploy when the event loop that drives every node wrote itself. One
+    writer serves every sink of the process: a wake of that thread costs the event loop a GIL
+    hand-over on a busy machine, and an event's lines (the --json stream, the journal) are
+    queued back to back, so they wake it once."""
+
+    _shared: _Writer | None = None
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._drain, name="xnodectl-output", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def shared(cls) -> _Writer:
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
 
     def put(self, job: Callable[[], None]) -> None:
         self._jobs.put(job)
 
     def _drain(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while True:
+            job = self._jobs.get()
             try:
                 job()
             except (OSError, ValueError):  # the reader went away (closed pipe): output is moot
                 pass
 
-    def close(self) -> None:
-        """Wait until everything queued is written."""
-        self._jobs.put(None)
-        self._thread.join()
+    def flush(self) -> None:
+        """Wait until everything queued so far is written."""
+        done = threading.Event()
+        self._jobs.put(done.set)
+        done.wait()
 
 
 class JsonSink:
@@ -186,10 +212,10 @@ class JsonSink:
 
     def __init__(self) -> None:
         self._out = sys.stdout
-        self._writer = _Writer()
+        self._writer = _Writer.shared()
 
     def __call__(self, event: Event) -> None:
-        line = json.dumps(event.to_json()) + "\n"
+        line = event.line
         self._writer.put(lambda: self._write(line))
 
     def _write(self, line: str) -> None:
@@ -197,7 +223,7 @@ class JsonSink:
         self._out.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        self._writer.flush()
 
 
 class ConsoleSink:
@@ -208,10 +234,10 @@ class ConsoleSink:
 
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self._last_progress: dict[str, float] = {}
-        self._writer = _Writer()
+        self._writer = _Writer.shared()
 
     def close(self) -> None:
-        self._writer.close()
+        self._writer.flush()
 
     def __call__(self, event: Event) -> None:
         if event.status is Status.PROGRESS:

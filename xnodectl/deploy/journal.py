@@ -49,7 +49,7 @@ class Journal:
         self.nodes = list(nodes)
         self.path: Path | None = None
         self._file: IO[str] | None = None
-        self._writer = _Writer()
+        self._writer = _Writer.shared()
 
     def _open(self) -> IO[str]:
         runs = runs_dir(self.root)
@@ -78,13 +78,14 @@ class Journal:
         self._file.flush()
 
     def __call__(self, event: Event) -> None:
-        self._put(event.to_json())
+        line = event.line
+        self._writer.put(lambda: self._write(line))
 
     def end(self, report: dict[str, Any], exit_code: int) -> None:
         self._put(report)
         self._put({"type": "end", "exit_code": exit_code})
 
     def close(self) -> None:
-        self._writer.close()
+        self._writer.flush()
         if self._file is not None:
             self._file.close()
