@@ -67,8 +67,7 @@ class Journal:
         file.write(json.dumps(header) + "\n")
         return file
 
-    def _put(self, data: dict[str, Any]) -> None:
-        line = json.dumps(data) + "\n"
+    def _put(self, line: str) -> None:
         self._writer.put(lambda: self._write(line))
 
     def _write(self, line: str) -> None:
@@ -78,12 +77,11 @@ class Journal:
         self._file.flush()
 
     def __call__(self, event: Event) -> None:
-        line = event.line
-        self._writer.put(lambda: self._write(line))
+        self._put(event.line)
 
     def end(self, report: dict[str, Any], exit_code: int) -> None:
-        self._put(report)
-        self._put({"type": "end", "exit_code": exit_code})
+        self._put(json.dumps(report) + "\n")
+        self._put(json.dumps({"type": "end", "exit_code": exit_code}) + "\n")
 
     def close(self) -> None:
         self._writer.flush()

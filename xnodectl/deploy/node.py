@@ -77,7 +77,7 @@ class NodeDeploy:
             info = await asyncio.shield(self._preflight)
         except Exception:
             return False
-        return info.current == system and info.profile == system
+        return info.runs(system)
 
     async def _keep_lock(self, agent: Agent, every: float) -> None:
         """Refresh the node's lock (`lock` by its holder = a heartbeat) until the deploy ends."""
@@ -168,8 +168,7 @@ async def deploy_node(
 
 
 async def _stages(run: NodeRun, ssh: Ssh, agent: Agent, info: Info) -> None:
-    # No-op only when the desired system both runs AND is the boot default (NodeDeploy.runs).
-    if info.current == run.job.system and info.profile == run.job.system:
+    if info.runs(run.job.system):  # running AND the boot default: nothing to do
         run.report.outcome, run.report.state = Outcome.UNCHANGED, NodeState.NEW
         run.report.generation_after = info.generation
         run.emit(Phase.DONE, Status.OK, message="already running the desired system")

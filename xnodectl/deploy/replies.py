@@ -72,6 +72,10 @@ class Info:
     # seconds without a heartbeat after which the node lets another deploy take its lock over
     lock_stale_after: int | None = None
 
+    def runs(self, system: str) -> bool:
+        """The node runs `system` AND boots it: a deploy of `system` is a no-op."""
+        return self.current == system and self.profile == system
+
 
 @dataclass(frozen=True)
 class WaitResult:
