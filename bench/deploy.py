@@ -22,6 +22,11 @@ its bytecode is compiled first, as `pip install` does (an editable install under
 PYTHONDONTWRITEBYTECODE, as on the project's test machine, would otherwise recompile the package on
 every start).
 
+The closure's leaves are this run's own (a random salt): each workspace has its own owner key,
+so every deploy signs the whole closure as a first deploy does, and the signatures of earlier runs
+do not pile up on shared paths (after ~190 runs on one machine, `nix path-info` of the closure was
+6.4 MB of signatures and every copy carried them).
+
 The nodes' stores live in RAM (/dev/shm when it has room, else --tmp): 58 nodes x 50 MB written
 to this VM's disk made the kernel's writeback, not the deploy, decide which run was slower.
 
@@ -35,6 +40,7 @@ import asyncio
 import compileall
 import json
 import os
+import secrets
 import shlex
 import shutil
 import statistics
@@ -64,10 +70,11 @@ async def raw(node: Node, system: str) -> None:
     await process.arun(node.ssh_argv(cmd))
 
 
-def workspace(base: Path, name: str, nodes: list[Node], size: int) -> Path:
+def workspace(base: Path, name: str, nodes: list[Node], size: int, salt: str) -> Path:
     """A stand-in workspace as `xnodectl init` leaves it: git, secrets/ ignored, an owner store
-    key (every deploy signs the closure it copies with it)."""
-    flake = StandinFlake(base / name, [n.name for n in nodes], size=size).write()
+    key (every deploy signs the closure it copies with it). `salt`: the run's own closure (see
+    the module's doc)."""
+    flake = StandinFlake(base / name, [n.name for n in nodes], size=size, leaf_salt=salt).write()
     (flake.directory / ".gitignore").write_text(GITIGNORE)
     inventory = inv.Inventory(settings=inv.Settings(ssh_key=str(nodes[0].key)))
     for n in nodes:
@@ -122,10 +129,15 @@ def main() -> None:
             (nodes[2 + n + 2 * n * r : 2 + 2 * n + 2 * n * r], nodes[2 + 2 * n + 2 * n * r :][:n])
             for r in range(rounds)
         ]
-        ws_one = workspace(base, "ws-one", [one_x], args.size)
-        ws_fleets = [workspace(base, f"ws-fleet-{r}", p[0], args.size) for r, p in enumerate(pairs)]
+        salt = secrets.token_hex(4)
+        ws_one = workspace(base, "ws-one", [one_x], args.size, salt)
+        ws_fleets = [
+            workspace(base, f"ws-fleet-{r}", p[0], args.size, salt) for r, p in enumerate(pairs)
+        ]
         t = time.monotonic()
-        system = StandinFlake(ws_one, [one_x.name], size=args.size).build(one_x.name)
+        system = StandinFlake(ws_one, [one_x.name], size=args.size, leaf_salt=salt).build(
+            one_x.name
+        )
         build_s = time.monotonic() - t
         closure = json.loads(
             process.run(["nix", "path-info", "--json", "--recursive", system]).stdout

@@ -43,3 +43,32 @@ def test_arun_timeout_returns_although_a_grandchild_holds_the_pipes() -> None:
     with pytest.raises(CommandFailed, match="timed out"):
         asyncio.run(process.arun(["sh", "-c", "sleep 30 & sleep 30"], timeout=0.3))
     assert time.monotonic() - started < 5
+
+
+def test_children_are_awaited_without_a_thread_each() -> None:
+    """The CLI's event loop learns of exited children by pidfd (Python 3.11's default starts a
+    thread per child); results and exit codes are unchanged."""
+    import threading
+
+    before = asyncio.get_child_watcher()
+    process.watch_children_by_pidfd()
+    try:
+
+        async def main() -> tuple[int, int, list[int]]:
+            idle = threading.active_count()
+            tasks = [
+                asyncio.ensure_future(
+                    process.arun(["sh", "-c", f"sleep 0.3; exit {i}"], check=False)
+                )
+                for i in range(6)
+            ]
+            await asyncio.sleep(0.15)
+            busy = threading.active_count()
+            results = await asyncio.gather(*tasks)
+            return idle, busy, [r.returncode for r in results]
+
+        idle, busy, codes = asyncio.run(main())
+    finally:
+        asyncio.set_child_watcher(before)
+    assert codes == list(range(6))
+    assert busy == idle, f"{busy - idle} threads for 6 children"

@@ -98,8 +98,11 @@ def write_nixops4_root(ws: Workspace) -> Path:
     return directory
 
 
-def write_apps(ws: Workspace, node: str, apps: Sequence[RenderedApp]) -> list[Path]:
-    """Write a node's rendered modules, removing ones no longer in the inventory."""
+def write_apps(
+    ws: Workspace, node: str, apps: Sequence[RenderedApp], *, track: bool = True
+) -> list[Path]:
+    """Write a node's rendered modules, removing ones no longer in the inventory. `track=False`:
+    the caller runs `git_track` once after writing every node's (one git call, not one per node)."""
     directory = ws.apps_dir(node)
     directory.mkdir(parents=True, exist_ok=True)
     wanted = {app.filename for app in apps}
@@ -112,7 +115,8 @@ def write_apps(ws: Workspace, node: str, apps: Sequence[RenderedApp]) -> list[Pa
         if not path.is_file() or path.read_text() != app.source:
             path.write_text(app.source)
         written.append(path)
-    git_track(ws)
+    if track:
+        git_track(ws)
     return written
 
 

@@ -61,6 +61,9 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
             for sig in stops:
                 loop.remove_signal_handler(sig)
 
+    from xnodectl import process
+
+    process.watch_children_by_pidfd()
     return asyncio.run(main())
 
 
@@ -255,12 +258,11 @@ def _deploy(ws: "Workspace", prepared: "prepare.Prepared", req: "Request", as_js
     import json
     import sys
 
-    from xnodectl.deploy import events
-    from xnodectl.deploy import run as runmod
+    from xnodectl.deploy import events, start
 
     sink = events.JsonSink() if as_json else events.ConsoleSink()
     try:
-        report = _run(lambda: runmod.deploy(ws, prepared, req, sink))
+        report = _run(lambda: start.deploy(ws, prepared, req, sink))
     finally:
         sink.close()  # every event is out before the report
     if as_json:
@@ -288,6 +290,8 @@ def _deploy(ws: "Workspace", prepared: "prepare.Prepared", req: "Request", as_js
                 f"operator sent {events.human_bytes(report.operator_bytes)}; nodes got "
                 f"{events.human_bytes(peers)} from peers, {events.human_bytes(caches)} from caches"
             )
+    from xnodectl.deploy import run as runmod
+
     error = runmod.exit_error(report)
     if error is not None:
         raise error

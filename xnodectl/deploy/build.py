@@ -14,10 +14,8 @@ from pathlib import Path
 from xnodectl import nix
 from xnodectl.deploy.events import Clock, Event, NodeReport, NodeState, Outcome, Phase, Sink, Status
 from xnodectl.deploy.job import NodeJob
-from xnodectl.deploy.prepare import Prepared
+from xnodectl.deploy.prepare import BUILD_TIMEOUT_S, Prepared
 from xnodectl.errors import CommandFailed, XnodeError
-
-BUILD_TIMEOUT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -37,17 +35,20 @@ async def build(
     clock: Clock,
     timeout: float = BUILD_TIMEOUT_S,
     fail_fast: bool = False,
+    running: Awaitable[list[str]] | None = None,
+    since: float | None = None,
 ) -> Built:
-    """Build all selected systems in one nix call; on failure, per node to say which failed."""
+    """Build all selected systems in one nix call; on failure, per node to say which failed.
+    `running`: that one call, started at `since` (time.monotonic(); deploy/start.py)."""
+    started = time.monotonic() if since is None else since
     for name in names:
-        sink(Event(name, Phase.BUILD, Status.START, clock.elapsed()))
-    started = time.monotonic()
+        sink(Event(name, Phase.BUILD, Status.START, round(started - clock.start, 3)))
     attrs = [nix.toplevel_attr(flake, n) for n in names]
     out: dict[str, str | XnodeError] = {}
     try:
-        out.update(
-            zip(names, await nix.build(attrs, timeout=timeout, fail_fast=fail_fast), strict=True)
-        )
+        if running is None:
+            running = nix.build(attrs, timeout=timeout, fail_fast=fail_fast)
+        out.update(zip(names, await running, strict=True))
     except CommandFailed as exc:
         if len(names) == 1:
             out[names[0]] = exc

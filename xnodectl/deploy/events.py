@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import queue
+import select
+import stat
 import sys
 import threading
 import time
@@ -161,27 +164,33 @@ Sink = Callable[[Event], None]
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.start = time.monotonic()
+    def __init__(self, start: float | None = None) -> None:
+        """`start`: a time.monotonic() reading (default: now)."""
+        self.start = time.monotonic() if start is None else start
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.start, 3)
 
 
 class _Writer:
-    """Output on a thread of its own, in order. On a busy machine a write to a pipe or a terminal
-    can stall the writer for milliseconds (the woken reader is scheduled first): measured here,
-    0.2-0.3 s per 8-node deploy when the event loop that drives every node wrote itself. One
-    writer serves every sink of the process: a wake of that thread costs the event loop a GIL
-    hand-over on a busy machine, and an event's lines (the --json stream, the journal) are
-    queued back to back, so they wake it once."""
+    """Output in order, never blocking the event loop that drives every node.
+
+    A line goes out at once when its stream takes it without blocking: a regular file, memory, or
+    a pipe with room for it (poll; at most PIPE_BUF bytes). Otherwise (a full pipe, a terminal, a
+    socket) it goes to a thread of its own, and so does every line after it until that thread has
+    caught up. Measured on a busy 2-core machine, 8-node deploy: handing every line to the thread
+    blocked the event loop ~1 ms per line (the wake of the thread and the GIL hand-over; 0.3 s per
+    deploy), writing it at once costs microseconds; a reader that stops reading still never
+    stalls a deploy."""
 
     _shared: _Writer | None = None
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._drain, name="xnodectl-output", daemon=True)
-        self._thread.start()
+        self._queued = 0  # jobs handed to the thread (counted by the producer)
+        self._done = 0  # jobs the thread finished (counted by the thread)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
     @classmethod
     def shared(cls) -> _Writer:
@@ -189,8 +198,41 @@ class _Writer:
             cls._shared = cls()
         return cls._shared
 
-    def put(self, job: Callable[[], None]) -> None:
+    def put(self, job: Callable[[], None], stream: Any = None, size: int = 0) -> None:
+        """Run `job` (writing about `size` bytes to `stream`) now if that cannot block and nothing
+        is still queued before it; else on the writer thread."""
+        if stream is not None and self._queued == self._done and self._ready(stream, size):
+            try:
+                job()
+            except (OSError, ValueError):  # the reader went away (closed pipe): output is moot
+                pass
+            return
+        with self._lock:
+            self._queued += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._drain, name="xnodectl-output", daemon=True
+                )
+                self._thread.start()
         self._jobs.put(job)
+
+    @staticmethod
+    def _ready(stream: Any, size: int) -> bool:
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError, AttributeError):  # in memory (a test's StringIO)
+            return True
+        try:  # asked every time: a closed descriptor's number comes back for another file
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            return False
+        if stat.S_ISREG(mode):
+            return True
+        if not stat.S_ISFIFO(mode) or size > select.PIPE_BUF:
+            return False  # a terminal, a socket: poll does not promise room for the whole line
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & select.POLLOUT for _, ev in poller.poll(0))
 
     def _drain(self) -> None:
         while True:
@@ -199,11 +241,15 @@ class _Writer:
                 job()
             except (OSError, ValueError):  # the reader went away (closed pipe): output is moot
                 pass
+            finally:
+                self._done += 1
 
     def flush(self) -> None:
         """Wait until everything queued so far is written."""
+        if self._queued == self._done:
+            return
         done = threading.Event()
-        self._jobs.put(done.set)
+        self.put(done.set)
         done.wait()
 
 
@@ -216,7 +262,7 @@ class JsonSink:
 
     def __call__(self, event: Event) -> None:
         line = event.line
-        self._writer.put(lambda: self._write(line))
+        self._writer.put(lambda: self._write(line), self._out, len(line))
 
     def _write(self, line: str) -> None:
         self._out.write(line)
@@ -267,4 +313,8 @@ class ConsoleSink:
         if event.rollback_reason:
             parts.append(f"- rolled back: {event.rollback_reason}")
         line = " ".join(parts)
-        self._writer.put(lambda: self.console.print(line, style=style or None, markup=False))
+        self._writer.put(
+            lambda: self.console.print(line, style=style or None, markup=False),
+            self.console.file,
+            2 * len(line) + 32,  # styles and the line end
+        )

@@ -39,9 +39,10 @@ def _prune(runs: Path) -> None:
 
 
 class Journal:
-    """A sink (events) that also takes the report and the exit code; writes on its own thread,
-    each line flushed, so a reader sees an event as soon as the engine emits it. Nothing is
-    written before the first event: a run refused for bad input leaves the workspace as it was."""
+    """A sink (events) that also takes the report and the exit code; each line is written and
+    flushed as the engine emits it (by the process's one writer, events._Writer), so a reader
+    sees an event at once. Nothing is written before the first event: a run refused for bad
+    input leaves the workspace as it was."""
 
     def __init__(self, root: Path, deploy_id: str, nodes: Sequence[str] = ()) -> None:
         self.root = root
@@ -68,7 +69,9 @@ class Journal:
         return file
 
     def _put(self, line: str) -> None:
-        self._writer.put(lambda: self._write(line))
+        # The journal is a regular file: written at once (it opens on the first line; until then
+        # the thread takes it, as creating the directory may touch the disk).
+        self._writer.put(lambda: self._write(line), self._file, len(line))
 
     def _write(self, line: str) -> None:
         if self._file is None:

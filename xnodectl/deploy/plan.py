@@ -26,7 +26,7 @@ from xnodectl.deploy.prepare import Prepared, Request, prepare, session_of, targ
 from xnodectl.errors import XnodeError
 from xnodectl.remote import Session
 from xnodectl.rendered import RenderedApp
-from xnodectl.workspace import Workspace, write_apps
+from xnodectl.workspace import Workspace, git_track, write_apps
 
 BUILD_BUDGET_S = 12.0
 NODE_BUDGET_S = 6.0
@@ -160,7 +160,8 @@ def _scratch(ws: Workspace, prepared: Prepared) -> Path:
     copy.save(prepared.inventory)
     process.run(["git", "init", "-q", str(root)], check=False)
     for name, apps in prepared.rendered.items():
-        write_apps(copy, name, apps)
+        write_apps(copy, name, apps, track=False)
+    git_track(copy)
     return root
 
 

@@ -18,7 +18,7 @@ from xnodectl.deploy import secrets as sec
 from xnodectl.errors import UsageError
 from xnodectl.inventory import AppEntry
 from xnodectl.remote import Session, Target
-from xnodectl.workspace import Workspace, untrack, write_apps
+from xnodectl.workspace import Workspace, git_track, untrack, write_apps
 
 if TYPE_CHECKING:  # rendering (jinja2) is imported once the first nodes' handshakes started
     from xnodectl.deploy.fanout import Tree
@@ -70,8 +70,14 @@ class Request:
     fan_out: Tree | None = None  # --fan-out tree[:K]
     via: str | None = None  # --via STORE_URL
 
+    @property
+    def plain(self) -> bool:
+        """Every node gets its closure from the operator (no fan-out, no cache)."""
+        return self.fan_out is None and self.via is None
+
 
 ACTIVATION_TIMEOUT_S = 300.0
+BUILD_TIMEOUT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -262,7 +268,8 @@ def write(ws: Workspace, prepared: Prepared) -> Snapshot:
     if prepared.changed_inventory:
         ws.save(prepared.inventory)
     for name in prepared.names:
-        write_apps(ws, name, prepared.rendered[name])
+        write_apps(ws, name, prepared.rendered[name], track=False)
+    git_track(ws)
     return snapshot
 
 

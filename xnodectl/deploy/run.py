@@ -1,5 +1,6 @@
-"""`xnodectl deploy`, start to end: prepare -> write the workspace -> build (the first wave's
-preflights run meanwhile) -> the fleet's waves -> one report with every node in it."""
+"""`xnodectl deploy`, start to end: prepare -> deploy/start.py (the workspace written, the build
+started) -> the build awaited (the first wave's preflights run meanwhile) -> the fleet's waves ->
+one report with every node in it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-from xnodectl import storekey
-from xnodectl.deploy import build, fleet, prepare, sources
+from xnodectl.deploy import build, fleet, prepare, sources, start
 from xnodectl.deploy.events import Clock, Event, FleetReport, Outcome, Sink
 from xnodectl.deploy.job import DeployOptions
 from xnodectl.deploy.journal import Journal
@@ -19,10 +19,14 @@ from xnodectl.workspace import Workspace
 
 
 async def deploy(
-    ws: Workspace, prepared: prepare.Prepared, req: prepare.Request, sink: Sink
+    ws: Workspace,
+    prepared: prepare.Prepared,
+    req: prepare.Request,
+    sink: Sink,
+    started: start.Started | None = None,
 ) -> FleetReport:
     """The deploy, journaled in the workspace (deploy/journal.py): a studio open on it follows
-    the run wherever it was started."""
+    the run wherever it was started. `started`: its first step, taken already (deploy/start.py)."""
     run_id = prepare.deploy_id()
     journal = Journal(ws.root, run_id, prepared.names)
 
@@ -31,21 +35,29 @@ async def deploy(
         journal(event)
 
     try:
-        report = await _deploy(ws, prepared, req, both, run_id)
+        if started is None:
+            started = start.start(ws, prepared, req)
+        report = await _deploy(ws, prepared, req, both, run_id, started)
         error = exit_error(report)
         journal.end(report.to_json(), int(error.exit_code) if error is not None else 0)
         return report
     finally:
+        if started is not None:
+            await started.stop()
         journal.close()
         if prepared.session is not None:  # whatever ended the run: no master outlives it
             prepared.session.close()
 
 
 async def _deploy(
-    ws: Workspace, prepared: prepare.Prepared, req: prepare.Request, sink: Sink, run_id: str
+    ws: Workspace,
+    prepared: prepare.Prepared,
+    req: prepare.Request,
+    sink: Sink,
+    run_id: str,
+    started: start.Started,
 ) -> FleetReport:
-    clock = Clock()
-    snapshot = prepare.write(ws, prepared)
+    clock = Clock(started.at)
     settings = prepared.inventory.settings
     names = list(prepared.names)
     signed = any(prepared.inventory.nodes[n].signed_deploys for n in names)
@@ -59,9 +71,6 @@ async def _deploy(
     session = prepared.session or prepare.session_of(prepared.inventory)
     fopts = prepared.fleet
     plan = sources.Plan(fan_out=req.fan_out, via=req.via, substitute=req.substitute)
-    # Every closure is signed with the owner key (made now for a workspace without one, before the
-    # build bakes its public half in); only fan-out and caches refuse to run without it.
-    signer = storekey.for_deploy(ws, prepared.inventory, required=not plan.plain)
     # The first wave's preflights (connection, facts, lock) run while the system builds (NixOS
     # evaluation takes seconds): they leave the critical path, and an unreachable node is reported
     # before the build ends. Only as many as may deploy at once.
@@ -80,10 +89,15 @@ async def _deploy(
     for node in early.values():
         node.start_preflight()
     try:
-        built = await build.build(ws.root, names, sink, clock)
-        prepare.restore(ws, prepared, snapshot, built.failed)  # a failed build changes nothing
+        built = await build.build(
+            ws.root, names, sink, clock, running=started.build, since=started.at
+        )
+        # A failed build changes nothing in the workspace.
+        prepare.restore(ws, prepared, started.snapshot, built.failed)
         jobs, failed = await build.jobs(prepared, built, clock, _runs(early))
-        dist = sources.for_run(plan, jobs, prepared.inventory, session.dir, opts.deploy_id, signer)
+        dist = sources.for_run(
+            plan, jobs, prepared.inventory, session.dir, opts.deploy_id, started.signer
+        )
         if dist is not None:
             jobs = [dataclasses.replace(job, sources=dist) for job in jobs]
     except BaseException as exc:
