@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from xnodectl import process
+from xnodectl import childwatch, process
 from xnodectl.errors import CommandFailed, ToolMissing
 
 
@@ -51,7 +51,7 @@ def test_children_are_awaited_without_a_thread_each() -> None:
     import threading
 
     before = asyncio.get_child_watcher()
-    process.watch_children_by_pidfd()
+    childwatch.install()
     try:
 
         async def main() -> tuple[int, int, list[int]]:
@@ -68,7 +68,18 @@ def test_children_are_awaited_without_a_thread_each() -> None:
             return idle, busy, [r.returncode for r in results]
 
         idle, busy, codes = asyncio.run(main())
+        # Another loop afterwards, in another thread (a studio's, in the same process), still
+        # starts and awaits children (3.11's own pidfd watcher stays bound to the first loop).
+        later: list[int] = []
+        thread = threading.Thread(
+            target=lambda: later.append(
+                asyncio.run(process.arun(["sh", "-c", "exit 7"], check=False)).returncode
+            )
+        )
+        thread.start()
+        thread.join(30)
     finally:
         asyncio.set_child_watcher(before)
     assert codes == list(range(6))
     assert busy == idle, f"{busy - idle} threads for 6 children"
+    assert later == [7]

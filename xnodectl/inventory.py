@@ -18,7 +18,6 @@ from pydantic import (
     field_validator,
 )
 
-from xnodectl import inventory_file
 from xnodectl.errors import InventoryError, did_you_mean
 
 FILENAME = "inventory.toml"
@@ -238,6 +237,8 @@ def save(inventory: Inventory, path: Path) -> None:
     """Write under the workspace lock, keeping the comments and layout the operator wrote. An
     inventory loaded earlier writes only its own changes: what another command saved meanwhile
     (a `node add` during a deploy) stays."""
+    from xnodectl import inventory_file  # tomlkit: loaded by the commands that write, only
+
     with inventory_file.locked(path):
         merged = inventory
         if inventory._loaded is not None and path.exists():
@@ -269,6 +270,8 @@ def _rebase(mine: Inventory, base: Inventory, current: Inventory) -> Inventory:
 def edit(path: Path) -> Iterator[Inventory]:
     """Read, change and write the inventory under the workspace lock, so two commands editing it
     at once both keep their change. Nothing is written if the block raises."""
+    from xnodectl import inventory_file
+
     with inventory_file.locked(path):
         inventory = load(path)
         yield inventory
@@ -288,4 +291,6 @@ def _write(inventory: Inventory, path: Path) -> None:
             hint="nothing was written; correct the value and run the command again",
         ) from exc
     minimal = inventory.model_dump(exclude_none=True, exclude_defaults=True)
+    from xnodectl import inventory_file
+
     inventory_file.write(path, full, minimal, HEADER)

@@ -155,25 +155,6 @@ async def finish(proc: Spawned, argv: Sequence[str], *, timeout: float | None = 
     return result
 
 
-def watch_children_by_pidfd() -> None:
-    """Before `asyncio.run`: the loop learns that a child exited from a pidfd in its own epoll.
-    Python 3.11's default waits for every child on a thread of its own; on a busy 2-core machine
-    each such thread's start and wake-up (a GIL hand-over) stalls the event loop that drives the
-    whole fleet, ~70 times per 8-node deploy. Python 3.12 and later do this by default; a kernel
-    without pidfds (before Linux 5.3) keeps the threads."""
-    import asyncio
-    import os
-    import sys
-
-    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
-        return
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except OSError:
-        return
-    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-
-
 async def arun(
     argv: Sequence[str],
     *,

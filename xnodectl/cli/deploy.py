@@ -61,9 +61,9 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
             for sig in stops:
                 loop.remove_signal_handler(sig)
 
-    from xnodectl import process
+    from xnodectl import childwatch
 
-    process.watch_children_by_pidfd()
+    childwatch.install()
     return asyncio.run(main())
 
 
