@@ -23,10 +23,11 @@ async def deploy(
     prepared: prepare.Prepared,
     req: prepare.Request,
     sink: Sink,
-    started: start.Started | None = None,
+    started: start.Started,
 ) -> FleetReport:
     """The deploy, journaled in the workspace (deploy/journal.py): a studio open on it follows
-    the run wherever it was started. `started`: its first step, taken already (deploy/start.py)."""
+    the run wherever it was started. `started`: its first step (deploy/start.py, which also
+    stops what this leaves: the build, the SSH masters)."""
     run_id = prepare.deploy_id()
     journal = Journal(ws.root, run_id, prepared.names)
 
@@ -35,18 +36,12 @@ async def deploy(
         journal(event)
 
     try:
-        if started is None:
-            started = start.start(ws, prepared, req)
         report = await _deploy(ws, prepared, req, both, run_id, started)
         error = exit_error(report)
         journal.end(report.to_json(), int(error.exit_code) if error is not None else 0)
         return report
     finally:
-        if started is not None:
-            await started.stop()
         journal.close()
-        if prepared.session is not None:  # whatever ended the run: no master outlives it
-            prepared.session.close()
 
 
 async def _deploy(

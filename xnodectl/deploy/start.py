@@ -47,17 +47,17 @@ async def deploy(
     ws: Workspace, prepared: prepare.Prepared, req: prepare.Request, sink: Sink
 ) -> FleetReport:
     """`xnodectl deploy`: this first step, then the engine (deploy/run.py), imported meanwhile.
-    Whatever ends the run before the engine has it stops the build and closes the first wave's
-    SSH masters (prepare's `connect_early`)."""
+    Whatever ended the run, a build nobody awaited is stopped and no SSH master of the first wave
+    (prepare's `connect_early`) outlives it."""
     started: Started | None = None
     try:
         started = start(ws, prepared, req)
         await asyncio.sleep(0)  # the build task reaches its process (spawned before its first wait)
         from xnodectl.deploy import run
-    except BaseException:
+
+        return await run.deploy(ws, prepared, req, sink, started)
+    finally:
         if started is not None:
             await started.stop()
         if prepared.session is not None:
             prepared.session.close()
-        raise
-    return await run.deploy(ws, prepared, req, sink, started)
